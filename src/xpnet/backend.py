@@ -1,0 +1,177 @@
+"""Array namespace, device and dtype resolution, and host <-> device transfers.
+
+Everything numerical in xpnet is written against the Python array API standard.
+A :class:`Backend` bundles the namespace (``xp``), the device arrays live on and the
+helpers that move host (NumPy) data there and back.  Random numbers are always drawn
+on the host with NumPy's seeded generator and moved once, so one seed gives the same
+weights and the same mini-batch order on every backend.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import array_api_compat as aac
+import numpy as np
+
+FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where a model's arrays live: namespace ``xp``, ``device`` and library ``kind``.
+
+    ``kind`` is ``"numpy"``, ``"cupy"`` or ``"generic"`` (any other array-API library);
+    fused kernels exist only for the first two.
+    """
+
+    xp: Any
+    device: Any
+    kind: str
+    name: str
+
+    # -- creation ------------------------------------------------------------------
+    def dtype(self, name: str):
+        """The namespace's dtype object for a dtype name such as ``"float32"``."""
+        return getattr(self.xp, name)
+
+    def zeros(self, shape, dtype: str):
+        with self.context():
+            return self.xp.zeros(shape, dtype=self.dtype(dtype), device=self.device)
+
+    def from_host(self, array: np.ndarray, dtype: str | None = None):
+        """Copy a host NumPy array to this backend's device (optionally casting first)."""
+        array = np.ascontiguousarray(array if dtype is None else array.astype(dtype, copy=False))
+        if self.kind == "numpy":
+            return array
+        with self.context():
+            return self.xp.asarray(array, device=self.device)
+
+    def context(self):
+        """CuPy creation functions ignore ``device=``; a device context selects the GPU."""
+        if self.kind == "cupy":
+            return self.device
+        return _NULL_CONTEXT
+
+    # -- inspection ----------------------------------------------------------------
+    def owns(self, array) -> bool:
+        """True when ``array`` already belongs to this namespace and device."""
+        if not aac.is_array_api_obj(array) or isinstance(array, (int, float)):
+            return False
+        if self.kind == "numpy":
+            return isinstance(array, np.ndarray)
+        if aac.array_namespace(array) is not self.xp:
+            return False
+        return _same_device(aac.device(array), self.device)
+
+
+class _NullContext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NULL_CONTEXT = _NullContext()
+
+
+def _same_device(a, b) -> bool:
+    return a == b or str(a) == str(b)
+
+
+def library_name(array) -> str:
+    """Short name of the library an array comes from ("numpy", "torch", ...)."""
+    if isinstance(array, np.ndarray):
+        return "numpy"
+    module = type(array).__module__.split(".")[0]
+    return module
+
+
+def to_host(array) -> np.ndarray:
+    """Any array-API array (or array-like) as a host NumPy array (a copy only if needed)."""
+    if isinstance(array, np.ndarray):
+        return array
+    if aac.is_cupy_array(array):
+        return array.get()
+    if aac.is_torch_array(array):
+        return array.detach().cpu().numpy()
+    if aac.is_array_api_obj(array):
+        xp = aac.array_namespace(array)
+        if aac.is_array_api_strict_namespace(xp):
+            array = aac.to_device(array, xp.Device("CPU_DEVICE"))
+        return np.asarray(array)
+    return np.asarray(array)
+
+
+def resolve_backend(device=None, xp=None) -> Backend:
+    """Turn the user's ``device`` / ``xp`` arguments into a :class:`Backend`.
+
+    * ``device=None`` or ``"cpu"`` with no ``xp``: NumPy on the host.
+    * ``"cuda"`` / ``"cuda:N"``: CuPy on GPU ``N`` (an error names the missing piece).
+    * ``xp=<array-API namespace>``: that library, on ``device`` or its default device.
+    """
+    if xp is not None:
+        namespace = aac.array_namespace(xp.asarray(0.0))  # the compat wrapper, if any
+        if aac.is_numpy_namespace(namespace) and device in (None, "cpu"):
+            return _numpy_backend()
+        if aac.is_cupy_namespace(namespace):
+            return _cupy_backend(_cuda_index(device if device is not None else "cuda"))
+        probe = xp.asarray(0.0) if device is None else xp.asarray(0.0, device=device)
+        dev = aac.device(probe)
+        return Backend(namespace, dev, "generic", f"{namespace.__name__.split('.')[-1]}:{dev}")
+    if device is None or device == "cpu":
+        return _numpy_backend()
+    if isinstance(device, str) and device.startswith("cuda"):
+        return _cupy_backend(_cuda_index(device))
+    raise ValueError(
+        f"device={device!r} is not understood: use 'cpu', 'cuda' or 'cuda:N', or pass "
+        "xp=<array-API namespace> together with one of its devices."
+    )
+
+
+def _numpy_backend() -> Backend:
+    return Backend(aac.array_namespace(np.empty(0)), "cpu", "numpy", "numpy:cpu")
+
+
+def _cuda_index(device) -> int:
+    if isinstance(device, int):
+        return device
+    match = re.fullmatch(r"cuda(?::(\d+))?", str(device))
+    if match is None:
+        raise ValueError(f"device={device!r} is not understood: use 'cuda' or 'cuda:N' (N = GPU index).")
+    return int(match.group(1) or 0)
+
+
+def _cupy_backend(index: int) -> Backend:
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RuntimeError(
+            "device='cuda' needs CuPy, which is not installed. Install the extra that matches "
+            "your CUDA toolkit: pip install 'xpnet[cuda12]' or pip install 'xpnet[cuda13]'."
+        ) from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDA driver missing or broken
+        raise RuntimeError(
+            f"device='cuda:{index}' needs an NVIDIA GPU and driver, but CUDA reports: {exc}. "
+            "Use device='cpu' on this machine."
+        ) from exc
+    if count == 0:
+        raise RuntimeError("device='cuda' needs an NVIDIA GPU, but CUDA finds none. Use device='cpu'.")
+    if index >= count:
+        raise ValueError(f"device='cuda:{index}' does not exist: this machine has {count} GPU(s), 0..{count - 1}.")
+    import array_api_compat.cupy as cpx
+
+    return Backend(cpx, cupy.cuda.Device(index), "cupy", f"cupy:cuda:{index}")
+
+
+def check_dtype(dtype) -> str:
+    """Normalise a dtype argument to its name, refusing non-float dtypes."""
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in FLOAT_DTYPES:
+        raise TypeError(f"dtype={dtype!r} is not a floating dtype: use one of {', '.join(FLOAT_DTYPES)}.")
+    return name

@@ -1,0 +1,162 @@
+"""Callbacks for ``Trainer.fit``: early stopping, stop on NaN/inf loss, progress display.
+
+Hooks (all optional): ``on_train_begin(trainer)``, ``on_step_loss(trainer, loss) -> bool``
+(called after the backward pass and BEFORE the update; returning ``False`` skips the update
+and stops training), ``on_epoch_end(trainer, epoch, logs)`` and ``on_train_end(trainer)``.
+A callback sets ``trainer.stop_training = True`` to stop after the current epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+
+class Callback:
+    def on_train_begin(self, trainer) -> None: ...
+
+    def on_step_loss(self, trainer, loss) -> bool:
+        return True
+
+    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None: ...
+
+    def on_train_end(self, trainer) -> None: ...
+
+
+class TerminateOnNaN(Callback):
+    """Stop training when the loss becomes NaN or inf, keeping the last good weights.
+
+    On host backends the loss is checked every step before the update, for free, so the
+    weights are exactly those before the bad step.  On the GPU, reading the loss forces a
+    host synchronisation, so it is checked every ``check_every`` steps (default 50); the
+    parameters verified good at the previous check are kept on the device and restored.
+    """
+
+    def __init__(self, check_every: int | None = None):
+        self.check_every = check_every
+
+    def on_train_begin(self, trainer):
+        self.every = self.check_every or (50 if trainer.model.backend.kind == "cupy" else 1)
+        self.snapshot = trainer.model.copy_params() if self.every > 1 else None
+        self.pending: list = []
+
+    def on_step_loss(self, trainer, loss):
+        if self.every == 1:
+            return self._ok_or_stop(trainer, float(loss))
+        self.pending.append(loss)
+        if len(self.pending) < self.every:
+            return True
+        return self._verify(trainer)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.every > 1 and self.pending:
+            self._verify(trainer)
+
+    def _verify(self, trainer) -> bool:
+        xp = trainer.model.backend.xp
+        total = float(xp.sum(xp.stack(self.pending)))
+        self.pending = []
+        if math.isfinite(total):
+            self.snapshot[...] = trainer.model.params
+            return True
+        trainer.model.params[...] = self.snapshot
+        return self._ok_or_stop(trainer, total)
+
+    def _ok_or_stop(self, trainer, value: float) -> bool:
+        if math.isfinite(value):
+            return True
+        trainer.stop_training = True
+        trainer.stop_reason = (f"training stopped: the loss became {value} at step {trainer.step_count + 1}; "
+                               "the last good weights are kept. Lower the learning rate, clip gradients "
+                               "(clip_grad_norm=...) or check the data for extreme values.")
+        warnings.warn(trainer.stop_reason, RuntimeWarning, stacklevel=2)
+        return False
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras semantics)."""
+
+    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", restore_best_weights=False):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode={mode!r} is unknown: use 'auto', 'min' or 'max'.")
+        if not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"patience={patience!r} is invalid: use an integer >= 0.")
+        self.monitor, self.patience, self.min_delta = monitor, patience, abs(float(min_delta))
+        self.maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self, trainer):
+        self.best, self.best_epoch, self.wait, self.best_params = None, -1, 0, None
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which fit does not report "
+                             f"(it reports {', '.join(logs)}): pass validation_data or validation_split, "
+                             "or choose a reported monitor.")
+        value = logs[self.monitor]
+        improved = self.best is None or (value > self.best + self.min_delta if self.maximize
+                                         else value < self.best - self.min_delta)
+        if improved:
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_params = trainer.model.copy_params()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            trainer.stop_training = True
+            trainer.stop_reason = (f"early stopping: {self.monitor} has not improved for {self.patience} "
+                                   f"epochs (best {self.best:.6g} at epoch {self.best_epoch + 1})")
+
+    def on_train_end(self, trainer):
+        if self.restore_best_weights and self.best_params is not None:
+            trainer.model.params[...] = self.best_params
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over all steps of ``fit``, showing each finished epoch's metrics.
+
+    It updates from host-side step counts only, so it never synchronises with the GPU.
+    """
+
+    def __init__(self, **tqdm_kwargs):
+        self.tqdm_kwargs = tqdm_kwargs
+
+    def on_train_begin(self, trainer):
+        from tqdm.auto import tqdm
+
+        total = trainer.fit_plan["epochs"] * trainer.fit_plan["steps_per_epoch"]
+        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, **self.tqdm_kwargs)
+
+    def on_step_loss(self, trainer, loss):
+        self.bar.update(1)
+        return True
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.bar.set_description(f"epoch {epoch + 1}/{trainer.fit_plan['epochs']}")
+        self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=True)
+
+    def on_train_end(self, trainer):
+        self.bar.close()
+
+
+class History:
+    """Per-epoch metrics from ``fit``: ``history["loss"]``, ``history["val_accuracy"]``, ..."""
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+        self.stop_reason: str | None = None
+
+    def append(self, epoch: int, logs: dict) -> None:
+        self.epoch.append(epoch)
+        for k, v in logs.items():
+            self.history.setdefault(k, []).append(v)
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __repr__(self):
+        last = {k: round(v[-1], 6) for k, v in self.history.items() if v and np.isfinite(v[-1])}
+        return f"History(epochs={len(self.epoch)}, last={last}, stop_reason={self.stop_reason!r})"

@@ -1,0 +1,70 @@
+"""The reference kernel set: plain array-API math, valid on every namespace and device.
+
+This is the specification.  Fused kernel sets (``cpu.py``, ``cuda.py``) subclass it and
+override only the operations they accelerate, for the dtypes they handle, and must give
+the same results.  ``out=`` arguments are hints: the reference ignores them and returns
+new arrays; callers always use the returned array.
+"""
+
+from __future__ import annotations
+
+import array_api_compat as aac
+
+from ..losses import dense_targets
+
+
+class ReferenceOps:
+    name = "reference"
+
+    def __init__(self, backend, dtype: str):
+        self.backend = backend
+        self.xp = backend.xp
+        self.dtype = dtype
+        self.launches = 0  # fused kernel launches (the reference counts none)
+
+    # -- allocation ----------------------------------------------------------------
+    @property
+    def uses_workspace(self) -> bool:
+        """Whether ``out=`` buffers are honoured (then the model preallocates them)."""
+        return False
+
+    def empty(self, shape):
+        return self.backend.zeros(shape, self.dtype)
+
+    def zeros_like(self, a):
+        return self.xp.zeros_like(a)
+
+    # -- layers --------------------------------------------------------------------
+    def matmul(self, a, b, out=None):
+        return a @ b
+
+    def bias_act(self, z, b, act, out=None):
+        """``z + b`` and its activation; returns ``(pre_activation, activation)``."""
+        z = z + b
+        return z, act.forward(self.xp, z)
+
+    def act_grad(self, g, z, a, act):
+        """Upstream gradient times the activation derivative: ``g * f'(z)``."""
+        return g * act.derivative(self.xp, z, a)
+
+    def bias_grad(self, dz, out=None):
+        return self.xp.sum(dz, axis=0)
+
+    # -- loss ----------------------------------------------------------------------
+    def loss(self, loss, logits, targets):
+        """``(0-d loss, dL/dlogits)``; integer labels are expanded to one-hot rows here."""
+        xp = self.xp
+        if loss.integer_labels and targets.ndim == 1:
+            targets = dense_targets(xp, targets, logits.shape[1], logits.dtype, aac.device(logits))
+        return loss.value_and_grad(xp, logits, targets)
+
+    # -- optimizer -------------------------------------------------------------------
+    def optimizer_update(self, optimizer, params, grads, state, scalars):
+        optimizer._reference(self.xp, params, grads, state, scalars)
+
+    def clip_grad_norm(self, grads, max_norm: float):
+        xp = self.xp
+        norm = xp.sqrt(xp.sum(grads * grads))
+        coef = xp.minimum(max_norm / (norm + 1e-6), xp.ones_like(norm))
+        grads *= coef
+        return norm

@@ -1,0 +1,207 @@
+"""The multilayer perceptron: flat parameter / gradient buffers, forward and backward.
+
+Layer ``l`` computes ``z_l = a_{l-1} @ W_l + b_l`` and ``a_l = f(z_l)``; the last layer is
+linear and outputs logits.  All parameters live in ONE flat buffer (``params``), laid out
+layer by layer as ``W_1, b_1, W_2, b_2, ...``; gradients live in a second flat buffer of
+the same layout (``grads``).  Per-layer ``(W, b)`` are slices of these buffers, so the
+optimizer updates everything in one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activations import get_activation
+from .backend import check_dtype, resolve_backend, to_host
+from .initializers import check_init, default_init, draw_weights
+from .kernels import ops_for
+
+
+@dataclass(frozen=True)
+class LayerSlot:
+    """Where layer ``l``'s weights and bias sit in the flat buffers."""
+
+    fan_in: int
+    fan_out: int
+    w_start: int
+    b_start: int
+
+    @property
+    def end(self) -> int:
+        return self.b_start + self.fan_out
+
+
+@dataclass
+class Tape:
+    """What the forward pass keeps for the backward pass, one entry per layer."""
+
+    inputs: list  # a_{l-1}: the layer's input
+    pre: list  # z_l: pre-activation (after the bias add)
+    post: list  # a_l: activation output (the logits for the last layer)
+
+
+def _check_sizes(sizes) -> list[int]:
+    try:
+        sizes = [int(s) for s in sizes]
+        ok = len(sizes) >= 2 and all(s >= 1 for s in sizes) and all(
+            float(s) == int(s) for s in sizes)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"sizes={sizes!r} is invalid: give at least two positive integers, "
+                         "input features first and outputs last, e.g. [64, 128, 10].")
+    return sizes
+
+
+class MLP:
+    """A multilayer perceptron whose arrays live on one array-API backend.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Layer widths, input features first and outputs last, e.g. ``[784, 1024, 10]``.
+    activation : str
+        Hidden-layer activation (see ``xpnet.activations.ACTIVATIONS``); the output is linear.
+    dtype : str
+        ``"float32"`` (default) or ``"float64"``.
+    seed : int
+        Seeds the host-side generator for the initial weights (identical on every backend).
+    init : str or None
+        ``"he_normal"``, ``"xavier_uniform"``, ... ; ``None`` picks the one that fits ``activation``.
+    device : str or device, optional
+        ``"cpu"`` (NumPy, default), ``"cuda"`` / ``"cuda:N"`` (CuPy), or a device of ``xp``.
+    xp : array-API namespace, optional
+        Any array-API library (array-api-strict, torch via array-api-compat, ...).
+    """
+
+    def __init__(self, sizes, activation="relu", dtype="float32", seed=0, init=None, device=None, xp=None):
+        self.sizes = _check_sizes(sizes)
+        self.activation = get_activation(activation)
+        self.dtype = check_dtype(dtype)
+        self.init = default_init(self.activation.init) if init is None else check_init(init)
+        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+            raise TypeError(f"seed={seed!r} must be an integer.")
+        self.seed = int(seed)
+        self.backend = resolve_backend(device, xp)
+        self.ops = ops_for(self.backend, self.dtype)
+
+        self.slots: list[LayerSlot] = []
+        offset = 0
+        for fan_in, fan_out in zip(self.sizes[:-1], self.sizes[1:]):
+            self.slots.append(LayerSlot(fan_in, fan_out, offset, offset + fan_in * fan_out))
+            offset += fan_in * fan_out + fan_out
+        self.n_params = offset
+
+        rng = np.random.default_rng(self.seed)
+        host = np.zeros(self.n_params, dtype=np.float64)
+        for s in self.slots:
+            host[s.w_start:s.b_start] = draw_weights(self.init, s.fan_in, s.fan_out, rng).ravel()
+        self.params = self.backend.from_host(host, self.dtype)
+        self.grads = self.ops.zeros_like(self.params)
+        self._workspace: dict[int, dict] = {}
+
+    # -- shapes and views ------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.sizes[-1]
+
+    def layer_views(self, flat) -> list[tuple]:
+        """Per-layer ``(W, b)`` slices of a flat buffer (``params`` or ``grads``)."""
+        xp = self.backend.xp
+        return [(xp.reshape(flat[s.w_start:s.b_start], (s.fan_in, s.fan_out)), flat[s.b_start:s.end])
+                for s in self.slots]
+
+    # -- weights on the host -----------------------------------------------------------
+    def get_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Copies of the weights on the host: ``[(W, b), ...]``, ``W`` shaped ``(fan_in, fan_out)``."""
+        host = to_host(self.params)
+        return [(host[s.w_start:s.b_start].reshape(s.fan_in, s.fan_out).copy(), host[s.b_start:s.end].copy())
+                for s in self.slots]
+
+    def set_weights(self, weights) -> None:
+        """Replace all weights from ``[(W, b), ...]`` host arrays (checked before anything changes)."""
+        weights = list(weights)
+        if len(weights) != len(self.slots):
+            raise ValueError(f"weights has {len(weights)} layers; this model has {len(self.slots)}: "
+                             "pass one (W, b) pair per layer.")
+        host = np.empty(self.n_params, dtype=np.float64)
+        for i, (pair, s) in enumerate(zip(weights, self.slots)):
+            W, b = (to_host(a) for a in pair)
+            if W.shape != (s.fan_in, s.fan_out) or b.shape != (s.fan_out,):
+                raise ValueError(f"weights[{i}] has shapes W{W.shape}, b{b.shape}; layer {i} needs "
+                                 f"W({s.fan_in}, {s.fan_out}) and b({s.fan_out},).")
+            if not (np.all(np.isfinite(W)) and np.all(np.isfinite(b))):
+                raise ValueError(f"weights[{i}] contains NaN or inf: pass finite weights.")
+            host[s.w_start:s.b_start] = W.ravel()
+            host[s.b_start:s.end] = b
+        self.params[...] = self.backend.from_host(host, self.dtype)
+
+    def copy_params(self):
+        """A device-side copy of the flat parameters (for snapshots)."""
+        return self.backend.xp.asarray(self.params, copy=True)
+
+    # -- forward and backward ------------------------------------------------------------
+    def _buffers(self, batch: int) -> dict:
+        """Workspaces for one batch size, allocated once and reused (fused kernels only)."""
+        if not self.ops.uses_workspace:
+            return {"z": [None] * len(self.slots), "a": [None] * len(self.slots), "d": [None] * len(self.slots)}
+        ws = self._workspace.get(batch)
+        if ws is None:
+            ws = {
+                "z": [self.ops.empty((batch, s.fan_out)) for s in self.slots],
+                "a": [self.ops.empty((batch, s.fan_out)) for s in self.slots[:-1]] + [None],
+                "d": [self.ops.empty((batch, s.fan_in)) for s in self.slots],  # dL/d(input of layer l)
+            }
+            self._workspace = {batch: ws}  # keep only the current batch shape
+        return ws
+
+    def forward(self, x, tape: bool = False):
+        """Logits for a batch ``x`` already on this model's device; ``tape`` keeps what backward needs."""
+        ops, act = self.ops, self.activation
+        ws = self._buffers(x.shape[0]) if tape else None
+        inputs, pre, post = [], [], []
+        a = x
+        last = len(self.slots) - 1
+        for l, (W, b) in enumerate(self.layer_views(self.params)):
+            inputs.append(a)
+            z = ops.matmul(a, W, out=ws["z"][l] if ws else None)
+            if l == last:
+                z, a = ops.bias_act(z, b, _IDENTITY)
+            else:
+                z, a = ops.bias_act(z, b, act, out=ws["a"][l] if ws else None)
+            pre.append(z)
+            post.append(a)
+        return (a, Tape(inputs, pre, post)) if tape else a
+
+    def backward(self, dlogits, tape: Tape) -> None:
+        """Write ``dL/dparams`` into ``self.grads`` from ``dL/dlogits`` and the forward tape.
+
+        Layer by layer from the output: ``dW_l = a_{l-1}^T @ dz_l``, ``db_l = sum_rows dz_l``,
+        ``dz_{l-1} = (dz_l @ W_l^T) * f'(z_{l-1})`` -- each layer's delta multiplies the
+        transposed weights of the layer it came through, and every gradient lands in the
+        flat buffer the optimizer reads.
+        """
+        ops, act, xp = self.ops, self.activation, self.backend.xp
+        ws = self._buffers(dlogits.shape[0]) if ops.uses_workspace else None
+        weights = self.layer_views(self.params)
+        grad_views = self.layer_views(self.grads) if ops.uses_workspace else [(None, None)] * len(self.slots)
+        dz = dlogits
+        for l in range(len(self.slots) - 1, -1, -1):
+            s, (gW, gb) = self.slots[l], grad_views[l]
+            dW = ops.matmul(tape.inputs[l].T, dz, out=gW)
+            db = ops.bias_grad(dz, out=gb)
+            if dW is not gW:  # the reference returns new arrays: store them in the flat buffer
+                self.grads[s.w_start:s.b_start] = xp.reshape(dW, (-1,))
+                self.grads[s.b_start:s.end] = db
+            if l > 0:
+                da = ops.matmul(dz, weights[l][0].T, out=ws["d"][l] if ws else None)
+                dz = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act)
+
+
+_IDENTITY = get_activation("identity")

@@ -1,0 +1,252 @@
+"""Optimizers with ``torch.optim`` semantics over flat parameter buffers, plus clipping.
+
+Names, defaults and update rules follow ``torch.optim`` exactly (single-tensor, non-
+``maximize`` variants), so the same hyperparameters give the same weights step for step.
+Each optimizer keeps its state (momentum, moments, ...) as flat buffers shaped like the
+flat parameter buffer; one update touches everything at once, so a fused kernel can do
+the whole step in a single pass.  The update math here is the reference; the kernel
+layer may substitute a fused version with the same result (see ``xpnet.kernels``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from .lr_scheduler import (  # noqa: F401  (re-exported: xpnet.optim.StepLR, ...)
+    CosineAnnealingLR,
+    ExponentialLR,
+    LinearLR,
+    LRScheduler,
+    SequentialLR,
+    StepLR,
+)
+
+
+def _check(name: str, value, ok: bool, rule: str):
+    if not ok:
+        raise ValueError(f"{name}={value!r} is invalid: {rule}.")
+
+
+def _nonneg(name: str, value):
+    _check(name, value, isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
+           and math.isfinite(value), "it must be a finite number >= 0")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: holds hyperparameters, the step count and flat state buffers.
+
+    Subclasses define ``rule`` (the kernel name), ``state_names`` and ``_reference``.
+    Hyperparameters are plain Python floats so NumPy never promotes float32 to float64.
+    """
+
+    rule = ""
+    state_names: tuple[str, ...] = ()
+
+    def __init__(self, lr: float, **hparams):
+        self.lr = _nonneg("lr", lr)
+        self.hparams = hparams
+        self.step_count = 0
+        self.state: dict[str, object] = {}
+
+    # -- the public step -----------------------------------------------------------
+    def step(self, params, grads, ops) -> None:
+        """Update ``params`` in place from ``grads`` (flat buffers) with kernel set ``ops``."""
+        if not self.state:
+            self.state = {name: self._initial_state(name, params, ops) for name in self.state_names}
+        self.step_count += 1
+        ops.optimizer_update(self, params, grads, self.state, self.scalars())
+
+    def scalars(self) -> dict[str, float]:
+        """Host-side scalars of this step (bias corrections folded in), fed to the kernel."""
+        return dict(lr=self.lr, step=float(self.step_count), **self.hparams)
+
+    def _initial_state(self, name, params, ops):
+        return ops.zeros_like(params)
+
+    def _reference(self, xp, p, g, state, s) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- checkpointing ------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """Hyperparameters, step count and state buffers (as host NumPy arrays)."""
+        from .backend import to_host
+
+        return {
+            "type": type(self).__name__,
+            "lr": self.lr,
+            "hparams": dict(self.hparams),
+            "step_count": self.step_count,
+            "state": {k: to_host(v).copy() for k, v in self.state.items()},
+        }
+
+    def load_state_dict(self, state: dict, backend=None) -> None:
+        if state.get("type") != type(self).__name__:
+            raise ValueError(f"state_dict is for {state.get('type')!r}, not {type(self).__name__}.")
+        self.lr = float(state["lr"])
+        self.hparams = dict(state["hparams"])
+        self.step_count = int(state["step_count"])
+        self.state = {k: (backend.from_host(v) if backend else v) for k, v in state["state"].items()}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in {"lr": self.lr, **self.hparams}.items())
+        return f"{type(self).__name__}({args})"
+
+
+class SGD(Optimizer):
+    """``torch.optim.SGD``: momentum, dampening, L2 weight decay and Nesterov momentum."""
+
+    rule = "sgd"
+
+    def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+        momentum, dampening = _nonneg("momentum", momentum), float(dampening)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 (as in torch.optim.SGD).")
+        super().__init__(lr, momentum=momentum, dampening=dampening,
+                         weight_decay=_nonneg("weight_decay", weight_decay), nesterov=bool(nesterov))
+        self.state_names = ("momentum_buffer",) if momentum else ()
+
+    def _reference(self, xp, p, g, state, s):
+        if s["weight_decay"]:
+            g = g + s["weight_decay"] * p
+        if s["momentum"]:
+            buf = state["momentum_buffer"]
+            if s["step"] == 1.0:  # torch initialises the buffer with the first gradient
+                buf[...] = g
+            else:
+                buf *= s["momentum"]
+                buf += (1.0 - s["dampening"]) * g
+            g = g + s["momentum"] * buf if s["nesterov"] else buf
+        p -= s["lr"] * g
+
+
+class Adagrad(Optimizer):
+    """``torch.optim.Adagrad``."""
+
+    rule = "adagrad"
+    state_names = ("sum",)
+
+    def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+        super().__init__(lr, lr_decay=_nonneg("lr_decay", lr_decay), weight_decay=_nonneg("weight_decay", weight_decay),
+                         initial_accumulator_value=_nonneg("initial_accumulator_value", initial_accumulator_value),
+                         eps=_nonneg("eps", eps))
+
+    def _initial_state(self, name, params, ops):
+        buf = ops.zeros_like(params)
+        buf += self.hparams["initial_accumulator_value"]
+        return buf
+
+    def scalars(self):
+        s = super().scalars()
+        s["clr"] = self.lr / (1.0 + (self.step_count - 1) * s["lr_decay"])
+        return s
+
+    def _reference(self, xp, p, g, state, s):
+        if s["weight_decay"]:
+            g = g + s["weight_decay"] * p
+        state["sum"] += g * g
+        p -= s["clr"] * (g / (xp.sqrt(state["sum"]) + s["eps"]))
+
+
+class RMSprop(Optimizer):
+    """``torch.optim.RMSprop``, including ``centered`` and ``momentum``."""
+
+    rule = "rmsprop"
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+        _check("alpha", alpha, isinstance(alpha, (int, float)) and 0 <= alpha <= 1, "it must lie in [0, 1]")
+        super().__init__(lr, alpha=float(alpha), eps=_nonneg("eps", eps), weight_decay=_nonneg("weight_decay", weight_decay),
+                         momentum=_nonneg("momentum", momentum), centered=bool(centered))
+        self.state_names = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if momentum else ())
+
+    def _reference(self, xp, p, g, state, s):
+        if s["weight_decay"]:
+            g = g + s["weight_decay"] * p
+        sq = state["square_avg"]
+        sq *= s["alpha"]
+        sq += (1.0 - s["alpha"]) * (g * g)
+        if s["centered"]:
+            ga = state["grad_avg"]
+            ga += (1.0 - s["alpha"]) * (g - ga)  # torch: grad_avg.lerp_(grad, 1 - alpha)
+            avg = xp.sqrt(sq - ga * ga) + s["eps"]
+        else:
+            avg = xp.sqrt(sq) + s["eps"]
+        if s["momentum"]:
+            buf = state["momentum_buffer"]
+            buf *= s["momentum"]
+            buf += g / avg
+            p -= s["lr"] * buf
+        else:
+            p -= s["lr"] * (g / avg)
+
+
+class Adam(Optimizer):
+    """``torch.optim.Adam`` (L2 weight decay added to the gradient; optional AMSGrad)."""
+
+    rule = "adam"
+    decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+        _check("betas", betas, isinstance(betas, (tuple, list)) and len(betas) == 2
+               and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas), "use two numbers in [0, 1)")
+        super().__init__(lr, beta1=float(betas[0]), beta2=float(betas[1]), eps=_nonneg("eps", eps),
+                         weight_decay=_nonneg("weight_decay", weight_decay), amsgrad=bool(amsgrad))
+        self.state_names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
+
+    def scalars(self):
+        s = super().scalars()
+        t = self.step_count
+        s["step_size"] = self.lr / (1.0 - s["beta1"] ** t)  # bias corrections as host scalars
+        s["bias_correction2_sqrt"] = math.sqrt(1.0 - s["beta2"] ** t)
+        s["decay_factor"] = 1.0 - self.lr * s["weight_decay"] if self.decoupled else 1.0
+        return s
+
+    def _reference(self, xp, p, g, state, s):
+        if self.decoupled:
+            p *= s["decay_factor"]
+        elif s["weight_decay"]:
+            g = g + s["weight_decay"] * p
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m += (1.0 - s["beta1"]) * (g - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
+        v *= s["beta2"]
+        v += (1.0 - s["beta2"]) * (g * g)
+        if s["amsgrad"]:
+            vmax = state["max_exp_avg_sq"]
+            vmax[...] = xp.maximum(vmax, v)
+            v = vmax
+        p -= s["step_size"] * (m / (xp.sqrt(v) / s["bias_correction2_sqrt"] + s["eps"]))
+
+
+class AdamW(Adam):
+    """``torch.optim.AdamW``: decoupled weight decay ``p *= 1 - lr * weight_decay``."""
+
+    rule = "adamw"
+    decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad)
+
+
+OPTIMIZERS = {cls.__name__.lower(): cls for cls in (SGD, Adagrad, RMSprop, Adam, AdamW)}
+
+
+def get_optimizer(optimizer, lr: float | None = None) -> Optimizer:
+    """An optimizer instance from an instance, or a name (``"adam"``) plus ``lr``."""
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if optimizer is None:
+        optimizer = "adam"
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(f"optimizer={optimizer!r} is unknown: use one of {', '.join(OPTIMIZERS)} "
+                         "or an instance such as xpnet.optim.Adam(lr=1e-3).")
+    cls = OPTIMIZERS[optimizer.lower()]
+    return cls() if lr is None else cls(lr=lr)
+
+
+def clip_grad_norm_(grads, max_norm: float, ops):
+    """Scale the flat gradient buffer in place so its global L2 norm is at most ``max_norm``.
+
+    Same rule as ``torch.nn.utils.clip_grad_norm_`` (coefficient ``max_norm / (norm + 1e-6)``
+    clamped to 1).  Stays on the device: returns the norm as a 0-d array, no host sync.
+    """
+    return ops.clip_grad_norm(grads, float(max_norm))

@@ -1,0 +1,221 @@
+"""The training loop: one mini-batch step, ``fit`` over epochs, evaluation, prediction.
+
+Data flows one way: batches -> model forward -> loss and its gradient -> model backward
+(into the flat gradient buffer) -> optional clipping -> optimizer (flat buffers, in place).
+Nothing in a step reads a value back to the host: the loss is returned as a 0-d array on
+the model's device, and ``fit`` reads losses only at epoch ends (and where a callback asks).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .callbacks import History, ProgressBar, TerminateOnNaN
+from .losses import get_loss
+from .optim import get_optimizer
+from .validation import check_features, check_positive_int, check_same_library, check_targets
+
+METRICS = ("accuracy",)
+
+
+class Trainer:
+    """Trains an :class:`~xpnet.MLP` with a loss and an optimizer.
+
+    Parameters
+    ----------
+    model : MLP
+    loss : ``"cross_entropy"`` (softmax + NLL; integer labels or one-hot), ``"mse"`` or ``"bce"``
+        (binary cross-entropy with logits).
+    optimizer : an ``xpnet.optim`` optimizer or its name; default ``Adam(lr=1e-3)``.
+    metrics : names reported besides the loss; default ``("accuracy",)`` for classification.
+    scheduler : an ``xpnet.optim`` lr scheduler built on ``optimizer``; stepped once per epoch.
+    clip_grad_norm : clip the global gradient norm to this value before each update.
+    """
+
+    def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, scheduler=None,
+                 clip_grad_norm=None):
+        self.model = model
+        self.loss = get_loss(loss)
+        self.optimizer = get_optimizer(optimizer)
+        if metrics is None:
+            metrics = ("accuracy",) if self.loss.classification else ()
+        for m in metrics:
+            if m not in METRICS:
+                raise ValueError(f"metrics contains {m!r}, which is unknown: use any of {', '.join(METRICS)}.")
+        if "accuracy" in metrics and not self.loss.classification:
+            raise ValueError(f"metrics=('accuracy',) needs a classification loss, not {self.loss.name!r}.")
+        self.metrics = tuple(metrics)
+        if scheduler is not None and scheduler.optimizer is not self.optimizer:
+            raise ValueError("scheduler was built on a different optimizer: build it on the one given to Trainer.")
+        self.scheduler = scheduler
+        if clip_grad_norm is not None and not (isinstance(clip_grad_norm, numbers.Real) and clip_grad_norm > 0):
+            raise ValueError(f"clip_grad_norm={clip_grad_norm!r} is invalid: use a positive number or None.")
+        self.clip_grad_norm = clip_grad_norm
+        self.ops = model.ops
+        self.step_count = 0
+        self.stop_training = False
+        self.stop_reason: str | None = None
+        self._rng = np.random.default_rng(model.seed)  # host-side: same batch order on every backend
+        self.fit_plan: dict = {}
+
+    # -- data -------------------------------------------------------------------------
+    def _data(self, X, y, names=("X", "y"), full=True):
+        check_same_library(**{names[0]: X, names[1]: y})
+        m = self.model
+        Xd = check_features(names[0], X, m.n_features, m.backend, m.dtype, full)
+        yd = check_targets(names[1], y, self.loss, m.n_outputs, Xd.shape[0], m.backend, m.dtype, full)
+        return Xd, yd
+
+    # -- one step -----------------------------------------------------------------------
+    def train_step(self, x, y):
+        """One mini-batch update; returns the loss as a 0-d array on the model's device.
+
+        Host inputs are fully validated; arrays already on the model's device are checked
+        for shape and dtype only, so the step never waits on the GPU.
+        """
+        x, y = self._data(x, y, ("x", "y"), full=False)
+        with self.model.backend.context():
+            loss, _ = self._forward_backward(x, y)
+            self._update()
+        return loss
+
+    def _forward_backward(self, x, y):
+        logits, tape = self.model.forward(x, tape=True)
+        loss, dlogits = self.ops.loss(self.loss, logits, y)
+        self.model.backward(dlogits, tape)
+        return loss, logits
+
+    def _update(self):
+        if self.clip_grad_norm is not None:
+            self.ops.clip_grad_norm(self.model.grads, float(self.clip_grad_norm))
+        self.optimizer.step(self.model.params, self.model.grads, self.ops)
+        self.step_count += 1
+
+    # -- epochs -------------------------------------------------------------------------
+    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
+            callbacks=(), verbose=True) -> History:
+        """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns a :class:`History`.
+
+        ``validation_split`` holds out the last fraction of the samples (before shuffling);
+        ``validation_data=(X_val, y_val)`` gives a separate set.  Both are evaluated after
+        each epoch (``val_loss``, ``val_accuracy``).  Training stops early, keeping the last
+        good weights, if the loss becomes NaN or inf.
+        """
+        epochs = check_positive_int("epochs", epochs)
+        batch_size = check_positive_int("batch_size", batch_size)
+        if not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
+            raise ValueError(f"validation_split={validation_split!r} is invalid: use a fraction in [0, 1).")
+        if validation_split and validation_data is not None:
+            raise ValueError("pass validation_data or validation_split, not both.")
+        X, y = self._data(X, y)
+        if validation_split:
+            n_val = int(round(X.shape[0] * validation_split))
+            if n_val == 0 or n_val == X.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves {n_val} of {X.shape[0]} samples "
+                                 "for validation: use a fraction that leaves samples on both sides.")
+            X, y, validation_data = X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
+        elif validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val).")
+            validation_data = self._data(*validation_data, names=("validation_data[0]", "validation_data[1]"))
+
+        callbacks = list(callbacks)
+        if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
+            callbacks.insert(0, TerminateOnNaN())
+        if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(ProgressBar())
+        n = X.shape[0]
+        self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-n // batch_size), "batch_size": batch_size}
+        self.stop_training, self.stop_reason = False, None
+        history = History()
+        backend = self.model.backend
+        for c in callbacks:
+            c.on_train_begin(self)
+        try:
+            with backend.context():
+                for epoch in range(epochs):
+                    logs = self._epoch(X, y, n, batch_size, shuffle, callbacks)
+                    if logs is None:  # stopped inside the epoch (NaN loss)
+                        break
+                    if validation_data is not None:
+                        logs.update({f"val_{k}": v for k, v in self._evaluate(*validation_data).items()})
+                    logs["lr"] = self.optimizer.lr
+                    if self.scheduler is not None:
+                        self.scheduler.step()
+                    history.append(epoch, logs)
+                    for c in callbacks:
+                        c.on_epoch_end(self, epoch, logs)
+                    if self.stop_training:
+                        break
+        finally:
+            for c in callbacks:
+                c.on_train_end(self)
+        history.stop_reason = self.stop_reason
+        return history
+
+    def _epoch(self, X, y, n, batch_size, shuffle, callbacks):
+        backend, xp = self.model.backend, self.model.backend.xp
+        order = backend.from_host(self._rng.permutation(n).astype(np.int64)) if shuffle else None
+        total = xp.zeros((), dtype=self.model.params.dtype, device=backend.device)
+        correct = xp.zeros((), dtype=self.model.params.dtype, device=backend.device)
+        for start in range(0, n, batch_size):
+            stop = min(start + batch_size, n)
+            if order is None:
+                xb, yb = X[start:stop], y[start:stop]
+            else:
+                idx = order[start:stop]
+                xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
+            loss, logits = self._forward_backward(xb, yb)
+            if not all([c.on_step_loss(self, loss) for c in callbacks]):
+                return None
+            self._update()
+            total = total + loss * float(stop - start)
+            if "accuracy" in self.metrics:
+                correct = correct + self._n_correct(logits, yb)
+        logs = {"loss": float(total) / n}
+        if "accuracy" in self.metrics:
+            logs["accuracy"] = float(correct) / (n * (1 if self.loss.integer_labels else y.shape[1]))
+        return logs
+
+    def _n_correct(self, logits, y):
+        xp = self.model.backend.xp
+        dtype = logits.dtype
+        if self.loss.integer_labels:  # cross-entropy: class = argmax; one-hot targets too
+            labels = y if y.ndim == 1 else xp.argmax(y, axis=1)
+            return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, dtype))
+        return xp.sum(xp.astype((logits > 0) == (y > 0.5), dtype))  # bce: per output
+
+    # -- inference ----------------------------------------------------------------------
+    def evaluate(self, X, y, batch_size=1024) -> dict:
+        """Mean loss (and accuracy for classification) over ``(X, y)``, as Python floats."""
+        batch_size = check_positive_int("batch_size", batch_size)
+        X, y = self._data(X, y)
+        with self.model.backend.context():
+            return self._evaluate(X, y, batch_size)
+
+    def _evaluate(self, X, y, batch_size=1024) -> dict:
+        n = X.shape[0]
+        total = correct = 0.0
+        for start in range(0, n, batch_size):
+            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+            logits = self.model.forward(xb)
+            loss, _ = self.ops.loss(self.loss, logits, yb)
+            total = total + loss * float(xb.shape[0])
+            if "accuracy" in self.metrics:
+                correct = correct + self._n_correct(logits, yb)
+        out = {"loss": float(total) / n}
+        if "accuracy" in self.metrics:
+            out["accuracy"] = float(correct) / (n * (1 if self.loss.integer_labels else y.shape[1]))
+        return out
+
+    def predict(self, X, batch_size=1024):
+        """Network outputs (logits) for ``X``, as an array on the model's device."""
+        batch_size = check_positive_int("batch_size", batch_size)
+        m = self.model
+        X = check_features("X", X, m.n_features, m.backend, m.dtype)
+        xp = m.backend.xp
+        with m.backend.context():
+            parts = [m.forward(X[s:s + batch_size]) for s in range(0, X.shape[0], batch_size)]
+            return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)

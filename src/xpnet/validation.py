@@ -1,0 +1,129 @@
+"""Input checks that run before any weight changes, with messages naming argument and fix."""
+
+from __future__ import annotations
+
+import numbers
+
+import array_api_compat as aac
+import numpy as np
+
+from .backend import library_name, to_host
+
+
+def check_positive_int(name: str, value) -> int:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}={value!r} is invalid: use a positive integer.")
+    return int(value)
+
+
+def check_same_library(**arrays) -> None:
+    """Refuse arrays that come from different array libraries (e.g. NumPy X with torch y)."""
+    libs = {name: library_name(a) for name, a in arrays.items() if aac.is_array_api_obj(a)}
+    if len(set(libs.values())) > 1:
+        detail = ", ".join(f"{n} from {lib}" for n, lib in libs.items())
+        raise TypeError(f"Arrays from mixed namespaces ({detail}): pass them all from the same library, "
+                        "e.g. convert with numpy.asarray(...) first.")
+
+
+def _as_array(name: str, value, backend):
+    """Host NumPy view of ``value`` plus whether it already lives on ``backend``'s device."""
+    if backend.owns(value):
+        return value, True
+    try:
+        host = to_host(value)
+    except Exception as exc:  # noqa: BLE001 - anything unconvertible gets one clear message
+        raise TypeError(f"{name} could not be read as an array ({exc}); pass a NumPy or array-API array.") from exc
+    return host, False
+
+
+def _host(value, on_device: bool) -> np.ndarray:
+    return to_host(value) if on_device else value
+
+
+def check_features(name: str, X, n_features: int, backend, dtype: str, full: bool = True):
+    """Validate a feature matrix and return it on the model's device in ``dtype``.
+
+    ``full=False`` skips the value scan (NaN / inf) for arrays already on the device, so a
+    training step never waits on the GPU for validation.
+    """
+    X, on_device = _as_array(name, X, backend)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}; "
+                         "reshape a single sample with X.reshape(1, -1).")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples): pass at least one sample.")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name} has {X.shape[1]} features but the model expects {n_features}: "
+                         "pass data with that many columns or build the MLP with sizes[0] = "
+                         f"{X.shape[1]}.")
+    kind = _kind(backend, X) if on_device else X.dtype.kind
+    if kind != "f":
+        raise TypeError(f"{name} has dtype {X.dtype}, but features must be floating point: "
+                        f"convert with {name}.astype('float32').")
+    if full or not on_device:
+        host = _host(X, on_device)
+        if not np.all(np.isfinite(host)):
+            raise ValueError(f"{name} contains NaN or inf values: clean or impute them before training.")
+    if on_device:
+        return X if X.dtype == backend.dtype(dtype) else backend.xp.astype(X, backend.dtype(dtype))
+    return backend.from_host(X, dtype)
+
+
+def _kind(backend, X) -> str:
+    xp = backend.xp
+    if xp.isdtype(X.dtype, "real floating"):
+        return "f"
+    if xp.isdtype(X.dtype, "integral"):
+        return "i"
+    return "O"
+
+
+def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, dtype: str, full: bool = True):
+    """Validate targets for ``loss`` and return them on the model's device.
+
+    Cross-entropy takes integer labels in ``[0, n_outputs)`` (kept as int64) or one-hot /
+    probability rows; MSE and BCE take float targets shaped like the outputs (1-D allowed
+    for a single output).
+    """
+    y, on_device = _as_array(name, y, backend)
+    if y.ndim == 0 or y.ndim > 2:
+        raise ValueError(f"{name} must be 1-D labels or 2-D (n_samples, n_outputs), got shape {tuple(y.shape)}.")
+    if y.shape[0] != n_samples:
+        raise ValueError(f"X and {name} have different lengths ({n_samples} vs {y.shape[0]}): "
+                         "pass one target per sample.")
+    kind = _kind(backend, y) if on_device else ("f" if y.dtype.kind == "f" else "i" if y.dtype.kind in "iu" else "O")
+    scan = full or not on_device
+    if loss.integer_labels and y.ndim == 1:
+        if kind != "i":
+            raise TypeError(f"{name} holds {y.dtype} values, but {loss.name} needs integer class labels: "
+                            f"convert with {name}.astype('int64') (or pass one-hot rows).")
+        if scan:
+            host = _host(y, on_device)
+            lo, hi = int(host.min()), int(host.max())
+            if lo < 0 or hi >= n_outputs:
+                raise ValueError(f"{name} has labels in [{lo}, {hi}] but the model has {n_outputs} outputs: "
+                                 f"labels must lie in [0, {n_outputs - 1}]; encode them as 0..n_classes-1.")
+        if on_device:
+            return backend.xp.astype(y, backend.xp.int64)
+        return backend.from_host(y.astype(np.int64))
+    if y.ndim == 1:
+        if n_outputs != 1:
+            raise ValueError(f"{name} is 1-D but the model has {n_outputs} outputs: pass shape "
+                             f"(n_samples, {n_outputs}).")
+        y = backend.xp.reshape(y, (-1, 1)) if on_device else y.reshape(-1, 1)
+    if y.shape[1] != n_outputs:
+        raise ValueError(f"{name} has {y.shape[1]} columns but the model has {n_outputs} outputs: "
+                         "they must match.")
+    if kind != "f":
+        raise TypeError(f"{name} has dtype {y.dtype}, but {loss.name} needs floating-point targets: "
+                        f"convert with {name}.astype('float32').")
+    if scan:
+        host = _host(y, on_device)
+        if not np.all(np.isfinite(host)):
+            raise ValueError(f"{name} contains NaN or inf values: clean them before training.")
+        if loss.classification and (host.min() < 0 or host.max() > 1):
+            raise ValueError(f"{name} must hold probabilities in [0, 1] for {loss.name}; "
+                             "got values outside that range.")
+    if on_device:
+        return y if y.dtype == backend.dtype(dtype) else backend.xp.astype(y, backend.dtype(dtype))
+    return backend.from_host(y, dtype)
