@@ -18,6 +18,7 @@ GELU_C = 0.044715
 # Beyond this |z| the tanh-GELU equals z (or 0) to float64 precision; clamping there keeps
 # z**3 from overflowing and the derivative from computing inf * 0.
 GELU_CLAMP = 10.0
+SOFTPLUS_THRESHOLD = 20.0  # as torch.nn.functional.softplus(beta=1, threshold=20)
 
 
 @dataclass(frozen=True)
@@ -34,22 +35,33 @@ def _sigmoid(xp, z):
     return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def _gelu_parts(xp, z):
+def _gelu_sigmoids(xp, z):
+    # 0.5 * (1 + tanh(u)) == sigmoid(2u) and 0.5 * (1 - tanh(u)) == sigmoid(-2u): computing both
+    # sigmoids directly avoids the cancellation in 1 - tanh(u)**2 that ruins float32 tails.
     zc = xp.clip(z, -GELU_CLAMP, GELU_CLAMP)
-    t = xp.tanh(GELU_K * (zc + GELU_C * zc * zc * zc))
-    return zc, t
+    u2 = (2.0 * GELU_K) * (zc + GELU_C * zc * zc * zc)
+    return zc, _sigmoid(xp, u2), _sigmoid(xp, -u2)
 
 
 def _gelu(xp, z):
-    zc, t = _gelu_parts(xp, z)
-    return xp.where(z > GELU_CLAMP, z, 0.5 * zc * (1.0 + t))
+    zc, s, _ = _gelu_sigmoids(xp, z)
+    return xp.where(z > GELU_CLAMP, z, xp.where(z < -GELU_CLAMP, xp.zeros_like(z), zc * s))
 
 
 def _gelu_derivative(xp, z, a):
-    zc, t = _gelu_parts(xp, z)
-    inner = GELU_K * (1.0 + 3.0 * GELU_C * zc * zc)
-    d = 0.5 * (1.0 + t) + 0.5 * zc * (1.0 - t * t) * inner
+    zc, s, s_neg = _gelu_sigmoids(xp, z)
+    d = s + (2.0 * GELU_K) * zc * s * s_neg * (1.0 + 3.0 * GELU_C * zc * zc)
     return xp.where(z > GELU_CLAMP, xp.ones_like(z), xp.where(z < -GELU_CLAMP, xp.zeros_like(z), d))
+
+
+def _softplus(xp, z):
+    # torch's definition: linear above the threshold; the stable log1p form below it.
+    soft = xp.maximum(z, xp.zeros_like(z)) + xp.log1p(xp.exp(-xp.abs(z)))
+    return xp.where(z > SOFTPLUS_THRESHOLD, z, soft)
+
+
+def _softplus_derivative(xp, z, a):
+    return xp.where(z > SOFTPLUS_THRESHOLD, xp.ones_like(z), _sigmoid(xp, z))
 
 
 def _silu_derivative(xp, z, a):
@@ -84,12 +96,7 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z, a: xp.where(z > 0, xp.ones_like(z), a + 1.0),
             "he",
         ),
-        Activation(
-            "softplus",
-            lambda xp, z: xp.maximum(z, xp.zeros_like(z)) + xp.log1p(xp.exp(-xp.abs(z))),
-            lambda xp, z, a: _sigmoid(xp, z),
-            "he",
-        ),
+        Activation("softplus", _softplus, _softplus_derivative, "he"),
     ]
 }
 

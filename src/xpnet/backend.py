@@ -50,9 +50,13 @@ class Backend:
             return self.xp.asarray(array, device=self.device)
 
     def context(self):
-        """CuPy creation functions ignore ``device=``; a device context selects the GPU."""
+        """Where a step runs: CuPy creation functions ignore ``device=``, so a device context
+        selects the GPU; NumPy's overflow warnings are silenced because a diverging loss is
+        reported once, clearly, by ``TerminateOnNaN``."""
         if self.kind == "cupy":
             return self.device
+        if self.kind == "numpy":
+            return np.errstate(over="ignore", invalid="ignore", divide="ignore")
         return _NULL_CONTEXT
 
     # -- inspection ----------------------------------------------------------------

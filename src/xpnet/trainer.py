@@ -20,6 +20,12 @@ from .validation import check_features, check_positive_int, check_same_library, 
 METRICS = ("accuracy",)
 
 
+def _batches(n: int, batch_size: int):
+    """``(start, stop)`` of each mini-batch; stops never run past ``n`` (the array API forbids it)."""
+    for start in range(0, n, batch_size):
+        yield start, min(start + batch_size, n)
+
+
 class Trainer:
     """Trains an :class:`~xpnet.MLP` with a loss and an optimizer.
 
@@ -115,7 +121,7 @@ class Trainer:
             if n_val == 0 or n_val == X.shape[0]:
                 raise ValueError(f"validation_split={validation_split} leaves {n_val} of {X.shape[0]} samples "
                                  "for validation: use a fraction that leaves samples on both sides.")
-            X, y, validation_data = X[:-n_val], y[:-n_val], (X[-n_val:], y[-n_val:])
+            X, y, validation_data = X[:-n_val, ...], y[:-n_val, ...], (X[-n_val:, ...], y[-n_val:, ...])
         elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val).")
@@ -160,10 +166,9 @@ class Trainer:
         order = backend.from_host(self._rng.permutation(n).astype(np.int64)) if shuffle else None
         total = xp.zeros((), dtype=self.model.params.dtype, device=backend.device)
         correct = xp.zeros((), dtype=self.model.params.dtype, device=backend.device)
-        for start in range(0, n, batch_size):
-            stop = min(start + batch_size, n)
+        for start, stop in _batches(n, batch_size):
             if order is None:
-                xb, yb = X[start:stop], y[start:stop]
+                xb, yb = X[start:stop, ...], y[start:stop, ...]
             else:
                 idx = order[start:stop]
                 xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
@@ -198,8 +203,8 @@ class Trainer:
     def _evaluate(self, X, y, batch_size=1024) -> dict:
         n = X.shape[0]
         total = correct = 0.0
-        for start in range(0, n, batch_size):
-            xb, yb = X[start:start + batch_size], y[start:start + batch_size]
+        for start, stop in _batches(n, batch_size):
+            xb, yb = X[start:stop, ...], y[start:stop, ...]
             logits = self.model.forward(xb)
             loss, _ = self.ops.loss(self.loss, logits, yb)
             total = total + loss * float(xb.shape[0])
@@ -217,5 +222,5 @@ class Trainer:
         X = check_features("X", X, m.n_features, m.backend, m.dtype)
         xp = m.backend.xp
         with m.backend.context():
-            parts = [m.forward(X[s:s + batch_size]) for s in range(0, X.shape[0], batch_size)]
+            parts = [m.forward(X[a:b, ...]) for a, b in _batches(X.shape[0], batch_size)]
             return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)

@@ -56,7 +56,8 @@ class ReferenceOps:
         xp = self.xp
         if loss.integer_labels and targets.ndim == 1:
             targets = dense_targets(xp, targets, logits.shape[1], logits.dtype, aac.device(logits))
-        return loss.value_and_grad(xp, logits, targets)
+        value, grad = loss.value_and_grad(xp, logits, targets)
+        return xp.asarray(value), grad  # NumPy reductions give scalars; keep a 0-d array
 
     # -- optimizer -------------------------------------------------------------------
     def optimizer_update(self, optimizer, params, grads, state, scalars):

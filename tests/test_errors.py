@@ -1,0 +1,186 @@
+"""Every bad input raises a clear error naming the argument and the fix, before any weight changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from conftest import blobs
+
+
+@pytest.fixture
+def setup():
+    model = xpnet.MLP([6, 8, 3], dtype="float64", seed=0)
+    trainer = xpnet.Trainer(model, optimizer=xpnet.optim.Adam(lr=0.01))
+    X, y = blobs(n=40)
+    before = xpnet.to_host(model.params).copy()
+    yield trainer, X, y
+    # nothing was touched: weights, optimizer state and step count are as they were
+    np.testing.assert_array_equal(xpnet.to_host(model.params), before)
+    assert trainer.optimizer.state == {} and trainer.step_count == 0
+
+
+def _fit(trainer, X, y, **kw):
+    return trainer.fit(X, y, epochs=1, batch_size=8, verbose=False, **kw)
+
+
+def test_wrong_feature_count(setup):
+    trainer, X, y = setup
+    with pytest.raises(ValueError, match=r"X has 5 features but the model expects 6"):
+        _fit(trainer, X[:, :5], y)
+
+
+def test_length_mismatch(setup):
+    trainer, X, y = setup
+    with pytest.raises(ValueError, match=r"X and y have different lengths \(40 vs 39\)"):
+        _fit(trainer, X, y[:-1])
+
+
+def test_empty_data(setup):
+    trainer, X, y = setup
+    with pytest.raises(ValueError, match="X is empty"):
+        _fit(trainer, X[:0], y[:0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_in_features(setup, bad):
+    trainer, X, y = setup
+    X = X.copy()
+    X[3, 2] = bad
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        _fit(trainer, X, y)
+
+
+def test_nan_in_regression_targets():
+    model = xpnet.MLP([6, 4, 1], dtype="float64")
+    X, _ = blobs(n=10)
+    y = np.ones(10)
+    y[4] = np.nan
+    with pytest.raises(ValueError, match="y contains NaN or inf"):
+        xpnet.Trainer(model, loss="mse").fit(X, y, verbose=False)
+
+
+def test_labels_out_of_range(setup):
+    trainer, X, y = setup
+    y = y.copy()
+    y[0] = 3
+    with pytest.raises(ValueError, match=r"labels in \[0, 3\] but the model has 3 outputs.*\[0, 2\]"):
+        _fit(trainer, X, y)
+
+
+def test_negative_labels(setup):
+    trainer, X, y = setup
+    with pytest.raises(ValueError, match=r"labels in \[-1, "):
+        _fit(trainer, X, y - 1)
+
+
+def test_labels_not_integers(setup):
+    trainer, X, y = setup
+    with pytest.raises(TypeError, match=r"y holds float64 values, but cross_entropy needs integer class labels.*astype\('int64'\)"):
+        _fit(trainer, X, y.astype(np.float64))
+
+
+def test_non_float_features(setup):
+    trainer, X, y = setup
+    with pytest.raises(TypeError, match=r"X has dtype int64, but features must be floating point.*astype\('float32'\)"):
+        _fit(trainer, X.astype(np.int64), y)
+
+
+def test_non_float_regression_targets():
+    model = xpnet.MLP([6, 4, 2], dtype="float64")
+    X, _ = blobs(n=10)
+    with pytest.raises(TypeError, match=r"y has dtype int64, but mse needs floating-point targets"):
+        xpnet.Trainer(model, loss="mse").fit(X, np.ones((10, 2), dtype=np.int64), verbose=False)
+
+
+def test_non_float_model_dtype():
+    with pytest.raises(TypeError, match=r"dtype='int32' is not a floating dtype: use one of float16, float32, float64"):
+        xpnet.MLP([4, 2], dtype="int32")
+
+
+def test_bce_targets_outside_unit_interval():
+    model = xpnet.MLP([6, 4, 1], dtype="float64")
+    X, _ = blobs(n=10)
+    with pytest.raises(ValueError, match=r"probabilities in \[0, 1\]"):
+        xpnet.Trainer(model, loss="bce").fit(X, np.full(10, 2.0), verbose=False)
+
+
+@pytest.mark.parametrize("make,pattern", [
+    (lambda: xpnet.MLP([4, 2], activation="swish"), r"activation='swish' is unknown: use one of identity, relu, "),
+    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), loss="hinge"), r"loss='hinge' is unknown: use one of cross_entropy, mse, bce"),
+    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), optimizer="lbfgs"), r"optimizer='lbfgs' is unknown: use one of sgd, adagrad, rmsprop, adam, adamw"),
+    (lambda: xpnet.MLP([4, 2], init="orthogonal"), r"init='orthogonal' is unknown: use one of he_normal"),
+    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), metrics=["f1"]), r"metrics contains 'f1', which is unknown"),
+    (lambda: xpnet.MLP([4]), r"sizes=\[4\] is invalid: give at least two positive integers"),
+    (lambda: xpnet.MLP([4, 0, 2]), r"is invalid: give at least two positive integers"),
+])
+def test_unknown_names_list_the_valid_ones(make, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        make()
+
+
+@pytest.mark.parametrize("batch_size", [0, -4, 2.5])
+def test_bad_batch_size(setup, batch_size):
+    trainer, X, y = setup
+    with pytest.raises(ValueError, match=rf"batch_size={batch_size!r} is invalid: use a positive integer"):
+        trainer.fit(X, y, batch_size=batch_size, verbose=False)
+
+
+def test_bad_epochs_and_split(setup):
+    trainer, X, y = setup
+    with pytest.raises(ValueError, match="epochs=0 is invalid"):
+        trainer.fit(X, y, epochs=0, verbose=False)
+    with pytest.raises(ValueError, match="validation_split=1.5 is invalid"):
+        trainer.fit(X, y, validation_split=1.5, verbose=False)
+
+
+def test_mixed_namespaces(setup):
+    torch = pytest.importorskip("torch")
+    trainer, X, y = setup
+    with pytest.raises(TypeError, match=r"mixed namespaces \(X from numpy, y from torch\).*same library"):
+        _fit(trainer, X, torch.tensor(y))
+
+
+def test_bad_validation_data_checked_before_training(setup):
+    trainer, X, y = setup
+    with pytest.raises(ValueError, match=r"validation_data\[0\] has 5 features"):
+        _fit(trainer, X, y, validation_data=(X[:, :5], y))
+
+
+def test_train_step_checks_too(setup):
+    trainer, X, y = setup
+    with pytest.raises(ValueError, match=r"x has 5 features"):
+        trainer.train_step(X[:, :5], y)
+
+
+def test_set_weights_checks_shapes_first():
+    model = xpnet.MLP([4, 3, 2], dtype="float64")
+    before = xpnet.to_host(model.params).copy()
+    good = model.get_weights()
+    bad = [good[0], (np.zeros((3, 3)), np.zeros(2))]
+    with pytest.raises(ValueError, match=r"weights\[1\] has shapes W\(3, 3\), b\(2,\); layer 1 needs W\(3, 2\)"):
+        model.set_weights(bad)
+    np.testing.assert_array_equal(xpnet.to_host(model.params), before)
+
+
+def test_nan_loss_stops_and_keeps_last_good_weights():
+    """A learning rate that blows up stops fit with a clear message; weights stay finite."""
+    X, y = blobs(n=64)
+    model = xpnet.MLP([6, 32, 3], dtype="float64", seed=0)
+    trainer = xpnet.Trainer(model, optimizer=xpnet.optim.SGD(lr=1e6))
+    with pytest.warns(RuntimeWarning, match=r"the loss became (nan|inf) at step \d+; the last good weights are kept"):
+        history = trainer.fit(X, y, epochs=50, batch_size=8, verbose=False)
+    assert history.stop_reason and "Lower the learning rate" in history.stop_reason
+    assert np.all(np.isfinite(xpnet.to_host(model.params)))
+    assert len(history.epoch) < 50
+
+
+def test_nan_guard_with_deferred_checks_restores_snapshot():
+    """The GPU-style guard (checks every N steps) restores the last verified weights."""
+    X, y = blobs(n=64)
+    model = xpnet.MLP([6, 32, 3], dtype="float64", seed=0)
+    trainer = xpnet.Trainer(model, optimizer=xpnet.optim.SGD(lr=1e6))
+    with pytest.warns(RuntimeWarning, match="the last good weights are kept"):
+        trainer.fit(X, y, epochs=50, batch_size=8, verbose=False, callbacks=[xpnet.TerminateOnNaN(check_every=3)])
+    assert np.all(np.isfinite(xpnet.to_host(model.params)))
