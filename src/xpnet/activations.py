@@ -1,9 +1,15 @@
-"""Activations: one registry, each entry a forward and its derivative (array-API math).
+"""Activations: ONE registry; each entry is the activation in three forms that must agree.
 
-``forward(xp, z)`` maps the pre-activation ``z`` to ``a``; ``derivative(xp, z, a)``
-returns ``da/dz`` from whichever of ``z`` and ``a`` is cheaper and more stable.  These
-reference definitions are the specification that the fused CPU / GPU kernels must equal.
-Every formula is stable for large ``|z|`` (no overflow to inf, no inf * 0).
+* ``forward(xp, z)`` / ``derivative(xp, z, a)``: array-API reference math, the specification.
+* ``scalar``: the same math on one Python float (``math`` module), compiled by Numba into the
+  fused CPU kernels.
+* ``cuda``: bodies of two CUDA device functions of the compute type ``C`` (arguments ``z``,
+  and ``z, a`` for the derivative), compiled by CuPy into the fused GPU kernels.
+
+``a`` is the activation output, ``z`` the pre-activation; a derivative uses whichever is cheaper
+and more stable.  Every form is stable for large ``|z|`` (no overflow, no inf * 0), and NaN
+propagates.  Adding an activation means adding one entry here; the tests compare all three
+forms with each other and with torch.
 """
 
 from __future__ import annotations
@@ -24,20 +30,37 @@ SOFTPLUS_THRESHOLD = 20.0  # as torch.nn.functional.softplus(beta=1, threshold=2
 @dataclass(frozen=True)
 class Activation:
     name: str
-    forward: Callable
-    derivative: Callable
+    forward: Callable  # (xp, z) -> a
+    derivative: Callable  # (xp, z, a) -> da/dz
     init: str  # default initialiser family that fits this activation: "he", "xavier" or "lecun"
+    scalar: tuple[Callable, Callable]  # (z) -> a, (z, a) -> da/dz on Python floats
+    cuda: tuple[str, str]  # CUDA device-function bodies: forward(C z), derivative(C z, C a)
 
 
+# -- shared pieces ----------------------------------------------------------------------------
 def _sigmoid(xp, z):
-    # exp of a non-positive number only: never overflows.
-    e = xp.exp(-xp.abs(z))
+    e = xp.exp(-xp.abs(z))  # exp of a non-positive number: never overflows
     return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
+def sigmoid_scalar(z):
+    e = math.exp(-abs(z))
+    return 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+
+
+# CUDA helpers every activation body may call (prepended to the kernel sources).
+CUDA_PRELUDE = r"""
+template <typename C> __device__ __forceinline__ C xpnet_sigmoid(C z) {
+    C e = exp(-fabs(z));
+    return z >= C(0) ? C(1) / (C(1) + e) : e / (C(1) + e);
+}
+"""
+
+
+# -- gelu (tanh approximation) ----------------------------------------------------------------
+# 0.5 * (1 + tanh(u)) == sigmoid(2u) and 0.5 * (1 - tanh(u)) == sigmoid(-2u): computing both
+# sigmoids directly avoids the cancellation in 1 - tanh(u)**2 that ruins float32 tails.
 def _gelu_sigmoids(xp, z):
-    # 0.5 * (1 + tanh(u)) == sigmoid(2u) and 0.5 * (1 - tanh(u)) == sigmoid(-2u): computing both
-    # sigmoids directly avoids the cancellation in 1 - tanh(u)**2 that ruins float32 tails.
     zc = xp.clip(z, -GELU_CLAMP, GELU_CLAMP)
     u2 = (2.0 * GELU_K) * (zc + GELU_C * zc * zc * zc)
     return zc, _sigmoid(xp, u2), _sigmoid(xp, -u2)
@@ -54,49 +77,120 @@ def _gelu_derivative(xp, z, a):
     return xp.where(z > GELU_CLAMP, xp.ones_like(z), xp.where(z < -GELU_CLAMP, xp.zeros_like(z), d))
 
 
+def _gelu_s(z):
+    if z > GELU_CLAMP:
+        return z
+    if z < -GELU_CLAMP:
+        return 0.0
+    return z * sigmoid_scalar((2.0 * GELU_K) * (z + GELU_C * z * z * z))  # NaN falls through
+
+
+def _gelu_ds(z, a):
+    if z > GELU_CLAMP:
+        return 1.0
+    if z < -GELU_CLAMP:
+        return 0.0
+    u2 = (2.0 * GELU_K) * (z + GELU_C * z * z * z)
+    s, s_neg = sigmoid_scalar(u2), sigmoid_scalar(-u2)
+    return s + (2.0 * GELU_K) * z * s * s_neg * (1.0 + 3.0 * GELU_C * z * z)
+
+
+_GELU_CUDA = (
+    f"""if (z > C({GELU_CLAMP})) return z;
+    if (z < C(-{GELU_CLAMP})) return C(0);
+    return z * xpnet_sigmoid<C>(C({2 * GELU_K!r}) * (z + C({GELU_C}) * z * z * z));""",
+    f"""if (z > C({GELU_CLAMP})) return C(1);
+    if (z < C(-{GELU_CLAMP})) return C(0);
+    C u2 = C({2 * GELU_K!r}) * (z + C({GELU_C}) * z * z * z);
+    C s = xpnet_sigmoid<C>(u2), s_neg = xpnet_sigmoid<C>(-u2);
+    return s + C({2 * GELU_K!r}) * z * s * s_neg * (C(1) + C({3 * GELU_C!r}) * z * z);""",
+)
+
+
+# -- softplus ---------------------------------------------------------------------------------
 def _softplus(xp, z):
     # torch's definition: linear above the threshold; the stable log1p form below it.
     soft = xp.maximum(z, xp.zeros_like(z)) + xp.log1p(xp.exp(-xp.abs(z)))
     return xp.where(z > SOFTPLUS_THRESHOLD, z, soft)
 
 
-def _softplus_derivative(xp, z, a):
-    return xp.where(z > SOFTPLUS_THRESHOLD, xp.ones_like(z), _sigmoid(xp, z))
+def _softplus_s(z):
+    if z > SOFTPLUS_THRESHOLD:
+        return z
+    return (z if z > 0.0 else 0.0) + math.log1p(math.exp(-abs(z)))
 
 
-def _silu_derivative(xp, z, a):
-    s = _sigmoid(xp, z)
-    return s * (1.0 + z * (1.0 - s))
-
-
+# -- the registry -----------------------------------------------------------------------------
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in [
-        Activation("identity", lambda xp, z: z, lambda xp, z, a: xp.ones_like(z), "xavier"),
+        Activation(
+            "identity",
+            lambda xp, z: z,
+            lambda xp, z, a: xp.ones_like(z),
+            "xavier",
+            scalar=(lambda z: z, lambda z, a: 1.0),
+            cuda=("return z;", "return C(1);"),
+        ),
         Activation(
             "relu",
-            lambda xp, z: xp.where(z > 0, z, xp.zeros_like(z)),
+            lambda xp, z: xp.maximum(z, xp.zeros_like(z)),  # maximum propagates NaN
             lambda xp, z, a: xp.astype(z > 0, z.dtype),
             "he",
+            scalar=(lambda z: z if (z > 0.0 or z != z) else 0.0, lambda z, a: 1.0 if z > 0.0 else 0.0),
+            cuda=("return (z > C(0) || z != z) ? z : C(0);", "return z > C(0) ? C(1) : C(0);"),
         ),
         Activation(
             "leaky_relu",
             lambda xp, z: xp.where(z > 0, z, LEAKY_SLOPE * z),
             lambda xp, z, a: xp.where(z > 0, xp.ones_like(z), xp.full_like(z, LEAKY_SLOPE)),
             "he",
+            scalar=(lambda z: z if z > 0.0 else LEAKY_SLOPE * z, lambda z, a: 1.0 if z > 0.0 else LEAKY_SLOPE),
+            cuda=(f"return z > C(0) ? z : C({LEAKY_SLOPE}) * z;", f"return z > C(0) ? C(1) : C({LEAKY_SLOPE});"),
         ),
-        Activation("sigmoid", _sigmoid, lambda xp, z, a: a * (1.0 - a), "xavier"),
-        Activation("tanh", lambda xp, z: xp.tanh(z), lambda xp, z, a: 1.0 - a * a, "xavier"),
-        Activation("gelu", _gelu, _gelu_derivative, "he"),
-        Activation("silu", lambda xp, z: z * _sigmoid(xp, z), _silu_derivative, "he"),
+        Activation(
+            "sigmoid",
+            _sigmoid,
+            lambda xp, z, a: a * (1.0 - a),
+            "xavier",
+            scalar=(sigmoid_scalar, lambda z, a: a * (1.0 - a)),
+            cuda=("return xpnet_sigmoid<C>(z);", "return a * (C(1) - a);"),
+        ),
+        Activation(
+            "tanh",
+            lambda xp, z: xp.tanh(z),
+            lambda xp, z, a: 1.0 - a * a,
+            "xavier",
+            scalar=(lambda z: math.tanh(z), lambda z, a: 1.0 - a * a),
+            cuda=("return tanh(z);", "return C(1) - a * a;"),
+        ),
+        Activation("gelu", _gelu, _gelu_derivative, "he", scalar=(_gelu_s, _gelu_ds), cuda=_GELU_CUDA),
+        Activation(
+            "silu",
+            lambda xp, z: z * _sigmoid(xp, z),
+            lambda xp, z, a: _sigmoid(xp, z) * (1.0 + z * (1.0 - _sigmoid(xp, z))),
+            "he",
+            scalar=(lambda z: z * sigmoid_scalar(z), lambda z, a: sigmoid_scalar(z) * (1.0 + z * (1.0 - sigmoid_scalar(z)))),
+            cuda=("return z * xpnet_sigmoid<C>(z);", "C s = xpnet_sigmoid<C>(z); return s * (C(1) + z * (C(1) - s));"),
+        ),
         Activation(
             "elu",
             # expm1 of min(z, 0): the unused branch of `where` must not overflow either.
             lambda xp, z: xp.where(z > 0, z, xp.expm1(xp.minimum(z, xp.zeros_like(z)))),
             lambda xp, z, a: xp.where(z > 0, xp.ones_like(z), a + 1.0),
             "he",
+            scalar=(lambda z: z if z > 0.0 else math.expm1(z), lambda z, a: 1.0 if z > 0.0 else a + 1.0),
+            cuda=("return z > C(0) ? z : expm1(z);", "return z > C(0) ? C(1) : a + C(1);"),
         ),
-        Activation("softplus", _softplus, _softplus_derivative, "he"),
+        Activation(
+            "softplus",
+            _softplus,
+            lambda xp, z, a: xp.where(z > SOFTPLUS_THRESHOLD, xp.ones_like(z), _sigmoid(xp, z)),
+            "he",
+            scalar=(_softplus_s, lambda z, a: 1.0 if z > SOFTPLUS_THRESHOLD else sigmoid_scalar(z)),
+            cuda=(f"return z > C({SOFTPLUS_THRESHOLD}) ? z : (z > C(0) ? z : C(0)) + log1p(exp(-fabs(z)));",
+                  f"return z > C({SOFTPLUS_THRESHOLD}) ? C(1) : xpnet_sigmoid<C>(z);"),
+        ),
     ]
 }
 

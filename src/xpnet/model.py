@@ -148,7 +148,10 @@ class MLP:
 
     # -- forward and backward ------------------------------------------------------------
     def _buffers(self, batch: int) -> dict:
-        """Workspaces for one batch size, allocated once and reused (fused kernels only)."""
+        """Workspaces for one batch size, allocated once and reused (fused kernels only).
+
+        Two sizes are kept: the full batch and an epoch's shorter last batch.
+        """
         if not self.ops.uses_workspace:
             return {"z": [None] * len(self.slots), "a": [None] * len(self.slots), "d": [None] * len(self.slots)}
         ws = self._workspace.get(batch)
@@ -158,7 +161,9 @@ class MLP:
                 "a": [self.ops.empty((batch, s.fan_out)) for s in self.slots[:-1]] + [None],
                 "d": [self.ops.empty((batch, s.fan_in)) for s in self.slots],  # dL/d(input of layer l)
             }
-            self._workspace = {batch: ws}  # keep only the current batch shape
+            if len(self._workspace) >= 2:
+                self._workspace.pop(next(iter(self._workspace)))
+            self._workspace[batch] = ws
         return ws
 
     def forward(self, x, tape: bool = False):
@@ -190,18 +195,19 @@ class MLP:
         ops, act, xp = self.ops, self.activation, self.backend.xp
         ws = self._buffers(dlogits.shape[0]) if ops.uses_workspace else None
         weights = self.layer_views(self.params)
-        grad_views = self.layer_views(self.grads) if ops.uses_workspace else [(None, None)] * len(self.slots)
-        dz = dlogits
-        for l in range(len(self.slots) - 1, -1, -1):
+        grad_views = self.layer_views(self.grads) if ws else [(None, None)] * len(self.slots)
+        last = len(self.slots) - 1
+        dz, db = dlogits, ops.bias_grad(dlogits, out=grad_views[last][1])
+        for l in range(last, -1, -1):
             s, (gW, gb) = self.slots[l], grad_views[l]
             dW = ops.matmul(tape.inputs[l].T, dz, out=gW)
-            db = ops.bias_grad(dz, out=gb)
             if dW is not gW:  # the reference returns new arrays: store them in the flat buffer
                 self.grads[s.w_start:s.b_start] = xp.reshape(dW, (-1,))
                 self.grads[s.b_start:s.end] = db
             if l > 0:
                 da = ops.matmul(dz, weights[l][0].T, out=ws["d"][l] if ws else None)
-                dz = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act)
+                # dz_{l-1} and, in the same pass, its column sums: layer l-1's bias gradient
+                dz, db = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act, db_out=grad_views[l - 1][1])
 
 
 _IDENTITY = get_activation("identity")

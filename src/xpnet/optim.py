@@ -50,12 +50,16 @@ class Optimizer:
         self.state: dict[str, object] = {}
 
     # -- the public step -----------------------------------------------------------
-    def step(self, params, grads, ops) -> None:
-        """Update ``params`` in place from ``grads`` (flat buffers) with kernel set ``ops``."""
+    def step(self, params, grads, ops, max_norm: float | None = None) -> None:
+        """Update ``params`` in place from ``grads`` (flat buffers) with kernel set ``ops``.
+
+        ``max_norm`` clips the gradients' global L2 norm first (fused into the update where
+        the kernel set allows).
+        """
         if not self.state:
             self.state = {name: self._initial_state(name, params, ops) for name in self.state_names}
         self.step_count += 1
-        ops.optimizer_update(self, params, grads, self.state, self.scalars())
+        ops.optimizer_update(self, params, grads, self.state, self.scalars(), max_norm)
 
     def scalars(self) -> dict[str, float]:
         """Host-side scalars of this step (bias corrections folded in), fed to the kernel."""

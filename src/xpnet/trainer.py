@@ -94,9 +94,8 @@ class Trainer:
         return loss, logits
 
     def _update(self):
-        if self.clip_grad_norm is not None:
-            self.ops.clip_grad_norm(self.model.grads, float(self.clip_grad_norm))
-        self.optimizer.step(self.model.params, self.model.grads, self.ops)
+        max_norm = None if self.clip_grad_norm is None else float(self.clip_grad_norm)
+        self.optimizer.step(self.model.params, self.model.grads, self.ops, max_norm)
         self.step_count += 1
 
     # -- epochs -------------------------------------------------------------------------

@@ -43,9 +43,10 @@ class ReferenceOps:
         z = z + b
         return z, act.forward(self.xp, z)
 
-    def act_grad(self, g, z, a, act):
-        """Upstream gradient times the activation derivative: ``g * f'(z)``."""
-        return g * act.derivative(self.xp, z, a)
+    def act_grad(self, g, z, a, act, db_out=None):
+        """``dz = g * f'(z)`` and its column sums (the bias gradient of that layer)."""
+        dz = g * act.derivative(self.xp, z, a)
+        return dz, self.xp.sum(dz, axis=0)
 
     def bias_grad(self, dz, out=None):
         return self.xp.sum(dz, axis=0)
@@ -60,7 +61,10 @@ class ReferenceOps:
         return xp.asarray(value), grad  # NumPy reductions give scalars; keep a 0-d array
 
     # -- optimizer -------------------------------------------------------------------
-    def optimizer_update(self, optimizer, params, grads, state, scalars):
+    def optimizer_update(self, optimizer, params, grads, state, scalars, max_norm=None):
+        """One optimizer step over the flat buffers, after clipping to ``max_norm`` if given."""
+        if max_norm is not None:
+            self.clip_grad_norm(grads, max_norm)
         optimizer._reference(self.xp, params, grads, state, scalars)
 
     def clip_grad_norm(self, grads, max_norm: float):

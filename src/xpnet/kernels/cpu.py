@@ -1,0 +1,366 @@
+"""Fused CPU kernels (Numba) for NumPy float32 / float64 arrays.
+
+Each hot elementwise step is one pass over memory instead of NumPy's chain of temporaries:
+bias add + activation, activation derivative x upstream gradient + bias-gradient column sums,
+softmax cross-entropy (and MSE, BCE) value + gradient, and every optimizer over the whole
+flat parameter buffer.  Kernels are compiled lazily on first use and cached on disk
+(``cache=True``), so ``import xpnet`` never waits on the compiler.  Activation math comes
+from the ``scalar`` form in ``xpnet.activations`` -- the same registry as the reference.
+
+Every kernel is written once with ``prange`` and compiled in two variants: serial (the
+default) and ``parallel=True`` (used for arrays of at least ``PARALLEL_MIN`` elements when
+``XPNET_CPU_PARALLEL=1``).  Why serial by default, measured on the 2-core reference machine
+(docs/performance.md): the serial kernels vectorise (``error_model="numpy"``) and already
+saturate memory bandwidth -- the fused Adam step over 1.9 M parameters takes the same time
+serial or parallel -- while a parallel launch costs 20-90 us and, with Numba's OpenMP layer,
+stalls for milliseconds right after an OpenBLAS call whose threads are still spinning.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numba
+import numpy as np
+from numba import njit, prange
+from numba.extending import register_jitable
+
+from .. import activations
+from .reference import ReferenceOps
+
+# Plain-Python helpers that the activations' scalar forms call: make them callable from jitted code.
+register_jitable(activations.sigmoid_scalar)
+
+_JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no checks, vectorises
+PARALLEL = os.environ.get("XPNET_CPU_PARALLEL", "0") == "1"
+PARALLEL_MIN = 1 << 18  # elements; below this a thread launch costs more than it saves
+_compiled: dict[tuple[str, str], object] = {}
+
+
+class _Kernel:
+    """One kernel source, compiled lazily as a serial and (if asked for) a parallel variant."""
+
+    def __init__(self, py_func):
+        self.py_func = py_func
+        self._serial = self._parallel = None
+
+    def __call__(self, work: int, *args):
+        if PARALLEL and work >= PARALLEL_MIN:
+            if self._parallel is None:
+                self._parallel = njit(parallel=True, **_JIT)(self.py_func)
+            return self._parallel(*args)
+        if self._serial is None:
+            self._serial = njit(**_JIT)(self.py_func)
+        return self._serial(*args)
+
+
+def kernel(py_func):
+    return _Kernel(py_func)
+
+
+# -- layer kernels (one per activation, built from the registry) -------------------------------
+def _bias_act_kernel(act):
+    f = njit(inline="always")(act.scalar[0])
+
+    @kernel
+    def bias_act(z, b, a):
+        rows, cols = z.shape
+        for i in prange(rows):
+            for j in range(cols):
+                v = z[i, j] + b[j]
+                z[i, j] = v
+                a[i, j] = f(v)
+
+    return bias_act
+
+
+def _act_grad_kernel(act):
+    d = njit(inline="always")(act.scalar[1])
+
+    @kernel
+    def act_grad(g, z, a, partial, db):
+        # g <- g * f'(z) in place, and db <- column sums of the result: one pass over g.
+        rows, cols = g.shape
+        chunks = partial.shape[0]
+        per = (rows + chunks - 1) // chunks
+        for c in prange(chunks):
+            for j in range(cols):
+                partial[c, j] = 0.0
+            for i in range(c * per, min(rows, (c + 1) * per)):
+                for j in range(cols):
+                    v = g[i, j] * d(z[i, j], a[i, j])
+                    g[i, j] = v
+                    partial[c, j] += v
+        for j in prange(cols):
+            s = 0.0
+            for c in range(chunks):
+                s += partial[c, j]
+            db[j] = s
+
+    return act_grad
+
+
+def _kernel(kind: str, act):
+    key = (kind, act.name)
+    if key not in _compiled:
+        _compiled[key] = (_bias_act_kernel if kind == "bias_act" else _act_grad_kernel)(act)
+    return _compiled[key]
+
+
+@kernel
+def _column_sums(g, partial, db):
+    rows, cols = g.shape
+    chunks = partial.shape[0]
+    per = (rows + chunks - 1) // chunks
+    for c in prange(chunks):
+        for j in range(cols):
+            partial[c, j] = 0.0
+        for i in range(c * per, min(rows, (c + 1) * per)):
+            for j in range(cols):
+                partial[c, j] += g[i, j]
+    for j in prange(cols):
+        s = 0.0
+        for c in range(chunks):
+            s += partial[c, j]
+        db[j] = s
+
+
+# -- losses: value and gradient in one pass over each row -------------------------------------
+@kernel
+def _cross_entropy_labels(logits, labels, grad, row_loss):
+    rows, cols = logits.shape
+    inv = 1.0 / rows
+    for i in prange(rows):
+        m = -np.inf
+        for j in range(cols):
+            if logits[i, j] > m or logits[i, j] != logits[i, j]:
+                m = logits[i, j]
+        s = 0.0
+        for j in range(cols):
+            s += math.exp(logits[i, j] - m)
+        shift = m + math.log(s)  # log-sum-exp
+        row_loss[i] = shift - logits[i, labels[i]]
+        for j in range(cols):
+            p = math.exp(logits[i, j] - shift)
+            grad[i, j] = (p - (1.0 if j == labels[i] else 0.0)) * inv
+
+
+@kernel
+def _cross_entropy_dense(logits, targets, grad, row_loss):
+    rows, cols = logits.shape
+    inv = 1.0 / rows
+    for i in prange(rows):
+        m = -np.inf
+        for j in range(cols):
+            if logits[i, j] > m or logits[i, j] != logits[i, j]:
+                m = logits[i, j]
+        s = 0.0
+        for j in range(cols):
+            s += math.exp(logits[i, j] - m)
+        shift = m + math.log(s)
+        acc = 0.0
+        for j in range(cols):
+            log_p = logits[i, j] - shift
+            acc -= targets[i, j] * log_p
+            grad[i, j] = (math.exp(log_p) - targets[i, j]) * inv
+        row_loss[i] = acc
+
+
+@kernel
+def _mse(out, targets, grad, row_loss):
+    rows, cols = out.shape
+    scale = 2.0 / (rows * cols)
+    for i in prange(rows):
+        acc = 0.0
+        for j in range(cols):
+            diff = out[i, j] - targets[i, j]
+            acc += diff * diff
+            grad[i, j] = scale * diff
+        row_loss[i] = acc
+
+
+@kernel
+def _bce_with_logits(logits, targets, grad, row_loss):
+    rows, cols = logits.shape
+    inv = 1.0 / (rows * cols)
+    for i in prange(rows):
+        acc = 0.0
+        for j in range(cols):
+            z, t = logits[i, j], targets[i, j]
+            e = math.exp(-abs(z))
+            acc += (z if z > 0.0 else 0.0) - z * t + math.log1p(e)
+            s = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+            grad[i, j] = (s - t) * inv
+        row_loss[i] = acc
+
+
+# -- optimizers: one parallel pass over the flat buffers; gscale folds in gradient clipping -----
+@kernel
+def _sgd(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first, gscale):
+    for i in prange(p.shape[0]):
+        gi = g[i] * gscale
+        if weight_decay != 0.0:
+            gi += weight_decay * p[i]
+        if momentum != 0.0:
+            b = gi if first else momentum * buf[i] + (1.0 - dampening) * gi
+            buf[i] = b
+            gi = gi + momentum * b if nesterov else b
+        p[i] -= lr * gi
+
+
+@kernel
+def _adagrad(p, g, acc, clr, weight_decay, eps, gscale):
+    for i in prange(p.shape[0]):
+        gi = g[i] * gscale
+        if weight_decay != 0.0:
+            gi += weight_decay * p[i]
+        s = acc[i] + gi * gi
+        acc[i] = s
+        p[i] -= clr * (gi / (math.sqrt(s) + eps))
+
+
+@kernel
+def _rmsprop(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum, centered, gscale):
+    for i in prange(p.shape[0]):
+        gi = g[i] * gscale
+        if weight_decay != 0.0:
+            gi += weight_decay * p[i]
+        s = alpha * sq[i] + (1.0 - alpha) * gi * gi
+        sq[i] = s
+        if centered:
+            ga = gavg[i] + (1.0 - alpha) * (gi - gavg[i])
+            gavg[i] = ga
+            avg = math.sqrt(s - ga * ga) + eps
+        else:
+            avg = math.sqrt(s) + eps
+        if momentum != 0.0:
+            b = momentum * buf[i] + gi / avg
+            buf[i] = b
+            p[i] -= lr * b
+        else:
+            p[i] -= lr * (gi / avg)
+
+
+@kernel
+def _adam(p, g, m, v, vmax, step_size, beta1, beta2, eps, l2, decay_factor, bc2_sqrt, amsgrad, gscale):
+    for i in prange(p.shape[0]):
+        gi = g[i] * gscale
+        pi = p[i] * decay_factor  # AdamW's decoupled decay (factor 1 for Adam)
+        if l2 != 0.0:
+            gi += l2 * pi  # Adam's L2 weight decay
+        mi = m[i] + (1.0 - beta1) * (gi - m[i])
+        m[i] = mi
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        v[i] = vi
+        if amsgrad:
+            vi = max(vmax[i], vi)
+            vmax[i] = vi
+        p[i] = pi - step_size * (mi / (math.sqrt(vi) / bc2_sqrt + eps))
+
+
+@kernel
+def _sum_of_squares(g):
+    s = 0.0
+    for i in prange(g.shape[0]):
+        s += g[i] * g[i]
+    return s
+
+
+@kernel
+def _scale(g, c):
+    for i in prange(g.shape[0]):
+        g[i] *= c
+
+
+_LOSS_KERNELS = {"mse": _mse, "bce": _bce_with_logits}
+
+
+class NumbaOps(ReferenceOps):
+    """Fused CPU kernel set; everything else is inherited from the reference."""
+
+    name = "numba"
+
+    def __init__(self, backend, dtype):
+        super().__init__(backend, dtype)
+        self._ws: dict = {}
+        # column-sum partials: one row per thread (parallel) or a single row (serial)
+        self.chunks = numba.get_num_threads() if PARALLEL else 1
+
+    @property
+    def uses_workspace(self) -> bool:
+        return True
+
+    def _buf(self, key, shape, dtype=None):
+        """A workspace array reused across steps of the same shape."""
+        dtype = dtype or self.dtype
+        arr = self._ws.get(key)
+        if arr is None or arr.shape != shape or arr.dtype != np.dtype(dtype):
+            arr = self._ws[key] = np.empty(shape, dtype=dtype)
+        return arr
+
+    def empty(self, shape):
+        return np.empty(shape, dtype=self.dtype)
+
+    def matmul(self, a, b, out=None):
+        return np.matmul(a, b, out=out)
+
+    def bias_act(self, z, b, act, out=None):
+        if out is None:
+            out = z if act.name == "identity" else np.empty_like(z)
+        _kernel("bias_act", act)(z.size, z, b, out)
+        return z, out
+
+    def act_grad(self, g, z, a, act, db_out=None):
+        db = np.empty(g.shape[1], dtype=g.dtype) if db_out is None else db_out
+        partial = self._buf(("partial", g.shape[1]), (self.chunks, g.shape[1]), np.float64)
+        _kernel("act_grad", act)(g.size, g, z, a, partial, db)
+        return g, db
+
+    def bias_grad(self, dz, out=None):
+        db = np.empty(dz.shape[1], dtype=dz.dtype) if out is None else out
+        _column_sums(dz.size, dz, self._buf(("partial", dz.shape[1]), (self.chunks, dz.shape[1]), np.float64), db)
+        return db
+
+    def loss(self, loss, logits, targets):
+        rows = logits.shape[0]
+        grad = self._buf("dlogits", logits.shape)
+        row_loss = self._buf("row_loss", (rows,), np.float64)
+        if loss.name == "cross_entropy":
+            kernel = _cross_entropy_labels if targets.ndim == 1 else _cross_entropy_dense
+        else:
+            kernel = _LOSS_KERNELS[loss.name]
+        kernel(logits.size, logits, targets, grad, row_loss)
+        denom = rows if loss.name == "cross_entropy" else logits.size
+        return np.asarray(row_loss.sum() / denom, dtype=logits.dtype), grad
+
+    def optimizer_update(self, optimizer, params, grads, state, s, max_norm=None):
+        gscale = 1.0
+        if max_norm is not None:  # global-norm clipping folded into the update as a gradient scale
+            norm = math.sqrt(_sum_of_squares(grads.size, grads))
+            gscale = min(max_norm / (norm + 1e-6), 1.0)
+        rule = optimizer.rule
+        if rule == "sgd":
+            buf = state.get("momentum_buffer", params)
+            _sgd(params.size, params, grads, buf, s["lr"], s["momentum"], s["dampening"], s["weight_decay"], s["nesterov"],
+                 s["step"] == 1.0, gscale)
+        elif rule == "adagrad":
+            _adagrad(params.size, params, grads, state["sum"], s["clr"], s["weight_decay"], s["eps"], gscale)
+        elif rule == "rmsprop":
+            _rmsprop(params.size, params, grads, state["square_avg"], state.get("grad_avg", params),
+                     state.get("momentum_buffer", params), s["lr"], s["alpha"], s["eps"], s["weight_decay"],
+                     s["momentum"], s["centered"], gscale)
+        elif rule in ("adam", "adamw"):
+            l2 = 0.0 if optimizer.decoupled else s["weight_decay"]
+            _adam(params.size, params, grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", params),
+                  s["step_size"], s["beta1"], s["beta2"], s["eps"], l2, s["decay_factor"],
+                  s["bias_correction2_sqrt"], s["amsgrad"], gscale)
+        else:  # an optimizer without a fused kernel: the reference is always right
+            super().optimizer_update(optimizer, params, grads, state, s, max_norm)
+            return
+        self.launches += 1
+
+    def clip_grad_norm(self, grads, max_norm):
+        norm = math.sqrt(_sum_of_squares(grads.size, grads))
+        _scale(grads.size, grads, min(max_norm / (norm + 1e-6), 1.0))
+        return np.asarray(norm, dtype=grads.dtype)
