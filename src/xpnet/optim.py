@@ -66,7 +66,7 @@ class Optimizer:
         return dict(lr=self.lr, step=float(self.step_count), **self.hparams)
 
     def _initial_state(self, name, params, ops):
-        return ops.zeros_like(params)
+        return ops.state_like(params)
 
     def _reference(self, xp, p, g, state, s) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -136,7 +136,7 @@ class Adagrad(Optimizer):
                          eps=_nonneg("eps", eps))
 
     def _initial_state(self, name, params, ops):
-        buf = ops.zeros_like(params)
+        buf = ops.state_like(params)
         buf += self.hparams["initial_accumulator_value"]
         return buf
 

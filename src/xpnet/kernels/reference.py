@@ -34,6 +34,10 @@ class ReferenceOps:
     def zeros_like(self, a):
         return self.xp.zeros_like(a)
 
+    def state_like(self, params):
+        """A zeroed optimizer-state buffer for ``params`` (float32 for float16 params on the GPU)."""
+        return self.xp.zeros_like(params)
+
     # -- layers --------------------------------------------------------------------
     def matmul(self, a, b, out=None):
         return a @ b

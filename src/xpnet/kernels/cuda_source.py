@@ -1,0 +1,138 @@
+"""The CUDA source of the GPU kernel set, assembled without importing CuPy.
+
+One place for all GPU code: ``xpnet_kernels.cu`` (optimizer rules, row-wise loss kernels),
+the activation device functions generated from the activation registry, and the bodies of the
+elementwise kernels (:data:`ELEMENTWISE`).  ``cuda.py`` hands these to CuPy; the CI check
+(:func:`nvcc_check_source`) wraps the same bodies in stand-in ``__global__`` functions and
+compiles everything with ``nvcc``, so a syntax or type error fails CI even without a GPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..activations import ACTIVATIONS, CUDA_PRELUDE
+
+SOURCE_FILE = Path(__file__).with_name("xpnet_kernels.cu")
+COMPUTE = "typedef typename xpnet_compute<T>::type C;\n"  # C: float for half and float, double for double
+LOSS_KERNELS = ("ce_labels", "ce_dense", "mse", "bce")
+
+
+def cuda_source() -> str:
+    """Helpers, generated activation device functions, then ``xpnet_kernels.cu``."""
+    parts = [CUDA_PRELUDE]
+    for act in ACTIVATIONS.values():
+        fwd, bwd = act.cuda
+        parts.append(f"template <typename C> __device__ __forceinline__ C xpnet_{act.name}_fwd(C z) {{\n    {fwd}\n}}\n"
+                     f"template <typename C> __device__ __forceinline__ C xpnet_{act.name}_bwd(C z, C a) {{\n"
+                     f"    (void)z; (void)a;\n    {bwd}\n}}\n")
+    parts.append(SOURCE_FILE.read_text())
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """An elementwise kernel in CuPy's ``ElementwiseKernel`` terms."""
+
+    name: str
+    in_params: str
+    out_params: str
+    body: str
+
+
+def bias_act(act: str) -> Elementwise:
+    return Elementwise(f"xpnet_bias_act_{act}", "T b", "T z, T a",
+                       COMPUTE + f"C v = (C)z + (C)b; z = (T)v; a = (T)xpnet_{act}_fwd<C>(v);")
+
+
+def act_grad(act: str) -> Elementwise:
+    return Elementwise(f"xpnet_act_grad_{act}", "T z, T a", "T g",
+                       COMPUTE + f"g = (T)((C)g * xpnet_{act}_bwd<C>((C)z, (C)a));")
+
+
+BIAS_ADD = Elementwise("xpnet_bias_add", "T b", "T z", COMPUTE + "z = (T)((C)z + (C)b);")  # the linear output layer
+
+SCALE = Elementwise("xpnet_scale", "raw S sumsq, S max_norm", "T g",
+                    COMPUTE + "g = (T)((C)g * xpnet_grad_scale<C>((C)max_norm, (C)sumsq[0]));")
+
+# Optimizer rules: state buffer names, scalar parameter names, and the call of the device function.
+# State is stored in S (float32 for float16 parameters); g arrives scaled for gradient clipping.
+RULES = {
+    "sgd": (("momentum_buffer",), "lr momentum dampening weight_decay nesterov first",
+            "xpnet_sgd<C>(pp, gg, s0, (C)lr, (C)momentum, (C)dampening, (C)weight_decay, (int)nesterov, (int)first);"),
+    "adagrad": (("sum",), "clr weight_decay eps", "xpnet_adagrad<C>(pp, gg, s0, (C)clr, (C)weight_decay, (C)eps);"),
+    "rmsprop": (("square_avg", "grad_avg", "momentum_buffer"), "lr alpha eps weight_decay momentum centered",
+                "xpnet_rmsprop<C>(pp, gg, s0, s1, s2, (C)lr, (C)alpha, (C)eps, (C)weight_decay, (C)momentum, "
+                "(int)centered);"),
+    "adam": (("exp_avg", "exp_avg_sq", "max_exp_avg_sq"), "step_size beta1 beta2 eps l2 decay_factor bc2 amsgrad",
+             "xpnet_adam<C>(pp, gg, s0, s1, s2, (C)step_size, (C)beta1, (C)beta2, (C)eps, (C)l2, (C)decay_factor, "
+             "(C)bc2, (int)amsgrad);"),
+}
+
+
+def optimizer(rule: str, present: tuple[bool, ...]) -> Elementwise:
+    """One elementwise kernel for an optimizer rule; state buffers not in use become locals."""
+    _, scalars, call = RULES[rule]
+    outs = ["T p"] + [f"S st{i}" for i, have in enumerate(present) if have]
+    load = "".join(f"C s{i} = {f'(C)st{i}' if have else 'C(0)'}; " for i, have in enumerate(present))
+    store = "".join(f"st{i} = (S)s{i}; " for i, have in enumerate(present) if have)
+    body = (COMPUTE + "C pp = (C)p; C gg = (C)g * xpnet_grad_scale<C>((C)max_norm, (C)sumsq[0]); "
+            + load + call + " p = (T)pp; " + store)
+    ins = "T g, raw S sumsq, S max_norm, " + ", ".join(f"S {name}" for name in scalars.split())
+    return Elementwise(f"xpnet_{rule}_" + "".join("1" if h else "0" for h in present), ins, ", ".join(outs), body)
+
+
+def all_elementwise() -> list[Elementwise]:
+    """Every elementwise kernel the GPU kernel set can build (for the compile check)."""
+    kernels = [SCALE, BIAS_ADD]
+    for name in ACTIVATIONS:
+        kernels += [bias_act(name), act_grad(name)]
+    for rule, (states, _, _) in RULES.items():
+        n = len(states)
+        for mask in range(1 << n):
+            kernels.append(optimizer(rule, tuple(bool(mask >> i & 1) for i in range(n))))
+    return kernels
+
+
+def _stand_in_params(k: Elementwise):
+    """(type, name) parameters and per-element bindings of the stand-in for ``k``.
+
+    Conventions of the kernels above: T-typed inputs are arrays (``b``, the bias, broadcasts
+    along rows), S-typed inputs are scalars, ``raw`` inputs are pointers, outputs are arrays.
+    """
+    params, binds = [("long long", "n"), ("long long", "cols")], []
+    specs = [(p.split(), False) for p in k.in_params.split(",")] + [(p.split(), True) for p in k.out_params.split(",")]
+    for words, is_out in specs:
+        typ, name = words[-2:]
+        if words[0] == "raw":
+            params.append((f"const {typ}*", name))
+        elif is_out:
+            params.append((f"{typ}*", f"{name}_ptr"))
+            binds.append(f"{typ}& {name} = {name}_ptr[i];")
+        elif typ == "T":
+            params.append((f"const {typ}*", f"{name}_ptr"))
+            binds.append(f"const {typ} {name} = {name}_ptr[{'i % cols' if name == 'b' else 'i'}];")
+        else:
+            params.append((typ, name))
+    return params, binds
+
+
+def nvcc_check_source() -> str:
+    """Everything the GPU kernel set compiles, explicitly instantiated for float and double."""
+    parts = [cuda_source()]
+    for k in all_elementwise():
+        params, binds = _stand_in_params(k)
+        parts.append(
+            f"template <typename T, typename S>\n__global__ void check_{k.name}("
+            + ", ".join(f"{t} {n}" for t, n in params) + ") {\n"
+            "    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;\n    if (i >= n) return;\n    (void)cols;\n"
+            + "".join(f"    {b}\n" for b in binds) + f"    {{ {k.body} }}\n}}\n")
+        for c in ("float", "double"):
+            types = ", ".join(" ".join(c if w in ("T", "S") else w for w in t.replace("*", " *").split()) for t, _ in params)
+            parts.append(f"template __global__ void check_{k.name}<{c}, {c}>({types});")
+    for name in LOSS_KERNELS:
+        for c in ("float", "double"):
+            second = "const long long*" if name == "ce_labels" else f"const {c}*"
+            parts.append(f"template __global__ void xpnet_{name}<{c}, {c}>(const {c}*, {second}, {c}*, {c}*, int, int);")
+    return "\n".join(parts)

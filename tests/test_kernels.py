@@ -1,0 +1,260 @@
+"""Every fused kernel equals the reference kernel set, generated from the kernel registry.
+
+Cases come from ``xpnet.kernels.FUSED_OPERATIONS`` crossed with the registries it names
+(activations, losses, optimizers), in float32 and float64, on random data, edge values
+(+-inf, NaN, +-0, |x| near exp's overflow threshold), odd shapes and non-contiguous inputs,
+and for both the serial and the parallel CPU variants.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import optim
+from xpnet.activations import ACTIVATIONS
+from xpnet.backend import resolve_backend
+from xpnet.kernels import FUSED_OPERATIONS, ReferenceOps
+from xpnet.losses import LOSSES
+
+cpu = pytest.importorskip("xpnet.kernels.cpu")
+from conftest import HAS_GPU  # noqa: E402
+
+DTYPES = ["float32", "float64"]
+SHAPES = [(1, 1), (7, 13), (64, 31)]
+TOL = {"float32": dict(rtol=3e-6, atol=1e-7), "float64": dict(rtol=1e-13, atol=1e-300)}
+
+
+def _fused_kinds():
+    yield pytest.param("numba-serial", id="numba-serial")
+    yield pytest.param("numba-parallel", id="numba-parallel")
+    yield pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a GPU")])
+
+
+@pytest.fixture(autouse=True)
+def _quiet_edge_values():
+    """inf and NaN inputs are the point here: NumPy's warnings about them are expected."""
+    with np.errstate(all="ignore"):
+        yield
+
+
+@pytest.fixture(params=list(_fused_kinds()))
+def fused_kind(request, monkeypatch):
+    if request.param == "numba-parallel":
+        monkeypatch.setattr(cpu, "PARALLEL", True)
+        monkeypatch.setattr(cpu, "PARALLEL_MIN", 0)
+    return request.param
+
+
+def _sets(kind, dtype):
+    """(fused ops, reference ops, to-device, to-host) for one fused kernel set."""
+    if kind == "cupy":
+        from xpnet.kernels.cuda import CupyOps
+
+        backend = resolve_backend("cuda")
+        fused = CupyOps(backend, dtype)
+    else:
+        backend = resolve_backend("cpu")
+        fused = cpu.NumbaOps(backend, dtype)
+    return fused, ReferenceOps(backend, dtype), backend.from_host, xpnet.to_host
+
+
+def _edge_values(dtype):
+    big = 88.0 if dtype == "float32" else 709.0  # near exp's overflow threshold
+    return np.array([0.0, -0.0, np.inf, -np.inf, np.nan, big, -big, big + 1, -big - 1, 1e30 if dtype == "float32"
+                     else 1e300, -1e30, 10.0, -10.0, 10.5, -10.5, 20.0, 20.5, 1e-30, -1e-30], dtype=dtype)
+
+
+def _pre_activations(shape, dtype, seed=0):
+    r = np.random.default_rng(seed)
+    z = (r.normal(0, 4, size=shape)).astype(dtype)
+    edges = _edge_values(dtype)
+    flat = z.reshape(-1)
+    flat[: min(len(edges), flat.size)] = edges[: flat.size]
+    return z
+
+
+def close(a, b, dtype):
+    np.testing.assert_allclose(a, b, equal_nan=True, **TOL[dtype])
+
+
+# -- one case generator per registered operation --------------------------------------------------
+def case_bias_act(kind, dtype, variant, shape):
+    fused, ref, dev, host = _sets(kind, dtype)
+    act = ACTIVATIONS[variant]
+    z = _pre_activations(shape, dtype)
+    b = np.random.default_rng(1).normal(size=shape[1]).astype(dtype)
+    zr, ar = ref.bias_act(dev(z), dev(b), act)
+    zf, af = fused.bias_act(dev(z), dev(b), act)
+    close(host(zf), host(zr), dtype)
+    close(host(af), host(ar), dtype)
+
+
+def case_act_grad(kind, dtype, variant, shape):
+    fused, ref, dev, host = _sets(kind, dtype)
+    act = ACTIVATIONS[variant]
+    z = _pre_activations(shape, dtype)
+    a = host(ref.bias_act(dev(z), dev(np.zeros(shape[1], dtype)), act)[1])
+    g = np.random.default_rng(2).normal(size=shape).astype(dtype)
+    dzr, dbr = ref.act_grad(dev(g), dev(z), dev(a), act)
+    dzf, dbf = fused.act_grad(dev(g.copy()), dev(z), dev(a), act)
+    close(host(dzf), host(dzr), dtype)
+    # column sums in another order: compare where the reference sum is finite, loosely in float32
+    tol = TOL[dtype] if dtype == "float64" else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(host(dbf), host(dbr), equal_nan=True, **tol)
+
+
+def case_bias_grad(kind, dtype, variant, shape):
+    fused, ref, dev, host = _sets(kind, dtype)
+    g = np.random.default_rng(3).normal(size=shape).astype(dtype)
+    np.testing.assert_allclose(host(fused.bias_grad(dev(g))), host(ref.bias_grad(dev(g))),
+                               rtol=1e-12 if dtype == "float64" else 1e-5, atol=1e-5 if dtype == "float32" else 0)
+
+
+def case_loss(kind, dtype, variant, shape):
+    fused, ref, dev, host = _sets(kind, dtype)
+    loss = LOSSES[variant]
+    r = np.random.default_rng(4)
+    logits = r.normal(0, 3, size=shape).astype(dtype)
+    logits.reshape(-1)[:2] = [1e4, -1e4][: logits.size] if logits.size > 1 else [1e4]
+    targets = [(r.random(shape) > 0.5).astype(dtype) if variant == "bce" else r.normal(size=shape).astype(dtype)]
+    if variant == "cross_entropy":
+        labels = r.integers(0, shape[1], size=shape[0]).astype(np.int64)
+        targets = [labels, np.eye(shape[1], dtype=dtype)[labels]]
+    for t in targets:
+        vr, gr = ref.loss(loss, dev(logits), dev(t))
+        vf, gf = fused.loss(loss, dev(logits), dev(t))
+        assert host(vf).shape == () and host(vf).dtype == np.dtype(dtype)
+        close(host(vf), host(vr), dtype)
+        close(host(gf), host(gr), dtype)
+    bad = logits.copy()
+    bad[0, 0] = np.nan
+    assert np.isnan(float(host(fused.loss(loss, dev(bad), dev(targets[0]))[0])))
+
+
+OPTIMIZER_CONFIGS = {
+    "sgd": [dict(lr=0.1), dict(lr=0.1, momentum=0.9, weight_decay=0.01, dampening=0.1),
+            dict(lr=0.1, momentum=0.9, nesterov=True)],
+    "adagrad": [dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)],
+    "rmsprop": [dict(lr=0.01), dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.01)],
+    "adam": [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, amsgrad=True)],
+    "adamw": [dict(lr=0.01), dict(lr=0.01, amsgrad=True)],
+}
+
+
+def case_optimizer_update(kind, dtype, variant, shape):
+    fused, ref, dev, host = _sets(kind, dtype)
+    n = shape[0] * shape[1]
+    r = np.random.default_rng(5)
+    p0 = r.normal(size=n).astype(dtype)
+    grads = [r.normal(size=n).astype(dtype) for _ in range(4)]
+    for kwargs in OPTIMIZER_CONFIGS[variant]:
+        for max_norm in (None, 0.5):
+            results = []
+            for ops in (ref, fused):
+                opt = optim.OPTIMIZERS[variant](**kwargs)
+                p = dev(p0.copy())
+                for g in grads:
+                    opt.step(p, dev(g.copy()), ops, max_norm)
+                results.append(host(p))
+            # centered RMSprop's sqrt(s - ga^2) cancels: a few ulp differences become ~1e-13
+            tol = dict(rtol=1e-12, atol=1e-15) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(results[1], results[0], err_msg=f"{variant} {kwargs} {max_norm}", **tol)
+
+
+def case_clip_grad_norm(kind, dtype, variant, shape):
+    fused, ref, dev, host = _sets(kind, dtype)
+    g = np.random.default_rng(6).normal(size=shape[0] * shape[1]).astype(dtype)
+    gr, gf = dev(g.copy()), dev(g.copy())
+    nr, nf = ref.clip_grad_norm(gr, 0.3), fused.clip_grad_norm(gf, 0.3)
+    np.testing.assert_allclose(float(host(nf)), float(host(nr)), rtol=1e-5 if dtype == "float32" else 1e-12)
+    np.testing.assert_allclose(host(gf), host(gr), rtol=1e-5 if dtype == "float32" else 1e-12)
+
+
+CASES = {name: globals()[f"case_{name}"] for name in FUSED_OPERATIONS}
+VARIANTS = {"activations": list(ACTIVATIONS), "losses": list(LOSSES), "optimizers": list(optim.OPTIMIZERS), None: ["-"]}
+
+
+def test_every_registered_operation_is_covered():
+    assert set(OPTIMIZER_CONFIGS) == set(optim.OPTIMIZERS)
+    for name in FUSED_OPERATIONS:
+        assert hasattr(ReferenceOps, name), name
+        assert getattr(cpu.NumbaOps, name) is not getattr(ReferenceOps, name), f"NumbaOps does not fuse {name}"
+
+
+PARAMS = [pytest.param(op, v, id=f"{op}-{v}") for op, reg in FUSED_OPERATIONS.items() for v in VARIANTS[reg]]
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op,variant", PARAMS)
+def test_fused_equals_reference(fused_kind, op, variant, dtype, shape):
+    CASES[op](fused_kind, dtype, variant, shape)
+
+
+@pytest.mark.parametrize("name", ["relu", "gelu"])
+def test_non_contiguous_inputs(name):
+    fused, ref, dev, host = _sets("numba-serial", "float64")
+    act = ACTIVATIONS[name]
+    big = _pre_activations((20, 30), "float64")
+    z = big[::2, 1::3]  # strided view
+    b = np.linspace(-1, 1, z.shape[1])
+    zr, ar = ref.bias_act(z.copy(), b, act)
+    zf, af = fused.bias_act(z.copy(order="F"), b, act)
+    close(af, ar, "float64")
+    g = big[1::2, ::3].copy(order="F")
+    close(fused.act_grad(g.copy(order="F"), zr, ar, act)[0], ref.act_grad(g, zr, ar, act)[0], "float64")
+
+
+@pytest.mark.parametrize("dtype,rtol", [("float64", 1e-12), ("float32", 1e-5)])
+@pytest.mark.parametrize("activation", ["relu", "gelu", "tanh"])
+def test_whole_training_parity_fused_vs_reference(dtype, rtol, activation):
+    from conftest import blobs
+
+    X, y = blobs(n=96, features=10, classes=4)
+    weights = []
+    for mode in ("reference", "auto"):
+        xpnet.set_kernel_mode(mode)
+        try:
+            model = xpnet.MLP([10, 24, 16, 4], activation=activation, dtype=dtype, seed=3)
+            trainer = xpnet.Trainer(model, optimizer=optim.AdamW(lr=0.01), clip_grad_norm=1.0)
+            trainer.fit(X, y, epochs=2, batch_size=16, verbose=False)
+            assert model.ops.name == ("reference" if mode == "reference" else "numba")
+            weights.append(xpnet.to_host(model.params))
+        finally:
+            xpnet.set_kernel_mode("auto")
+    if dtype == "float64":
+        np.testing.assert_allclose(weights[1], weights[0], rtol=rtol, atol=1e-14)
+    else:  # float32: the fused kernels compute in float64 inside, so compare the weights as a vector
+        assert np.linalg.norm(weights[1] - weights[0]) <= rtol * np.linalg.norm(weights[0])
+
+
+def test_reference_mode_switch_and_env_value(monkeypatch):
+    from xpnet import kernels
+
+    with pytest.raises(ValueError, match="kernel mode 'fast' is unknown"):
+        xpnet.set_kernel_mode("fast")
+    monkeypatch.setattr(kernels, "_mode", "bogus")
+    with pytest.raises(ValueError, match="XPNET_KERNELS='bogus' is unknown"):
+        xpnet.MLP([2, 2])
+
+
+def test_reference_path_when_numba_is_missing(monkeypatch):
+    import builtins
+
+    from xpnet import kernels
+
+    real_import = builtins.__import__
+
+    def no_numba(name, *args, **kwargs):
+        if name.endswith("cpu") and args and args[2] and "NumbaOps" in args[2]:
+            raise ImportError("No module named 'numba'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_numba)
+    monkeypatch.setattr(kernels, "_warned_numba", False)
+    with pytest.warns(RuntimeWarning, match="Numba is not available"):
+        model = xpnet.MLP([3, 2])
+    assert model.ops.name == "reference"
+    xpnet.MLP([3, 2])  # says so once only: no second warning (warnings are errors here)
