@@ -258,3 +258,46 @@ def test_reference_path_when_numba_is_missing(monkeypatch):
         model = xpnet.MLP([3, 2])
     assert model.ops.name == "reference"
     xpnet.MLP([3, 2])  # says so once only: no second warning (warnings are errors here)
+
+
+def test_steady_state_step_allocates_no_arrays():
+    """After the first step, workspaces are reused: a step allocates only tiny scalars."""
+    import tracemalloc
+
+    from conftest import blobs
+
+    X, y = blobs(n=256, features=64, classes=10)
+    trainer = xpnet.Trainer(xpnet.MLP([64, 128, 128, 10]), optimizer=optim.Adam(), clip_grad_norm=1.0)
+    assert trainer.ops.uses_workspace
+    trainer.fit(X, y, epochs=1, batch_size=64, verbose=False)  # warm-up: workspaces, kernels
+    Xd, yd = trainer._data(X[:64], y[:64])
+    one_buffer = 64 * 128 * 4
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(10):
+            trainer._forward_backward(Xd, yd)
+            trainer._update()
+        peak_step = tracemalloc.get_traced_memory()[1] - base
+        Xall, yall = trainer._data(X, y)
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        trainer._epoch(Xall, yall, 256, 64, True, [])  # one epoch of fit: shuffle, gather, 4 steps
+        peak_epoch = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak_step < one_buffer / 4, peak_step
+    assert peak_epoch < one_buffer, peak_epoch
+
+
+def test_one_optimizer_launch_per_step():
+    from conftest import blobs
+
+    X, y = blobs(n=64, features=8, classes=3)
+    for opt in (optim.Adam(), optim.SGD(momentum=0.9), optim.RMSprop(centered=True), optim.Adagrad()):
+        trainer = xpnet.Trainer(xpnet.MLP([8, 16, 3]), optimizer=opt)
+        trainer.train_step(X, y)
+        before = trainer.ops.launches
+        trainer.optimizer.step(trainer.model.params, trainer.model.grads, trainer.ops)
+        assert trainer.ops.launches - before == 1, type(opt).__name__

@@ -170,7 +170,7 @@ class Trainer:
                 xb, yb = X[start:stop, ...], y[start:stop, ...]
             else:
                 idx = order[start:stop]
-                xb, yb = xp.take(X, idx, axis=0), xp.take(y, idx, axis=0)
+                xb, yb = self.ops.gather_rows(X, idx, "x_batch"), self.ops.gather_rows(y, idx, "y_batch")
             loss, logits = self._forward_backward(xb, yb)
             if not all([c.on_step_loss(self, loss) for c in callbacks]):
                 return None

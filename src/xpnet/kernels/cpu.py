@@ -302,6 +302,9 @@ class NumbaOps(ReferenceOps):
     def empty(self, shape):
         return np.empty(shape, dtype=self.dtype)
 
+    def gather_rows(self, data, idx, key):
+        return np.take(data, idx, axis=0, out=self._buf(key, (len(idx),) + data.shape[1:], data.dtype))
+
     def matmul(self, a, b, out=None):
         return np.matmul(a, b, out=out)
 

@@ -75,6 +75,10 @@ class CupyOps(ReferenceOps):
         with self.backend.device:
             return cupy.zeros(params.shape, dtype=self.state_dtype)
 
+    def gather_rows(self, data, idx, key):
+        self.launches += 1
+        return cupy.take(data, idx, axis=0, out=self._buf(key, (len(idx),) + data.shape[1:], data.dtype))
+
     def matmul(self, a, b, out=None):
         self.launches += 1
         return cupy.matmul(a, b, out=out)

@@ -38,6 +38,10 @@ class ReferenceOps:
         """A zeroed optimizer-state buffer for ``params`` (float32 for float16 params on the GPU)."""
         return self.xp.zeros_like(params)
 
+    def gather_rows(self, data, idx, key: str):
+        """``data[idx]`` (a mini-batch); fused sets write into a reused buffer named ``key``."""
+        return self.xp.take(data, idx, axis=0)
+
     # -- layers --------------------------------------------------------------------
     def matmul(self, a, b, out=None):
         return a @ b
