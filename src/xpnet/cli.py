@@ -35,6 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    b = sub.add_parser("bench", help="training-step throughput vs the GEMM floor and PyTorch")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    group = b.add_mutually_exclusive_group()
+    group.add_argument("--preset", default=None, help="model preset: small, mnist, wide, large (default mnist)")
+    group.add_argument("--sizes", type=_sizes, default=None, help="explicit layer sizes, e.g. 784,1024,10")
+    b.add_argument("--batch-sizes", type=_sizes, default=None, help="e.g. 32,128,512 (default 32..8192 that fit)")
+    b.add_argument("--impls", default="xpnet,reference,torch", help="comma-separated: xpnet, reference, torch")
+    b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    b.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per point (median reported)")
+    b.add_argument("--steps", type=int, default=None, help="steps per round (default: about 50 ms per round)")
+    b.add_argument("--out", default=None, help="folder for results.json, results.csv and PNG plots")
+    b.add_argument("--check-against", default=None, metavar="BASELINE_JSON",
+                   help="fail (exit 1) if a same-run ratio fell below this baseline by more than --tolerance")
+    b.add_argument("--tolerance", type=float, default=0.2)
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sub.add_parser("info", help="backends, devices and kernel mode found on this machine")
     return parser
 
@@ -63,6 +79,40 @@ def cmd_train(args) -> int:
         print(history.stop_reason)
     print(f"trained {len(history.epoch)} epochs in {seconds:.1f} s")
     print(f"test loss {result['loss']:.4f}  test accuracy {result['accuracy']:.4f}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import json
+    from pathlib import Path
+
+    from . import bench
+
+    impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
+    unknown = set(impls) - set(bench.IMPLEMENTATIONS)
+    if unknown:
+        raise SystemExit(f"--impls: unknown {sorted(unknown)}; use any of {', '.join(bench.IMPLEMENTATIONS)}")
+    baseline = None
+    if args.check_against:  # read it first: a missing baseline fails before minutes of timing
+        path = Path(args.check_against)
+        if not path.is_file():
+            raise SystemExit(f"--check-against: {path} does not exist; create one with xpnet bench --out DIR "
+                             "and commit DIR/results.json")
+        baseline = json.loads(path.read_text())
+    result = bench.run(device=args.device, sizes=args.sizes, preset=args.preset or "mnist",
+                       batch_sizes=args.batch_sizes or bench.DEFAULT_BATCH_SIZES, impls=impls, dtype=args.dtype,
+                       rounds=args.rounds, steps=args.steps, out=args.out, progress=not args.quiet)
+    print(bench.table(result))
+    if result["skipped_batch_sizes"]:
+        print(f"skipped (would not fit in memory): batch sizes {result['skipped_batch_sizes']}")
+    if args.out:
+        print(f"results written to {args.out}/results.json, results.csv and PNG plots (with matplotlib)")
+    if baseline is not None:
+        problems = bench.check_against(result, baseline, args.tolerance)
+        for line in problems:
+            print(f"REGRESSION {line}")
+        print(f"regression gate: {len(problems)} ratio(s) below baseline - {args.tolerance:.0%}")
+        return 1 if problems else 0
     return 0
 
 
@@ -104,4 +154,4 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return {"train": cmd_train, "info": cmd_info}[args.command](args)
+    return {"train": cmd_train, "bench": cmd_bench, "info": cmd_info}[args.command](args)

@@ -1,0 +1,52 @@
+"""pytest-benchmark suite: one xpnet training step per device x batch size x implementation.
+
+``python -m pytest benchmarks --benchmark-enable`` times it (about a minute on 2 CPU cores);
+the normal test run executes each case once, untimed, so the harness cannot rot.  Each case
+records samples/s and the same-run efficiency against the GEMM floor in ``extra_info``, which
+``--benchmark-json`` writes out for CI dashboards.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench_devices import DEVICES
+from xpnet import bench
+
+MODELS = {"small": bench.PRESETS["small"], "mnist": bench.PRESETS["mnist"]}
+
+
+@pytest.mark.parametrize("batch", [64, 256])
+@pytest.mark.parametrize("model", list(MODELS))
+@pytest.mark.parametrize("impl", ["xpnet", "reference"])
+@pytest.mark.parametrize("device", DEVICES)
+def test_train_step(benchmark, device, impl, model, batch):
+    sizes = MODELS[model]
+    step, trainer = bench._xpnet_step(sizes, batch, device, "float32", impl)
+    floor = bench._floor_step(sizes, batch, device, "float32")
+    timer = bench._Timer(device)
+    for fn in (step, floor):
+        fn()
+    # the GEMM floor of the same shapes, timed in the same run, so efficiency is a same-run ratio
+    floor_s = min(timer(floor, 3) for _ in range(3))
+    step_s = min(timer(step, 3) for _ in range(3))
+    benchmark.extra_info.update(device=device, impl=impl, sizes=sizes, batch_size=batch,
+                                kernels=trainer.ops.name, samples_per_s=batch / step_s,
+                                efficiency=floor_s / step_s, gemm_floor_ms=floor_s * 1e3)
+    benchmark(step)
+    assert trainer.ops.name == ("reference" if impl == "reference" else ("cupy" if device == "cuda" else "numba"))
+
+
+def test_quick_sweep_writes_every_output(tmp_path):
+    """The harness end to end on a tiny model: records, ratios, environment block, files."""
+    result = bench.run(device="cpu", sizes=[16, 32, 4], batch_sizes=[8, 32], rounds=2, steps=2,
+                       out=tmp_path, progress=False)
+    assert [r["batch_size"] for r in result["records"]] == [8, 32]
+    for r in result["records"]:
+        for key in ("batch_size", "samples_per_s", "ms_per_step", "gemm_floor_ms", "efficiency",
+                    "speedup_vs_reference", "environment"):
+            assert key in r, key
+        assert "blas" in r["environment"] and r["environment"]["cpu"]
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "results.csv").is_file()
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "throughput.png").is_file() and (tmp_path / "efficiency.png").is_file()
