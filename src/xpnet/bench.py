@@ -175,7 +175,8 @@ def environment(device: str = "cpu") -> dict:
         from threadpoolctl import threadpool_info
 
         env["blas"] = [{k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads",
-                                                "threading_layer")} for p in threadpool_info()]
+                                                "threading_layer")} for p in threadpool_info()
+                       if p.get("user_api") == "blas"]
     except ImportError:
         env["blas"] = "unknown (install threadpoolctl)"
     for name in ("numba", "cupy", "torch"):
