@@ -195,15 +195,17 @@ def _bce_with_logits(logits, targets, grad, row_loss):
         row_loss[i] = acc
 
 
-# -- optimizers: one parallel pass over the flat buffers; gscale folds in gradient clipping -----
+# -- optimizers: one pass over the flat buffers; gscale folds in gradient clipping ---------------
+# Scalars arrive in the parameters' dtype, with complements such as 1 - beta1 precomputed, so a
+# float32 update runs in float32 (8-wide SIMD) as NumPy's reference does.
 @kernel
-def _sgd(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first, gscale):
+def _sgd(p, g, buf, lr, momentum, one_minus_dampening, weight_decay, nesterov, first, gscale):
     for i in prange(p.shape[0]):
         gi = g[i] * gscale
-        if weight_decay != 0.0:
+        if weight_decay != 0:
             gi += weight_decay * p[i]
-        if momentum != 0.0:
-            b = gi if first else momentum * buf[i] + (1.0 - dampening) * gi
+        if momentum != 0:
+            b = gi if first else momentum * buf[i] + one_minus_dampening * gi
             buf[i] = b
             gi = gi + momentum * b if nesterov else b
         p[i] -= lr * gi
@@ -213,7 +215,7 @@ def _sgd(p, g, buf, lr, momentum, dampening, weight_decay, nesterov, first, gsca
 def _adagrad(p, g, acc, clr, weight_decay, eps, gscale):
     for i in prange(p.shape[0]):
         gi = g[i] * gscale
-        if weight_decay != 0.0:
+        if weight_decay != 0:
             gi += weight_decay * p[i]
         s = acc[i] + gi * gi
         acc[i] = s
@@ -221,20 +223,20 @@ def _adagrad(p, g, acc, clr, weight_decay, eps, gscale):
 
 
 @kernel
-def _rmsprop(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum, centered, gscale):
+def _rmsprop(p, g, sq, gavg, buf, lr, alpha, one_minus_alpha, eps, weight_decay, momentum, centered, gscale):
     for i in prange(p.shape[0]):
         gi = g[i] * gscale
-        if weight_decay != 0.0:
+        if weight_decay != 0:
             gi += weight_decay * p[i]
-        s = alpha * sq[i] + (1.0 - alpha) * gi * gi
+        s = alpha * sq[i] + one_minus_alpha * gi * gi
         sq[i] = s
         if centered:
-            ga = gavg[i] + (1.0 - alpha) * (gi - gavg[i])
+            ga = gavg[i] + one_minus_alpha * (gi - gavg[i])
             gavg[i] = ga
             avg = math.sqrt(s - ga * ga) + eps
         else:
             avg = math.sqrt(s) + eps
-        if momentum != 0.0:
+        if momentum != 0:
             b = momentum * buf[i] + gi / avg
             buf[i] = b
             p[i] -= lr * b
@@ -243,15 +245,16 @@ def _rmsprop(p, g, sq, gavg, buf, lr, alpha, eps, weight_decay, momentum, center
 
 
 @kernel
-def _adam(p, g, m, v, vmax, step_size, beta1, beta2, eps, l2, decay_factor, bc2_sqrt, amsgrad, gscale):
+def _adam(p, g, m, v, vmax, step_size, one_minus_beta1, beta2, one_minus_beta2, eps, l2, decay_factor, bc2_sqrt,
+          amsgrad, gscale):
     for i in prange(p.shape[0]):
         gi = g[i] * gscale
         pi = p[i] * decay_factor  # AdamW's decoupled decay (factor 1 for Adam)
-        if l2 != 0.0:
+        if l2 != 0:
             gi += l2 * pi  # Adam's L2 weight decay
-        mi = m[i] + (1.0 - beta1) * (gi - m[i])
+        mi = m[i] + one_minus_beta1 * (gi - m[i])
         m[i] = mi
-        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        vi = beta2 * v[i] + one_minus_beta2 * gi * gi
         v[i] = vi
         if amsgrad:
             vi = max(vmax[i], vi)
@@ -338,26 +341,26 @@ class NumbaOps(ReferenceOps):
         return np.asarray(row_loss.sum() / denom, dtype=logits.dtype), grad
 
     def optimizer_update(self, optimizer, params, grads, state, s, max_norm=None):
-        gscale = 1.0
+        t = params.dtype.type  # scalars in the parameters' dtype: no float64 promotion in float32 loops
+        gscale = t(1.0)
         if max_norm is not None:  # global-norm clipping folded into the update as a gradient scale
             norm = math.sqrt(_sum_of_squares(grads.size, grads))
-            gscale = min(max_norm / (norm + 1e-6), 1.0)
-        rule = optimizer.rule
+            gscale = t(min(max_norm / (norm + 1e-6), 1.0))
+        rule, n = optimizer.rule, params.size
         if rule == "sgd":
-            buf = state.get("momentum_buffer", params)
-            _sgd(params.size, params, grads, buf, s["lr"], s["momentum"], s["dampening"], s["weight_decay"], s["nesterov"],
-                 s["step"] == 1.0, gscale)
+            _sgd(n, params, grads, state.get("momentum_buffer", params), t(s["lr"]), t(s["momentum"]),
+                 t(1.0 - s["dampening"]), t(s["weight_decay"]), s["nesterov"], s["step"] == 1.0, gscale)
         elif rule == "adagrad":
-            _adagrad(params.size, params, grads, state["sum"], s["clr"], s["weight_decay"], s["eps"], gscale)
+            _adagrad(n, params, grads, state["sum"], t(s["clr"]), t(s["weight_decay"]), t(s["eps"]), gscale)
         elif rule == "rmsprop":
-            _rmsprop(params.size, params, grads, state["square_avg"], state.get("grad_avg", params),
-                     state.get("momentum_buffer", params), s["lr"], s["alpha"], s["eps"], s["weight_decay"],
-                     s["momentum"], s["centered"], gscale)
+            _rmsprop(n, params, grads, state["square_avg"], state.get("grad_avg", params),
+                     state.get("momentum_buffer", params), t(s["lr"]), t(s["alpha"]), t(1.0 - s["alpha"]),
+                     t(s["eps"]), t(s["weight_decay"]), t(s["momentum"]), s["centered"], gscale)
         elif rule in ("adam", "adamw"):
             l2 = 0.0 if optimizer.decoupled else s["weight_decay"]
-            _adam(params.size, params, grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", params),
-                  s["step_size"], s["beta1"], s["beta2"], s["eps"], l2, s["decay_factor"],
-                  s["bias_correction2_sqrt"], s["amsgrad"], gscale)
+            _adam(n, params, grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", params),
+                  t(s["step_size"]), t(1.0 - s["beta1"]), t(s["beta2"]), t(1.0 - s["beta2"]), t(s["eps"]), t(l2),
+                  t(s["decay_factor"]), t(s["bias_correction2_sqrt"]), s["amsgrad"], gscale)
         else:  # an optimizer without a fused kernel: the reference is always right
             super().optimizer_update(optimizer, params, grads, state, s, max_norm)
             return
