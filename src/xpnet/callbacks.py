@@ -88,7 +88,9 @@ class EarlyStopping(Callback):
         self.restore_best_weights = restore_best_weights
 
     def on_train_begin(self, trainer):
-        self.best, self.best_epoch, self.wait, self.best_params = None, -1, 0, None
+        if not getattr(self, "_restored", False):
+            self.best, self.best_epoch, self.wait, self.best_params = None, -1, 0, None
+        self._restored = False
 
     def on_epoch_end(self, trainer, epoch, logs):
         if self.monitor not in logs:
@@ -113,32 +115,61 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_params is not None:
             trainer.model.params[...] = self.best_params
 
+    def state_dict(self) -> tuple[dict, dict]:
+        """``(metadata, arrays)`` for checkpoints: a resumed run stops where this one would."""
+        from .backend import to_host
+
+        arrays = {"best_params": to_host(self.best_params).copy()} if self.best_params is not None else {}
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}, arrays
+
+    def load_state_dict(self, meta: dict, arrays: dict, trainer) -> None:
+        self.best, self.best_epoch, self.wait = meta["best"], meta["best_epoch"], meta["wait"]
+        self.best_params, self._restored = None, True
+        if "best_params" in arrays:
+            self.best_params = trainer.model.backend.from_host(arrays["best_params"])
+
 
 class ProgressBar(Callback):
-    """A tqdm bar over all steps of ``fit``, showing each finished epoch's metrics.
+    """A tqdm bar per epoch with the live loss, and the epoch's metrics when it ends.
 
-    It updates from host-side step counts only, so it never synchronises with the GPU.
+    The live loss is read from the device only when the bar is about to redraw (every
+    ``refresh_s`` seconds), so on the GPU it costs one synchronisation per redraw, not per step.
     """
 
-    def __init__(self, **tqdm_kwargs):
+    def __init__(self, refresh_s: float = 0.25, **tqdm_kwargs):
+        self.refresh_s = refresh_s
         self.tqdm_kwargs = tqdm_kwargs
 
     def on_train_begin(self, trainer):
-        from tqdm.auto import tqdm
-
-        total = trainer.fit_plan["epochs"] * trainer.fit_plan["steps_per_epoch"]
-        self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, **self.tqdm_kwargs)
+        self.bar, self.last = None, 0.0
 
     def on_step_loss(self, trainer, loss):
+        import time
+
+        from tqdm.auto import tqdm
+
+        plan = trainer.fit_plan
+        if self.bar is None:
+            self.bar = tqdm(total=plan["steps_per_epoch"], desc=f"epoch {trainer.epoch + 1}/{plan['epochs']}",
+                            unit="step", dynamic_ncols=True, **self.tqdm_kwargs)
+            self.last = time.perf_counter()
         self.bar.update(1)
+        now = time.perf_counter()
+        if now - self.last >= self.refresh_s:
+            self.bar.set_postfix(loss=f"{float(loss):.4g}", refresh=False)
+            self.last = now
         return True
 
     def on_epoch_end(self, trainer, epoch, logs):
-        self.bar.set_description(f"epoch {epoch + 1}/{trainer.fit_plan['epochs']}")
-        self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=True)
+        if self.bar is not None:
+            self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=True)
+            self.bar.close()
+            self.bar = None
 
     def on_train_end(self, trainer):
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class History:

@@ -65,6 +65,7 @@ class Trainer:
         self.stop_reason: str | None = None
         self._rng = np.random.default_rng(model.seed)  # host-side: same batch order on every backend
         self.fit_plan: dict = {}
+        self.epoch = 0  # the epoch fit is in (0-based)
 
     # -- data -------------------------------------------------------------------------
     def _data(self, X, y, names=("X", "y"), full=True):
@@ -100,13 +101,15 @@ class Trainer:
 
     # -- epochs -------------------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
-            callbacks=(), verbose=True) -> History:
+            callbacks=(), verbose=True, initial_epoch=0, history=None) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns a :class:`History`.
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling);
         ``validation_data=(X_val, y_val)`` gives a separate set.  Both are evaluated after
         each epoch (``val_loss``, ``val_accuracy``).  Training stops early, keeping the last
-        good weights, if the loss becomes NaN or inf.
+        good weights, if the loss becomes NaN or inf.  ``initial_epoch`` and ``history``
+        continue an earlier run (as when resuming from a checkpoint): epochs
+        ``initial_epoch .. epochs - 1`` run and append to ``history``.
         """
         epochs = check_positive_int("epochs", epochs)
         batch_size = check_positive_int("batch_size", batch_size)
@@ -132,15 +135,19 @@ class Trainer:
         if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(ProgressBar())
         n = X.shape[0]
-        self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-n // batch_size), "batch_size": batch_size}
+        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
+            raise ValueError(f"initial_epoch={initial_epoch!r} is invalid: use an integer in [0, epochs].")
+        self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-n // batch_size), "batch_size": batch_size,
+                         "initial_epoch": initial_epoch}
         self.stop_training, self.stop_reason = False, None
-        history = History()
+        history = History() if history is None else history
         backend = self.model.backend
         for c in callbacks:
             c.on_train_begin(self)
         try:
             with backend.context():
-                for epoch in range(epochs):
+                for epoch in range(initial_epoch, epochs):
+                    self.epoch = epoch
                     logs = self._epoch(X, y, n, batch_size, shuffle, callbacks)
                     if logs is None:  # stopped inside the epoch (NaN loss)
                         break
@@ -190,6 +197,34 @@ class Trainer:
             labels = y if y.ndim == 1 else xp.argmax(y, axis=1)
             return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, dtype))
         return xp.sum(xp.astype((logits > 0) == (y > 0.5), dtype))  # bce: per output
+
+    # -- state for checkpoints ------------------------------------------------------------
+    def state_dict(self) -> tuple[dict, dict]:
+        """``(arrays, metadata)``: optimizer state buffers on the host, and everything else
+        a resumed run needs to continue exactly (optimizer hyperparameters and step, scheduler,
+        shuffling RNG, step count) as JSON-ready values."""
+        opt = self.optimizer.state_dict()
+        meta = {
+            "optimizer": {k: opt[k] for k in ("type", "lr", "hparams", "step_count")},
+            "initial_lr": getattr(self.optimizer, "initial_lr", None),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": self._rng.bit_generator.state,
+            "step_count": self.step_count,
+            "loss": self.loss.name,
+        }
+        return opt["state"], meta
+
+    def load_state_dict(self, arrays: dict, meta: dict) -> None:
+        """Restore what :meth:`state_dict` returned (the weights are restored separately)."""
+        if meta.get("loss", self.loss.name) != self.loss.name:
+            raise ValueError(f"the saved state is for loss {meta['loss']!r}, this trainer uses {self.loss.name!r}.")
+        self.optimizer.load_state_dict({**meta["optimizer"], "state": arrays}, backend=self.model.backend)
+        if meta.get("initial_lr") is not None:
+            self.optimizer.initial_lr = meta["initial_lr"]
+        if self.scheduler is not None and meta.get("scheduler") is not None:
+            self.scheduler.load_state_dict(meta["scheduler"])
+        self._rng.bit_generator.state = meta["rng"]
+        self.step_count = int(meta["step_count"])
 
     # -- inference ----------------------------------------------------------------------
     def evaluate(self, X, y, batch_size=1024) -> dict:

@@ -1,0 +1,173 @@
+"""Run configuration for ``xpnet train``: defaults, a TOML file, command-line flags (which win).
+
+Every key is declared once in :data:`SCHEMA` with its default and what it accepts; an unknown
+section or key, or a value of the wrong kind, raises a ``ValueError`` that names the key and
+the allowed values.  :func:`dump_toml` writes the resolved configuration into the run
+directory, so ``xpnet train --config RUN_DIR/config.toml`` repeats a run.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+from .activations import ACTIVATIONS
+from .initializers import INITIALIZERS
+from .losses import LOSSES
+from .optim import OPTIMIZERS
+
+DATA_SOURCES = ("digits", "synthetic", "npz", "npy", "csv")
+SCHEDULES = ("constant", "cosine", "step", "exponential")
+
+
+def _choice(*options):
+    return ("choice", options)
+
+
+# section -> key -> (default, accepted): "int+", "int0", "float+", "float0", "fraction", "bool", "str",
+# "str?", "sizes", ("choice", options) -- "?" allows None (absent).
+SCHEMA: dict[str, dict[str, tuple]] = {
+    "data": {
+        "source": ("digits", _choice(*DATA_SOURCES)),
+        "path": (None, "str?"),  # npz file (arrays X, y) or csv file
+        "x_path": (None, "str?"),  # npy pair
+        "y_path": (None, "str?"),
+        "target": (None, "str?"),  # csv target column
+        "test_fraction": (0.25, "fraction"),
+        "val_fraction": (0.0, "fraction"),
+        "standardize": (True, "bool"),
+        "n_samples": (2000, "int+"),  # synthetic
+        "n_features": (20, "int+"),
+        "n_classes": (4, "int+"),
+    },
+    "model": {
+        "hidden": ([256, 256], "sizes"),
+        "activation": ("relu", _choice(*ACTIVATIONS)),
+        "init": (None, ("choice?", INITIALIZERS)),
+        "dtype": ("float32", _choice("float32", "float64")),
+        "device": ("cpu", "str"),
+    },
+    "train": {
+        "loss": ("cross_entropy", _choice(*LOSSES)),
+        "optimizer": ("adamw", _choice(*OPTIMIZERS)),
+        "lr": (1e-3, "float+"),
+        "weight_decay": (None, "float0?"),
+        "momentum": (None, "float0?"),
+        "schedule": ("cosine", _choice(*SCHEDULES)),
+        "warmup_epochs": (0, "int0"),
+        "epochs": (30, "int+"),
+        "batch_size": (32, "int+"),
+        "seed": (0, "int0"),
+        "clip_grad_norm": (None, "float+?"),
+        "early_stopping": (False, "bool"),
+        "patience": (5, "int0"),
+    },
+    "run": {
+        "dir": (None, "str?"),
+        "keep_last": (3, "int+"),
+    },
+}
+
+
+def defaults() -> dict:
+    return {section: {k: copy.deepcopy(v[0]) for k, v in keys.items()} for section, keys in SCHEMA.items()}
+
+
+def _describe(accepted) -> str:
+    if isinstance(accepted, tuple):
+        return "one of " + ", ".join(map(repr, accepted[1])) + (" (or leave it out)" if accepted[0].endswith("?") else "")
+    return {
+        "int+": "an integer >= 1", "int0": "an integer >= 0", "float+": "a number > 0", "float0": "a number >= 0",
+        "float0?": "a number >= 0 (or leave it out)", "float+?": "a number > 0 (or leave it out)",
+        "fraction": "a number in [0, 1)", "bool": "true or false", "str": "a string", "str?": "a string (or leave it out)",
+        "sizes": "a list of positive integers, e.g. [256, 256]",
+    }[accepted]
+
+
+def _valid(value, accepted) -> bool:
+    if isinstance(accepted, tuple):
+        return (value is None and accepted[0].endswith("?")) or value in accepted[1]
+    if value is None:
+        return accepted.endswith("?")
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_num = (is_int or isinstance(value, float)) and math.isfinite(value)
+    kind = accepted.rstrip("?")
+    return {
+        "int+": is_int and value >= 1, "int0": is_int and value >= 0,
+        "float+": is_num and value > 0, "float0": is_num and value >= 0,
+        "fraction": is_num and 0 <= value < 1, "bool": isinstance(value, bool), "str": isinstance(value, str),
+        "sizes": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                 for v in value),
+    }[kind]
+
+
+def validate(config: dict, origin: str = "config") -> dict:
+    """Check every section and key; return the config unchanged if it is valid."""
+    for section, keys in config.items():
+        if section not in SCHEMA:
+            raise ValueError(f"{origin}: unknown section [{section}]; allowed sections: {', '.join(SCHEMA)}.")
+        if not isinstance(keys, dict):
+            raise ValueError(f"{origin}: [{section}] must be a table of keys.")
+        for key, value in keys.items():
+            if key not in SCHEMA[section]:
+                raise ValueError(f"{origin}: unknown key {section}.{key}; allowed keys in [{section}]: "
+                                 f"{', '.join(SCHEMA[section])}.")
+            accepted = SCHEMA[section][key][1]
+            if not _valid(value, accepted):
+                raise ValueError(f"{origin}: {section}.{key} = {value!r} is invalid: use {_describe(accepted)}.")
+    data = config.get("data", {})
+    needs = {"npz": ["path"], "csv": ["path", "target"], "npy": ["x_path", "y_path"]}.get(data.get("source"), [])
+    for key in needs:
+        if not data.get(key):
+            raise ValueError(f"{origin}: data.source = {data['source']!r} needs data.{key}.")
+    if data.get("test_fraction", 0) + data.get("val_fraction", 0) >= 1:
+        raise ValueError(f"{origin}: data.test_fraction + data.val_fraction must be below 1.")
+    return config
+
+
+def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Defaults, updated by the TOML file at ``path``, updated by ``overrides`` (flags win)."""
+    config = defaults()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist.")
+        try:
+            loaded = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
+        validate(loaded, origin=str(path))
+        for section, keys in loaded.items():
+            config[section].update(keys)
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".")
+        config[section][key] = value
+    return validate(config)
+
+
+def dump_toml(config: dict) -> str:
+    """The configuration as TOML (keys that are None are left out, as TOML has no null)."""
+    lines = []
+    for section, keys in config.items():
+        lines.append(f"[{section}]")
+        for key, value in keys.items():
+            if value is not None:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
