@@ -146,11 +146,11 @@ def test_get_set_weights_round_trip(where):
         np.testing.assert_array_equal(b0, b1)
 
 
-def test_main_job_reaches_97_percent_on_digits(capsys):
+def test_main_job_reaches_97_percent_on_digits(capsys, tmp_path):
     pytest.importorskip("sklearn")
     from xpnet.cli import main
 
-    assert main(["train", "--quiet"]) == 0
+    assert main(["train", "--quiet", "--run-dir", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     accuracy = float(out.strip().split()[-1])
     assert accuracy >= 0.97, out

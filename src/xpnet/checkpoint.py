@@ -167,6 +167,25 @@ def load(path: Path) -> Checkpoint:
     return Checkpoint(path, weights, model_meta, state_tensors, trainer_meta)
 
 
+def load_model(path, device=None, xp=None):
+    """An :class:`~xpnet.MLP` from a ``model.safetensors`` file (a run's final weights) or a
+    checkpoint directory, placed on ``device`` / ``xp``."""
+    from .model import MLP
+
+    path = Path(path)
+    file = path / "model.safetensors" if path.is_dir() else path
+    tensors, meta = _read(file)
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{file} is not an xpnet weights file (format {meta.get('format')!r}, expected {FORMAT!r}).")
+    model = MLP(json.loads(meta["sizes"]), activation=meta["activation"], dtype=meta["dtype"], init=meta["init"],
+                seed=int(meta["seed"]), device=device, xp=xp)
+    try:
+        model.set_weights([(tensors[f"layer{i}.W"], tensors[f"layer{i}.b"]) for i in range(len(model.slots))])
+    except KeyError as exc:
+        raise ValueError(f"{file} lacks tensor {exc}.") from exc
+    return model
+
+
 def check_compatible(ckpt: Checkpoint, model) -> None:
     """Refuse a checkpoint whose architecture differs from ``model``'s, naming both."""
     theirs = (json.loads(ckpt.model_meta["sizes"]), ckpt.model_meta["activation"], ckpt.model_meta["dtype"])
@@ -192,11 +211,26 @@ def restore(trainer, ckpt: Checkpoint, callbacks=()) -> None:
 
 
 def prune(root: Path, keep_last: int, keep: set[str] = frozenset()) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints, sparing the names in ``keep``."""
+    """Delete all but the newest ``keep_last`` checkpoints, sparing the names in ``keep``,
+    and the half-written leftovers of saving processes that no longer run."""
     found = list_checkpoints(root)
     for p in found[:-keep_last] if keep_last else found:
         if p.name not in keep:
             shutil.rmtree(p, ignore_errors=True)
+    for p in Path(root).glob(".[to][ml][pd]-*"):  # .tmp-epoch-NNNN-PID, .old-epoch-NNNN-PID
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 # -- moving models into the wider ecosystem ---------------------------------------------------

@@ -21,19 +21,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xpnet", description="Train multilayer perceptrons on any array-API backend.")
     sub = parser.add_subparsers(dest="command")
 
-    t = sub.add_parser("train", help="train an MLP on the bundled digits data and report test accuracy")
-    t.add_argument("--epochs", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--hidden", type=_sizes, default=[256, 256], help="hidden layer sizes, e.g. 256,256")
-    t.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
-    t.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adamw")
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--schedule", choices=["cosine", "constant"], default="cosine",
-                   help="learning-rate schedule over the epochs")
-    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    t.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t = sub.add_parser("train", help="train an MLP from a TOML config and/or flags (default: the bundled digits)",
+                       description="Flags override the --config file, which overrides the defaults. Each run "
+                                   "writes a run directory: config, history, curves, checkpoints.")
+    t.add_argument("--config", help="TOML file with [data], [model], [train] and [run] tables")
+    t.add_argument("--run-dir", help="where this run's files go (default runs/<data>-<timestamp>)")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    flags = [  # (flag, config key, type, help)
+        ("--data", "data.source", str, "digits, synthetic, npz, npy or csv"),
+        ("--data-path", "data.path", str, ".npz file (arrays X, y) or .csv file"),
+        ("--x-path", "data.x_path", str, ".npy features"), ("--y-path", "data.y_path", str, ".npy targets"),
+        ("--target", "data.target", str, "CSV target column"),
+        ("--test-fraction", "data.test_fraction", float, None), ("--val-fraction", "data.val_fraction", float, None),
+        ("--hidden", "model.hidden", _sizes, "hidden layer sizes, e.g. 256,256"),
+        ("--activation", "model.activation", str, None), ("--init", "model.init", str, None),
+        ("--dtype", "model.dtype", str, "float32 or float64"), ("--device", "model.device", str, "cpu, cuda, cuda:N"),
+        ("--loss", "train.loss", str, "cross_entropy, mse or bce"),
+        ("--optimizer", "train.optimizer", str, "sgd, adagrad, rmsprop, adam, adamw"),
+        ("--lr", "train.lr", float, None), ("--weight-decay", "train.weight_decay", float, None),
+        ("--momentum", "train.momentum", float, None),
+        ("--schedule", "train.schedule", str, "constant, cosine, step or exponential"),
+        ("--warmup-epochs", "train.warmup_epochs", int, None), ("--epochs", "train.epochs", int, None),
+        ("--batch-size", "train.batch_size", int, None), ("--seed", "train.seed", int, None),
+        ("--clip-grad-norm", "train.clip_grad_norm", float, None), ("--patience", "train.patience", int, None),
+        ("--keep-last", "run.keep_last", int, "checkpoints to keep (the best is kept too)"),
+    ]
+    for flag, key, typ, text in flags:
+        t.add_argument(flag, dest=f"cfg:{key}", type=typ, default=None, help=text)
+    t.add_argument("--early-stopping", dest="cfg:train.early_stopping", action="store_const", const=True,
+                   default=None, help="stop when the monitored loss stops improving (restores the best weights)")
 
     b = sub.add_parser("bench", help="training-step throughput vs the GEMM floor and PyTorch")
     b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -51,34 +69,59 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--tolerance", type=float, default=0.2)
     b.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    e = sub.add_parser("export", help="write a run's weights as a torch.nn.Sequential state dict (needs torch)")
+    e.add_argument("source", help="a run directory, a checkpoint directory or a model.safetensors file")
+    e.add_argument("--out", required=True, help="the .pt file to write (refused if it exists)")
+
     sub.add_parser("info", help="backends, devices and kernel mode found on this machine")
     return parser
 
 
 def cmd_train(args) -> int:
-    from . import MLP, Trainer
-    from .data import load_digits, standardize, train_test_split
-    from .optim import CosineAnnealingLR, get_optimizer
+    from pathlib import Path
 
-    X, y = load_digits()
-    X_train, X_test, y_train, y_test = train_test_split(X, y, test_fraction=0.25, seed=args.seed)
-    X_train, X_test = standardize(X_train, X_test)
-    model = MLP([X.shape[1], *args.hidden, 10], activation=args.activation, dtype=args.dtype,
-                seed=args.seed, device=args.device)
-    optimizer = get_optimizer(args.optimizer, args.lr)
-    scheduler = CosineAnnealingLR(optimizer, T_max=args.epochs) if args.schedule == "cosine" else None
-    trainer = Trainer(model, loss="cross_entropy", optimizer=optimizer, scheduler=scheduler)
-    print(f"digits: {X_train.shape[0]} train / {X_test.shape[0]} test samples; model {model.sizes} "
-          f"{args.activation}, {args.optimizer} lr={args.lr}, {model.backend.name}, kernels={model.ops.name}")
+    from . import config as config_mod
+    from . import runs
+
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    try:
+        if args.resume:
+            run_dir = Path(args.resume)
+            if not (run_dir / runs.RUN_MARKER).is_file():
+                raise ValueError(f"--resume {run_dir}: no {runs.RUN_MARKER} there, so it is not an xpnet run directory.")
+            if overrides or args.config:
+                raise ValueError("--resume continues a run exactly as configured: give no --config or other flags.")
+            config = config_mod.load(run_dir / runs.RUN_MARKER)
+        else:
+            config = config_mod.load(args.config, overrides)
+            run_dir = Path(args.run_dir or config["run"]["dir"] or runs.default_run_dir(name=config["data"]["source"]))
+            if run_dir.is_dir() and any(run_dir.iterdir()) and not args.overwrite:
+                runs.prepare_run_dir(run_dir)  # raises the "already holds files" error before any work
+    except ValueError as exc:
+        print(f"xpnet train: {exc}", file=sys.stderr)
+        return 2
+    m, t = config["model"], config["train"]
+    print(f"run {run_dir}: data {config['data']['source']}, hidden {m['hidden']} {m['activation']}, "
+          f"{t['optimizer']} lr={t['lr']} {t['schedule']}, {t['epochs']} epochs x batch {t['batch_size']}, "
+          f"{m['device']} {m['dtype']}")
     start = time.perf_counter()
-    history = trainer.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                          verbose=not args.quiet)
+    try:
+        result = runs.train(config, run_dir, resume=bool(args.resume), verbose=not args.quiet,
+                            overwrite=args.overwrite)
+    except ValueError as exc:
+        print(f"xpnet train: {exc}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
-    result = trainer.evaluate(X_test, y_test)
-    if history.stop_reason:
-        print(history.stop_reason)
-    print(f"trained {len(history.epoch)} epochs in {seconds:.1f} s")
-    print(f"test loss {result['loss']:.4f}  test accuracy {result['accuracy']:.4f}")
+    if result["stop_reason"]:
+        print(result["stop_reason"])
+    print(f"trained {result['epochs_run']} epochs in {seconds:.1f} s; kernels={result['trainer'].ops.name}; "
+          f"files in {run_dir}")
+    final = result.get("test", result["train"])
+    name = "test" if "test" in result else "train"
+    if "accuracy" in final:
+        print(f"{name} loss {final['loss']:.4f}  {name} accuracy {final['accuracy']:.4f}")
+    else:
+        print(f"{name} loss {final['loss']:.6g}")
     return 0
 
 
@@ -113,6 +156,31 @@ def cmd_bench(args) -> int:
             print(f"REGRESSION {line}")
         print(f"regression gate: {len(problems)} ratio(s) below baseline - {args.tolerance:.0%}")
         return 1 if problems else 0
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from .checkpoint import load_model, to_torch_state_dict
+
+    out = Path(args.out)
+    if out.exists():
+        print(f"xpnet export: {out} exists; nothing was written. Choose another --out.", file=sys.stderr)
+        return 2
+    try:
+        import torch
+    except ImportError:
+        print("xpnet export: needs PyTorch (pip install torch).", file=sys.stderr)
+        return 2
+    try:
+        model = load_model(args.source)
+    except ValueError as exc:
+        print(f"xpnet export: {exc}", file=sys.stderr)
+        return 2
+    torch.save(to_torch_state_dict(model), out)
+    layers = ", ".join(f"Linear({a}, {b})" for a, b in zip(model.sizes[:-1], model.sizes[1:]))
+    print(f"wrote {out}: nn.Sequential state dict of {layers} with {model.activation.name} between them")
     return 0
 
 
@@ -154,4 +222,4 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return {"train": cmd_train, "bench": cmd_bench, "info": cmd_info}[args.command](args)
+    return {"train": cmd_train, "bench": cmd_bench, "export": cmd_export, "info": cmd_info}[args.command](args)
