@@ -147,33 +147,39 @@ class MLP:
         return self.backend.xp.asarray(self.params, copy=True)
 
     # -- forward and backward ------------------------------------------------------------
-    def _buffers(self, batch: int) -> dict:
-        """Workspaces for one batch size, allocated once and reused (fused kernels only).
+    def _buffers(self, batch: int, ops) -> dict:
+        """Workspaces for one batch size and kernel set, allocated once and reused (fused kernels only).
 
-        Two sizes are kept: the full batch and an epoch's shorter last batch.
+        Two shapes per dtype are kept: the full batch and an epoch's shorter last batch.
         """
-        if not self.ops.uses_workspace:
+        if not ops.uses_workspace:
             return {"z": [None] * len(self.slots), "a": [None] * len(self.slots), "d": [None] * len(self.slots)}
-        ws = self._workspace.get(batch)
+        key = (batch, ops.dtype)
+        ws = self._workspace.get(key)
         if ws is None:
             ws = {
-                "z": [self.ops.empty((batch, s.fan_out)) for s in self.slots],
-                "a": [self.ops.empty((batch, s.fan_out)) for s in self.slots[:-1]] + [None],
-                "d": [self.ops.empty((batch, s.fan_in)) for s in self.slots],  # dL/d(input of layer l)
+                "z": [ops.empty((batch, s.fan_out)) for s in self.slots],
+                "a": [ops.empty((batch, s.fan_out)) for s in self.slots[:-1]] + [None],
+                "d": [ops.empty((batch, s.fan_in)) for s in self.slots],  # dL/d(input of layer l)
             }
-            if len(self._workspace) >= 2:
-                self._workspace.pop(next(iter(self._workspace)))
-            self._workspace[batch] = ws
+            same_dtype = [k for k in self._workspace if k[1] == ops.dtype]
+            if len(same_dtype) >= 2:
+                self._workspace.pop(same_dtype[0])
+            self._workspace[key] = ws
         return ws
 
-    def forward(self, x, tape: bool = False):
-        """Logits for a batch ``x`` already on this model's device; ``tape`` keeps what backward needs."""
-        ops, act = self.ops, self.activation
-        ws = self._buffers(x.shape[0]) if tape else None
+    def forward(self, x, tape: bool = False, params=None, ops=None):
+        """Logits for a batch ``x`` already on this model's device; ``tape`` keeps what backward needs.
+
+        ``params`` / ``ops`` substitute another flat parameter buffer and kernel set (the
+        float16 copy of the weights in mixed precision); by default the model's own.
+        """
+        ops, act = ops or self.ops, self.activation
+        ws = self._buffers(x.shape[0], ops) if tape else None
         inputs, pre, post = [], [], []
         a = x
         last = len(self.slots) - 1
-        for l, (W, b) in enumerate(self.layer_views(self.params)):
+        for l, (W, b) in enumerate(self.layer_views(self.params if params is None else params)):
             inputs.append(a)
             z = ops.matmul(a, W, out=ws["z"][l] if ws else None)
             if l == last:
@@ -184,26 +190,28 @@ class MLP:
             post.append(a)
         return (a, Tape(inputs, pre, post)) if tape else a
 
-    def backward(self, dlogits, tape: Tape) -> None:
-        """Write ``dL/dparams`` into ``self.grads`` from ``dL/dlogits`` and the forward tape.
+    def backward(self, dlogits, tape: Tape, params=None, grads=None, ops=None) -> None:
+        """Write ``dL/dparams`` into ``self.grads`` (or ``grads``) from ``dL/dlogits`` and the tape.
 
         Layer by layer from the output: ``dW_l = a_{l-1}^T @ dz_l``, ``db_l = sum_rows dz_l``,
         ``dz_{l-1} = (dz_l @ W_l^T) * f'(z_{l-1})`` -- each layer's delta multiplies the
         transposed weights of the layer it came through, and every gradient lands in the
         flat buffer the optimizer reads.
         """
-        ops, act, xp = self.ops, self.activation, self.backend.xp
-        ws = self._buffers(dlogits.shape[0]) if ops.uses_workspace else None
-        weights = self.layer_views(self.params)
-        grad_views = self.layer_views(self.grads) if ws else [(None, None)] * len(self.slots)
+        ops, act, xp = ops or self.ops, self.activation, self.backend.xp
+        params = self.params if params is None else params
+        grads = self.grads if grads is None else grads
+        ws = self._buffers(dlogits.shape[0], ops) if ops.uses_workspace else None
+        weights = self.layer_views(params)
+        grad_views = self.layer_views(grads) if ws else [(None, None)] * len(self.slots)
         last = len(self.slots) - 1
         dz, db = dlogits, ops.bias_grad(dlogits, out=grad_views[last][1])
         for l in range(last, -1, -1):
             s, (gW, gb) = self.slots[l], grad_views[l]
             dW = ops.matmul(tape.inputs[l].T, dz, out=gW)
             if dW is not gW:  # the reference returns new arrays: store them in the flat buffer
-                self.grads[s.w_start:s.b_start] = xp.reshape(dW, (-1,))
-                self.grads[s.b_start:s.end] = db
+                grads[s.w_start:s.b_start] = xp.reshape(dW, (-1,))
+                grads[s.b_start:s.end] = db
             if l > 0:
                 da = ops.matmul(dz, weights[l][0].T, out=ws["d"][l] if ws else None)
                 # dz_{l-1} and, in the same pass, its column sums: layer l-1's bias gradient

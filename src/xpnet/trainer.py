@@ -15,6 +15,7 @@ import numpy as np
 from .callbacks import History, ProgressBar, TerminateOnNaN
 from .losses import get_loss
 from .optim import get_optimizer
+from .precision import MixedPrecision, check_precision
 from .validation import check_features, check_positive_int, check_same_library, check_targets
 
 METRICS = ("accuracy",)
@@ -38,10 +39,12 @@ class Trainer:
     metrics : names reported besides the loss; default ``("accuracy",)`` for classification.
     scheduler : an ``xpnet.optim`` lr scheduler built on ``optimizer``; stepped once per epoch.
     clip_grad_norm : clip the global gradient norm to this value before each update.
+    precision : ``"fp32"`` (default), ``"tf32"`` (tensor-core matrix products on NVIDIA GPUs) or
+        ``"fp16"`` (mixed precision with dynamic loss scaling, as PyTorch AMP); see ``xpnet.precision``.
     """
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, scheduler=None,
-                 clip_grad_norm=None):
+                 clip_grad_norm=None, precision="fp32"):
         self.model = model
         self.loss = get_loss(loss)
         self.optimizer = get_optimizer(optimizer)
@@ -60,6 +63,10 @@ class Trainer:
             raise ValueError(f"clip_grad_norm={clip_grad_norm!r} is invalid: use a positive number or None.")
         self.clip_grad_norm = clip_grad_norm
         self.ops = model.ops
+        self.precision = check_precision(precision, model)
+        if self.precision == "tf32" and hasattr(self.ops, "tf32"):
+            self.ops.tf32 = True
+        self._mixed = MixedPrecision(self) if self.precision == "fp16" else None
         self.step_count = 0
         self.stop_training = False
         self.stop_reason: str | None = None
@@ -89,6 +96,8 @@ class Trainer:
         return loss
 
     def _forward_backward(self, x, y):
+        if self._mixed is not None:
+            return self._mixed.forward_backward(self, x, y)
         logits, tape = self.model.forward(x, tape=True)
         loss, dlogits = self.ops.loss(self.loss, logits, y)
         self.model.backward(dlogits, tape)
@@ -96,8 +105,16 @@ class Trainer:
 
     def _update(self):
         max_norm = None if self.clip_grad_norm is None else float(self.clip_grad_norm)
-        self.optimizer.step(self.model.params, self.model.grads, self.ops, max_norm)
+        if self._mixed is not None:
+            self._mixed.update(self, max_norm)  # skips the step on inf/NaN gradients
+        else:
+            self.optimizer.step(self.model.params, self.model.grads, self.ops, max_norm)
         self.step_count += 1
+
+    @property
+    def scaler(self):
+        """The loss scaler of ``precision="fp16"`` (None otherwise)."""
+        return self._mixed.scaler if self._mixed is not None else None
 
     # -- epochs -------------------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
@@ -211,6 +228,8 @@ class Trainer:
             "rng": self._rng.bit_generator.state,
             "step_count": self.step_count,
             "loss": self.loss.name,
+            "precision": self.precision,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
         return opt["state"], meta
 
@@ -225,6 +244,8 @@ class Trainer:
             self.scheduler.load_state_dict(meta["scheduler"])
         self._rng.bit_generator.state = meta["rng"]
         self.step_count = int(meta["step_count"])
+        if self.scaler is not None and meta.get("scaler"):
+            self.scaler.load_state_dict(meta["scaler"])
 
     # -- inference ----------------------------------------------------------------------
     def evaluate(self, X, y, batch_size=1024) -> dict:

@@ -29,6 +29,10 @@ def _as_array(name: str, value, backend):
     """Host NumPy view of ``value`` plus whether it already lives on ``backend``'s device."""
     if backend.owns(value):
         return value, True
+    if backend.kind == "cupy" and aac.is_cupy_array(value):  # on another GPU: never a silent copy
+        raise ValueError(f"{name} is on GPU {value.device.id} but the model is on {backend.name}: move it with "
+                         f"cupy.asarray({name}) inside `with cupy.cuda.Device({backend.device.id}):`, or build "
+                         f"the model with device='cuda:{value.device.id}'.")
     try:
         host = to_host(value)
     except Exception as exc:  # noqa: BLE001 - anything unconvertible gets one clear message

@@ -271,6 +271,18 @@ def _sum_of_squares(g):
 
 
 @kernel
+def _unscale(g, inv_scale):
+    # unscale the (widened) float16 gradients in place, counting non-finite values on the way
+    bad = 0
+    for i in prange(g.shape[0]):
+        v = g[i]
+        if not math.isfinite(v):
+            bad += 1
+        g[i] = v * inv_scale
+    return bad
+
+
+@kernel
 def _scale(g, c):
     for i in prange(g.shape[0]):
         g[i] *= c
@@ -305,27 +317,49 @@ class NumbaOps(ReferenceOps):
     def empty(self, shape):
         return np.empty(shape, dtype=self.dtype)
 
+    def cast(self, a, key):
+        out = self._buf(key, a.shape)
+        np.copyto(out, a, casting="unsafe")
+        self.launches += 1
+        return out
+
+    def cast_into(self, src, out):
+        np.copyto(out, src, casting="unsafe")
+        self.launches += 1
+
+    def unscale_into(self, grads16, grads, inv_scale):
+        # Numba has no float16 on the CPU: widen with NumPy into the float32 buffer, then one pass
+        np.copyto(grads, grads16, casting="unsafe")
+        found = _unscale(grads.size, grads, grads.dtype.type(inv_scale))
+        self.launches += 2
+        return bool(found)
+
     def gather_rows(self, data, idx, key):
+        self.launches += 1
         return np.take(data, idx, axis=0, out=self._buf(key, (len(idx),) + data.shape[1:], data.dtype))
 
     def matmul(self, a, b, out=None):
+        self.launches += 1
         return np.matmul(a, b, out=out)
 
     def bias_act(self, z, b, act, out=None):
         if out is None:
             out = z if act.name == "identity" else np.empty_like(z)
         _kernel("bias_act", act)(z.size, z, b, out)
+        self.launches += 1
         return z, out
 
     def act_grad(self, g, z, a, act, db_out=None):
         db = np.empty(g.shape[1], dtype=g.dtype) if db_out is None else db_out
         partial = self._buf(("partial", g.shape[1]), (self.chunks, g.shape[1]), np.float64)
         _kernel("act_grad", act)(g.size, g, z, a, partial, db)
+        self.launches += 1
         return g, db
 
     def bias_grad(self, dz, out=None):
         db = np.empty(dz.shape[1], dtype=dz.dtype) if out is None else out
         _column_sums(dz.size, dz, self._buf(("partial", dz.shape[1]), (self.chunks, dz.shape[1]), np.float64), db)
+        self.launches += 1
         return db
 
     def loss(self, loss, logits, targets):
@@ -337,6 +371,7 @@ class NumbaOps(ReferenceOps):
         else:
             kernel = _LOSS_KERNELS[loss.name]
         kernel(logits.size, logits, targets, grad, row_loss)
+        self.launches += 1
         denom = rows if loss.name == "cross_entropy" else logits.size
         return np.asarray(row_loss.sum() / denom, dtype=logits.dtype), grad
 
@@ -345,6 +380,7 @@ class NumbaOps(ReferenceOps):
         gscale = t(1.0)
         if max_norm is not None:  # global-norm clipping folded into the update as a gradient scale
             norm = math.sqrt(_sum_of_squares(grads.size, grads))
+            self.launches += 1
             gscale = t(min(max_norm / (norm + 1e-6), 1.0))
         rule, n = optimizer.rule, params.size
         if rule == "sgd":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import cupy
+from cupy._core import _linalg
 
 from . import cuda_source as src
 from .reference import ReferenceOps
@@ -39,6 +40,12 @@ def _loss_module():
 
 
 @functools.lru_cache(maxsize=None)
+def _count_nonfinite():
+    return cupy.ReductionKernel("T x", "int64 y", "isfinite(x) ? 0 : 1", "a + b", "y = a", "0",
+                                "xpnet_count_nonfinite")
+
+
+@functools.lru_cache(maxsize=None)
 def _sum_of_squares():
     return cupy.ReductionKernel("T x", "S y", "(S)x * (S)x", "a + b", "y = a", "0", "xpnet_sum_of_squares")
 
@@ -52,6 +59,7 @@ class CupyOps(ReferenceOps):
         super().__init__(backend, dtype)
         self.state_dtype = "float32" if dtype == "float16" else dtype  # low precision updates in float32
         self._ws: dict = {}
+        self.tf32 = False  # set by Trainer(precision="tf32")
         with backend.device:
             self._sumsq = cupy.zeros((), dtype=self.state_dtype)
 
@@ -81,7 +89,37 @@ class CupyOps(ReferenceOps):
 
     def matmul(self, a, b, out=None):
         self.launches += 1
-        return cupy.matmul(a, b, out=out)
+        if not self.tf32 or a.dtype != cupy.float32:
+            return cupy.matmul(a, b, out=out)
+        previous = cupy._core.get_compute_type(cupy.float32)  # TF32 for this product only
+        cupy._core.set_compute_type(cupy.float32, _linalg.COMPUTE_TYPE_TF32)
+        try:
+            return cupy.matmul(a, b, out=out)
+        finally:
+            cupy._core.set_compute_type(cupy.float32, previous)
+
+    def cast(self, a, key):
+        out = self._buf(key, a.shape)
+        cupy.copyto(out, a, casting="unsafe")
+        self.launches += 1
+        return out
+
+    def cast_into(self, src, out):
+        cupy.copyto(out, src, casting="unsafe")
+        self.launches += 1
+
+    def scale_cast(self, a, scale, key):
+        out = self._buf(key, a.shape)
+        _elementwise(src.SCALE_CAST)(a, float(scale), out)
+        self.launches += 1
+        return out
+
+    def unscale_into(self, grads16, grads, inv_scale):
+        """One fused pass (unscale + count non-finite), then ONE host read of the count."""
+        _elementwise(src.UNSCALE)(grads16, float(inv_scale), grads)
+        bad = _count_nonfinite()(grads)
+        self.launches += 2
+        return bool(int(bad) > 0)
 
     def bias_act(self, z, b, act, out=None):
         self.launches += 1

@@ -39,6 +39,7 @@ class Elementwise:
     in_params: str
     out_params: str
     body: str
+    scalars: tuple[str, ...] = ()  # input parameters passed as scalars (the rest are arrays)
 
 
 def bias_act(act: str) -> Elementwise:
@@ -53,8 +54,12 @@ def act_grad(act: str) -> Elementwise:
 
 BIAS_ADD = Elementwise("xpnet_bias_add", "T b", "T z", COMPUTE + "z = (T)((C)z + (C)b);")  # the linear output layer
 
+# Mixed precision: the float32 loss gradient times the loss scale into float16, and back.
+SCALE_CAST = Elementwise("xpnet_scale_cast", "S g, S scale", "T out", "out = (T)(g * scale);", ("scale",))
+UNSCALE = Elementwise("xpnet_unscale", "T g16, S inv_scale", "S g", "g = (S)((S)g16 * inv_scale);", ("inv_scale",))
+
 SCALE = Elementwise("xpnet_scale", "raw S sumsq, S max_norm", "T g",
-                    COMPUTE + "g = (T)((C)g * xpnet_grad_scale<C>((C)max_norm, (C)sumsq[0]));")
+                    COMPUTE + "g = (T)((C)g * xpnet_grad_scale<C>((C)max_norm, (C)sumsq[0]));", ("max_norm",))
 
 # Optimizer rules: state buffer names, scalar parameter names, and the call of the device function.
 # State is stored in S (float32 for float16 parameters); g arrives scaled for gradient clipping.
@@ -80,12 +85,13 @@ def optimizer(rule: str, present: tuple[bool, ...]) -> Elementwise:
     body = (COMPUTE + "C pp = (C)p; C gg = (C)g * xpnet_grad_scale<C>((C)max_norm, (C)sumsq[0]); "
             + load + call + " p = (T)pp; " + store)
     ins = "T g, raw S sumsq, S max_norm, " + ", ".join(f"S {name}" for name in scalars.split())
-    return Elementwise(f"xpnet_{rule}_" + "".join("1" if h else "0" for h in present), ins, ", ".join(outs), body)
+    return Elementwise(f"xpnet_{rule}_" + "".join("1" if h else "0" for h in present), ins, ", ".join(outs), body,
+                       ("max_norm", *scalars.split()))
 
 
 def all_elementwise() -> list[Elementwise]:
     """Every elementwise kernel the GPU kernel set can build (for the compile check)."""
-    kernels = [SCALE, BIAS_ADD]
+    kernels = [SCALE, BIAS_ADD, SCALE_CAST, UNSCALE]
     for name in ACTIVATIONS:
         kernels += [bias_act(name), act_grad(name)]
     for rule, (states, _, _) in RULES.items():
@@ -98,8 +104,8 @@ def all_elementwise() -> list[Elementwise]:
 def _stand_in_params(k: Elementwise):
     """(type, name) parameters and per-element bindings of the stand-in for ``k``.
 
-    Conventions of the kernels above: T-typed inputs are arrays (``b``, the bias, broadcasts
-    along rows), S-typed inputs are scalars, ``raw`` inputs are pointers, outputs are arrays.
+    Inputs named in ``k.scalars`` are scalars, ``raw`` inputs pointers, the other inputs and all
+    outputs arrays (``b``, the bias, broadcasts along rows).
     """
     params, binds = [("long long", "n"), ("long long", "cols")], []
     specs = [(p.split(), False) for p in k.in_params.split(",")] + [(p.split(), True) for p in k.out_params.split(",")]
@@ -110,11 +116,11 @@ def _stand_in_params(k: Elementwise):
         elif is_out:
             params.append((f"{typ}*", f"{name}_ptr"))
             binds.append(f"{typ}& {name} = {name}_ptr[i];")
-        elif typ == "T":
+        elif name in k.scalars:
+            params.append((typ, name))
+        else:
             params.append((f"const {typ}*", f"{name}_ptr"))
             binds.append(f"const {typ} {name} = {name}_ptr[{'i % cols' if name == 'b' else 'i'}];")
-        else:
-            params.append((typ, name))
     return params, binds
 
 

@@ -42,6 +42,27 @@ class ReferenceOps:
         """``data[idx]`` (a mini-batch); fused sets write into a reused buffer named ``key``."""
         return self.xp.take(data, idx, axis=0)
 
+    # -- precision casts (mixed precision) ------------------------------------------
+    def cast(self, a, key: str):
+        """``a`` in this kernel set's dtype (fused sets reuse a buffer named ``key``)."""
+        return self.xp.astype(a, self.backend.dtype(self.dtype))
+
+    def cast_into(self, src, out) -> None:
+        out[...] = self.xp.astype(src, out.dtype)
+
+    def scale_cast(self, a, scale: float, key: str):
+        """``a * scale`` in this kernel set's dtype (the loss-scaled gradient in float16)."""
+        return self.xp.astype(a * scale, self.backend.dtype(self.dtype))
+
+    def unscale_into(self, grads16, grads, inv_scale: float) -> bool:
+        """``grads = grads16 * inv_scale`` in the float32 buffer; True if any value is inf or NaN.
+
+        Reading the flag back is one host synchronisation per step (as in torch's GradScaler).
+        """
+        xp = self.xp
+        grads[...] = xp.astype(grads16, grads.dtype) * inv_scale
+        return not bool(xp.all(xp.isfinite(grads16)))
+
     # -- layers --------------------------------------------------------------------
     def matmul(self, a, b, out=None):
         return a @ b

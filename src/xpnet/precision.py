@@ -1,0 +1,105 @@
+"""Training precision: ``Trainer(..., precision="fp32" | "tf32" | "fp16" | "bf16")``.
+
+* ``fp32`` -- the model's own dtype everywhere (the default).
+* ``tf32`` -- float32, with the matrix products on NVIDIA tensor cores in TF32 (cuBLAS TF32
+  compute); elsewhere float32.  On the CPU it warns once and runs float32.
+* ``fp16`` -- mixed precision as in PyTorch AMP: a float16 copy of the weights, float16
+  activations and matrix products, the loss and its gradient in float32, float32 master
+  weights and optimizer in the model's flat buffers, and dynamic loss scaling
+  (:class:`GradScaler`).  The same code runs on NumPy float16 on the CPU (slowly), which is
+  how its logic is tested without a GPU.
+* ``bf16`` -- refused with a clear error: neither CuPy nor NumPy has a bfloat16 array type.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
+_warned_tf32_cpu = False
+
+
+def check_precision(precision: str, model) -> str:
+    """Validate ``precision`` for ``model`` before anything is built."""
+    global _warned_tf32_cpu
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is unknown: use one of {', '.join(PRECISIONS)}.")
+    if precision == "bf16":
+        raise ValueError("precision='bf16' is not supported: CuPy and NumPy have no bfloat16 array type. "
+                         "Use precision='fp16' (mixed precision with loss scaling) or 'tf32'.")
+    if precision in ("tf32", "fp16") and model.dtype != "float32":
+        raise ValueError(f"precision={precision!r} needs a float32 model (its float32 weights are the master "
+                         f"copy), not {model.dtype}: build the MLP with dtype='float32'.")
+    if precision == "tf32" and model.backend.kind != "cupy" and not _warned_tf32_cpu:
+        warnings.warn("precision='tf32' only changes matrix products on NVIDIA GPUs; on this backend it runs "
+                      "float32.", RuntimeWarning, stacklevel=3)
+        _warned_tf32_cpu = True
+    return precision
+
+
+class GradScaler:
+    """Dynamic loss scaling with ``torch.amp.GradScaler``'s defaults and rule.
+
+    The loss gradient is multiplied by ``scale`` before the float16 backward pass; the float16
+    gradients are divided by it on the way into the float32 gradient buffer.  A step whose
+    gradients hold inf or NaN is skipped and the scale multiplied by ``backoff_factor``; after
+    ``growth_interval`` clean steps in a row it is multiplied by ``growth_factor``.
+    """
+
+    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+        self.scale, self.growth_factor, self.backoff_factor = float(init_scale), growth_factor, backoff_factor
+        self.growth_interval, self.growth_tracker, self.skipped_steps = growth_interval, 0, 0
+
+    def update(self, found_inf: bool) -> None:
+        if found_inf:
+            self.scale *= self.backoff_factor
+            self.growth_tracker = 0
+            self.skipped_steps += 1
+            return
+        self.growth_tracker += 1
+        if self.growth_tracker == self.growth_interval:
+            self.scale *= self.growth_factor
+            self.growth_tracker = 0
+
+    def state_dict(self) -> dict:
+        return {"scale": self.scale, "growth_tracker": self.growth_tracker, "skipped_steps": self.skipped_steps,
+                "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
+                "growth_interval": self.growth_interval}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class MixedPrecision:
+    """The fp16 training step: float16 copy of the weights, float16 forward and backward,
+    float32 loss, float32 master update with loss scaling."""
+
+    def __init__(self, trainer):
+        from .kernels import ops_for
+
+        model = trainer.model
+        self.model, self.ops = model, trainer.ops
+        self.half = ops_for(model.backend, "float16")
+        self.params16 = self.half.empty((model.n_params,))
+        self.grads16 = self.half.empty((model.n_params,))
+        self.scaler = GradScaler()
+
+    def forward_backward(self, trainer, x, y):
+        m, half, ops = self.model, self.half, self.ops
+        half.cast_into(m.params, self.params16)
+        x16 = half.cast(x, "x16")
+        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half)
+        logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as AMP does
+        loss, dlogits = ops.loss(trainer.loss, logits, y)
+        dlogits16 = half.scale_cast(dlogits, self.scaler.scale, "dlogits16")
+        m.backward(dlogits16, tape, params=self.params16, grads=self.grads16, ops=half)
+        return loss, logits
+
+    def update(self, trainer, max_norm):
+        """Unscale the float16 gradients into the float32 buffer; step unless any is inf or NaN."""
+        found_inf = self.ops.unscale_into(self.grads16, self.model.grads, 1.0 / self.scaler.scale)
+        self.scaler.update(found_inf)
+        if not found_inf:
+            trainer.optimizer.step(self.model.params, self.model.grads, self.ops, max_norm)
+        return not found_inf
