@@ -61,3 +61,8 @@ def test_cli_bench_refuses_unknown_impl_and_missing_baseline(tmp_path):
 def test_unknown_preset():
     with pytest.raises(ValueError, match="preset='huge' is unknown"):
         bench.run(preset="huge", progress=False)
+
+
+def test_gpu_precisions_are_refused_on_the_cpu(capsys):
+    assert main(["bench", "--precision", "fp16", "--quiet"]) == 2
+    assert "precision='fp16' is measured on the GPU only" in capsys.readouterr().err

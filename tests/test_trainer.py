@@ -161,3 +161,17 @@ def test_cli_info_runs(capsys):
 
     assert main(["info"]) == 0
     assert "numpy" in capsys.readouterr().out
+
+
+def test_streaming_from_host_gives_the_same_training_as_device_resident(where):
+    """fit(data_on_device=False) streams batches from host memory; the result is identical."""
+    X, y = blobs(n=90)
+    weights, histories = [], []
+    for resident in (True, False):
+        trainer = xpnet.Trainer(xpnet.MLP([6, 16, 3], dtype="float64", seed=2, **where),
+                                optimizer=xpnet.optim.Adam(lr=0.01))
+        histories.append(trainer.fit(X, y, epochs=3, batch_size=16, validation_split=0.2, verbose=False,
+                                     data_on_device=resident))
+        weights.append(xpnet.to_host(trainer.model.params))
+    np.testing.assert_array_equal(weights[1], weights[0])
+    assert histories[1].history == histories[0].history

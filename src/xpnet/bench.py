@@ -75,14 +75,15 @@ def _data(sizes, batch, seed=0):
     return r.normal(size=(batch, sizes[0])).astype(np.float32), r.integers(0, sizes[-1], size=batch).astype(np.int64)
 
 
-def _xpnet_step(sizes, batch, device, dtype, kernels):
+def _xpnet_step(sizes, batch, device, dtype, kernels, precision="fp32"):
     from . import MLP, Trainer, kernels as kmod
     from .optim import Adam
 
     previous = kmod.get_kernel_mode()
     kmod.set_kernel_mode("reference" if kernels == "reference" else "auto")
     try:
-        trainer = Trainer(MLP(sizes, dtype=dtype, device=device, seed=0), optimizer=Adam(lr=1e-4))
+        trainer = Trainer(MLP(sizes, dtype=dtype, device=device, seed=0), optimizer=Adam(lr=1e-4),
+                          precision=precision)
     finally:
         kmod.set_kernel_mode(previous)
     X, y = trainer._data(*_data(sizes, batch))  # device-resident batch, as fit keeps it
@@ -96,7 +97,8 @@ def _xpnet_step(sizes, batch, device, dtype, kernels):
     return step, trainer
 
 
-def _torch_step(sizes, batch, device, dtype):
+def _torch_step(sizes, batch, device, dtype, precision="fp32"):
+    """PyTorch eager, same model and Adam (fused on the GPU); AMP with GradScaler for fp16."""
     import torch
 
     dev = "cuda" if device.startswith("cuda") else "cpu"
@@ -112,7 +114,22 @@ def _torch_step(sizes, batch, device, dtype):
     X, y = _data(sizes, batch)
     X, y = torch.tensor(X, dtype=tdtype, device=dev), torch.tensor(y, device=dev)
 
+    if precision == "fp16":
+        scaler = torch.amp.GradScaler("cuda")
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.float16):
+                loss = torch.nn.functional.cross_entropy(model(X), y)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+
+        return step
+
     def step():
+        if dev == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
         opt.zero_grad(set_to_none=True)
         torch.nn.functional.cross_entropy(model(X), y).backward()
         opt.step()
@@ -120,14 +137,27 @@ def _torch_step(sizes, batch, device, dtype):
     return step
 
 
-def _floor_step(sizes, batch, device, dtype):
-    """The step's matrix products alone, into preallocated outputs."""
-    if device.startswith("cuda"):
-        import cupy as lib
+def _floor_step(sizes, batch, device, dtype, precision="fp32"):
+    """The step's matrix products alone, into preallocated outputs, in the step's precision."""
+    if not device.startswith("cuda"):
+        return _floor_with(np, sizes, batch, dtype)
+    import cupy as lib
+    from cupy._core import _linalg
 
-        with lib.cuda.Device(int(device.split(":")[1]) if ":" in device else 0):
-            return _floor_with(lib, sizes, batch, dtype)
-    return _floor_with(np, sizes, batch, dtype)
+    with lib.cuda.Device(int(device.split(":")[1]) if ":" in device else 0):
+        step = _floor_with(lib, sizes, batch, "float16" if precision == "fp16" else dtype)
+    if precision != "tf32":
+        return step
+
+    def tf32_step():
+        previous = lib._core.get_compute_type(lib.float32)
+        lib._core.set_compute_type(lib.float32, _linalg.COMPUTE_TYPE_TF32)
+        try:
+            step()
+        finally:
+            lib._core.set_compute_type(lib.float32, previous)
+
+    return tf32_step
 
 
 def _floor_with(lib, sizes, batch, dtype):
@@ -222,6 +252,7 @@ class Point:
     sizes: list
     batch_size: int
     dtype: str = "float32"
+    precision: str = "fp32"
 
 
 def _fits(sizes, batch, device) -> bool:
@@ -243,16 +274,17 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3)
     """Time one point; returns a JSON-ready record."""
     timer = _Timer(point.device)
     flops = 6.0 * n_params(point.sizes) * point.batch_size
-    runners = {"floor": _floor_step(point.sizes, point.batch_size, point.device, point.dtype)}
+    runners = {"floor": _floor_step(point.sizes, point.batch_size, point.device, point.dtype, point.precision)}
     trainer = None
     for impl in impls:
         if impl == "torch":
             try:
-                runners["torch"] = _torch_step(point.sizes, point.batch_size, point.device, point.dtype)
+                runners["torch"] = _torch_step(point.sizes, point.batch_size, point.device, point.dtype,
+                                               point.precision)
             except ImportError:
                 continue
         elif impl in ("xpnet", "reference"):
-            step, tr = _xpnet_step(point.sizes, point.batch_size, point.device, point.dtype, impl)
+            step, tr = _xpnet_step(point.sizes, point.batch_size, point.device, point.dtype, impl, point.precision)
             runners[impl] = step
             trainer = tr if impl == "xpnet" else trainer
         else:
@@ -274,7 +306,8 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3)
             _run_for(fn, settle)
             times[name].append(timer(fn, steps))
     rec = {"device": point.device, "sizes": point.sizes, "params": n_params(point.sizes),
-           "batch_size": point.batch_size, "dtype": point.dtype, "rounds": rounds, "steps_per_round": steps}
+           "batch_size": point.batch_size, "dtype": point.dtype, "precision": point.precision, "rounds": rounds,
+           "steps_per_round": steps}
     med = {k: float(np.median(v)) for k, v in times.items()}
     rec["gemm_floor_ms"] = med["floor"] * 1e3
     for impl in runners:
@@ -292,7 +325,7 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3)
             rec["speedup_vs_torch"] = med["torch"] / med["xpnet"]
         if "reference" in rec:
             rec["speedup_vs_reference"] = med["reference"] / med["xpnet"]
-        if trainer is not None and trainer.ops.name == "cupy":  # kernel launches matter on the GPU
+        if trainer is not None and trainer.ops.name != "reference":  # launches matter on the GPU most
             before = trainer.ops.launches
             runners["xpnet"]()
             rec["launches_per_step"] = trainer.ops.launches - before
@@ -300,15 +333,24 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3)
 
 
 def run(device="cpu", sizes=None, preset="mnist", batch_sizes=DEFAULT_BATCH_SIZES, impls=IMPLEMENTATIONS,
-        dtype="float32", rounds=7, steps=None, out=None, progress=True) -> dict:
-    """Sweep batch sizes for one model on one device; optionally write JSON, CSV and PNG to ``out``."""
+        dtype="float32", rounds=7, steps=None, out=None, progress=True, precision="fp32") -> dict:
+    """Sweep batch sizes for one model on one device; optionally write JSON, CSV and PNG to ``out``.
+
+    ``precision`` (``fp32``, ``tf32``, ``fp16``) applies to xpnet, PyTorch (TF32 matmuls / AMP with
+    GradScaler) and the GEMM floor alike; ``tf32`` and ``fp16`` are GPU-only here.
+    """
+    if precision not in ("fp32", "tf32", "fp16"):
+        raise ValueError(f"precision={precision!r} is unknown: use fp32, tf32 or fp16.")
+    if precision != "fp32" and not device.startswith("cuda"):
+        raise ValueError(f"precision={precision!r} is measured on the GPU only: use --device cuda "
+                         "(on the CPU it is a float32 run or NumPy's slow float16).")
     if sizes is None:
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r} is unknown: use one of {', '.join(PRESETS)}, or give sizes.")
         sizes = PRESETS[preset]
     _threads_alike(device)
     env = environment(device)
-    points = [Point(device, list(sizes), b, dtype) for b in batch_sizes]
+    points = [Point(device, list(sizes), b, dtype, precision) for b in batch_sizes]
     skipped = [p.batch_size for p in points if not _fits(p.sizes, p.batch_size, device)]
     points = [p for p in points if p.batch_size not in skipped]
     records = []
@@ -345,7 +387,7 @@ def _threads_alike(device: str) -> None:
 
 
 # -- output ----------------------------------------------------------------------------------------
-COLUMNS = ("device", "batch_size", "ms_per_step", "samples_per_s", "gflops", "gemm_floor_ms", "efficiency",
+COLUMNS = ("device", "precision", "batch_size", "ms_per_step", "samples_per_s", "gflops", "gemm_floor_ms", "efficiency",
            "speedup_vs_torch", "speedup_vs_reference", "launches_per_step")
 
 
@@ -362,8 +404,9 @@ def table(result: dict) -> str:
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
     fmt = "  ".join(f"{{:>{w}}}" for w in widths)
     env = result["environment"]
+    precision = result["records"][0].get("precision", "fp32") if result["records"] else "fp32"
     lines = [f"{env.get('gpu') or env['cpu']} | {_blas(env)} | numpy {env['numpy']} numba {env.get('numba')} "
-             f"torch {env.get('torch')} | {env['date']}", fmt.format(*head)]
+             f"torch {env.get('torch')} | {precision} | {env['date']}", fmt.format(*head)]
     lines += [fmt.format(*row) for row in rows]
     return "\n".join(lines)
 
@@ -411,7 +454,7 @@ def plot(result: dict, out: Path) -> list[Path]:
     if not recs:
         return []
     batches = [r["batch_size"] for r in recs]
-    label = f"{recs[0]['device']} {'-'.join(map(str, recs[0]['sizes']))}"
+    label = f"{recs[0]['device']} {'-'.join(map(str, recs[0]['sizes']))} {recs[0].get('precision', 'fp32')}"
     paths = []
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for impl in ("xpnet", "reference", "torch"):
@@ -450,7 +493,7 @@ def check_against(result: dict, baseline: dict, tolerance: float = 0.2) -> list[
     never compared: shared CI machines are too noisy for them.
     """
     def key(r):
-        return (r["device"], tuple(r["sizes"]), r["batch_size"], r.get("dtype", "float32"))
+        return (r["device"], tuple(r["sizes"]), r["batch_size"], r.get("dtype", "float32"), r.get("precision", "fp32"))
 
     base = {key(r): r for r in baseline["records"]}
     problems = []

@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--batch-sizes", type=_sizes, default=None, help="e.g. 32,128,512 (default 32..8192 that fit)")
     b.add_argument("--impls", default="xpnet,reference,torch", help="comma-separated: xpnet, reference, torch")
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    b.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+                   help="tf32 / fp16 (mixed, vs PyTorch AMP) on the GPU")
     b.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per point (median reported)")
     b.add_argument("--steps", type=int, default=None, help="steps per round (default: about 50 ms per round)")
     b.add_argument("--out", default=None, help="folder for results.json, results.csv and PNG plots")
@@ -142,9 +144,14 @@ def cmd_bench(args) -> int:
             raise SystemExit(f"--check-against: {path} does not exist; create one with xpnet bench --out DIR "
                              "and commit DIR/results.json")
         baseline = json.loads(path.read_text())
-    result = bench.run(device=args.device, sizes=args.sizes, preset=args.preset or "mnist",
-                       batch_sizes=args.batch_sizes or bench.DEFAULT_BATCH_SIZES, impls=impls, dtype=args.dtype,
-                       rounds=args.rounds, steps=args.steps, out=args.out, progress=not args.quiet)
+    try:
+        result = bench.run(device=args.device, sizes=args.sizes, preset=args.preset or "mnist",
+                           batch_sizes=args.batch_sizes or bench.DEFAULT_BATCH_SIZES, impls=impls, dtype=args.dtype,
+                           rounds=args.rounds, steps=args.steps, out=args.out, progress=not args.quiet,
+                           precision=args.precision)
+    except (ValueError, RuntimeError) as exc:
+        print(f"xpnet bench: {exc}", file=sys.stderr)
+        return 2
     print(bench.table(result))
     if result["skipped_batch_sizes"]:
         print(f"skipped (would not fit in memory): batch sizes {result['skipped_batch_sizes']}")

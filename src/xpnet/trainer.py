@@ -75,12 +75,17 @@ class Trainer:
         self.epoch = 0  # the epoch fit is in (0-based)
 
     # -- data -------------------------------------------------------------------------
-    def _data(self, X, y, names=("X", "y"), full=True):
+    def _data(self, X, y, names=("X", "y"), full=True, place=True):
         check_same_library(**{names[0]: X, names[1]: y})
         m = self.model
-        Xd = check_features(names[0], X, m.n_features, m.backend, m.dtype, full)
-        yd = check_targets(names[1], y, self.loss, m.n_outputs, Xd.shape[0], m.backend, m.dtype, full)
+        Xd = check_features(names[0], X, m.n_features, m.backend, m.dtype, full, place)
+        yd = check_targets(names[1], y, self.loss, m.n_outputs, Xd.shape[0], m.backend, m.dtype, full, place)
         return Xd, yd
+
+    def _on_device(self, a):
+        """A batch on the model's device (host batches of streamed data are moved here)."""
+        backend = self.model.backend
+        return a if backend.owns(a) else backend.from_host(a)
 
     # -- one step -----------------------------------------------------------------------
     def train_step(self, x, y):
@@ -118,7 +123,7 @@ class Trainer:
 
     # -- epochs -------------------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
-            callbacks=(), verbose=True, initial_epoch=0, history=None) -> History:
+            callbacks=(), verbose=True, initial_epoch=0, history=None, data_on_device=None) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns a :class:`History`.
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling);
@@ -127,6 +132,10 @@ class Trainer:
         good weights, if the loss becomes NaN or inf.  ``initial_epoch`` and ``history``
         continue an earlier run (as when resuming from a checkpoint): epochs
         ``initial_epoch .. epochs - 1`` run and append to ``history``.
+
+        ``data_on_device``: ``None`` (default) puts host data on the device when it fits
+        (always, except on a GPU whose free memory is too small) and otherwise streams each
+        batch from host memory; ``True`` / ``False`` force either.  Both give the same batches.
         """
         epochs = check_positive_int("epochs", epochs)
         batch_size = check_positive_int("batch_size", batch_size)
@@ -134,7 +143,9 @@ class Trainer:
             raise ValueError(f"validation_split={validation_split!r} is invalid: use a fraction in [0, 1).")
         if validation_split and validation_data is not None:
             raise ValueError("pass validation_data or validation_split, not both.")
-        X, y = self._data(X, y)
+        if data_on_device is None:
+            data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
+        X, y = self._data(X, y, place=bool(data_on_device))
         if validation_split:
             n_val = int(round(X.shape[0] * validation_split))
             if n_val == 0 or n_val == X.shape[0]:
@@ -144,7 +155,8 @@ class Trainer:
         elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val).")
-            validation_data = self._data(*validation_data, names=("validation_data[0]", "validation_data[1]"))
+            validation_data = self._data(*validation_data, names=("validation_data[0]", "validation_data[1]"),
+                                         place=bool(data_on_device))
 
         callbacks = list(callbacks)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
@@ -186,15 +198,15 @@ class Trainer:
 
     def _epoch(self, X, y, n, batch_size, shuffle, callbacks):
         backend, xp = self.model.backend, self.model.backend.xp
-        order = backend.from_host(self._rng.permutation(n).astype(np.int64)) if shuffle else None
+        host_order = self._rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
         total = xp.zeros((), dtype=self.model.params.dtype, device=backend.device)
         correct = xp.zeros((), dtype=self.model.params.dtype, device=backend.device)
-        for start, stop in _batches(n, batch_size):
-            if order is None:
-                xb, yb = X[start:stop, ...], y[start:stop, ...]
-            else:
-                idx = order[start:stop]
-                xb, yb = self.ops.gather_rows(X, idx, "x_batch"), self.ops.gather_rows(y, idx, "y_batch")
+        if backend.owns(X):  # device-resident: the host-drawn permutation is applied on the device
+            order = backend.from_host(host_order) if shuffle else None
+            batches = self._resident_batches(X, y, order, n, batch_size)
+        else:  # streamed from host memory, the next batch copied while this one trains
+            batches = self.ops.stream_batches(X, y, host_order, batch_size)
+        for start, stop, xb, yb in batches:
             loss, logits = self._forward_backward(xb, yb)
             if not all([c.on_step_loss(self, loss) for c in callbacks]):
                 return None
@@ -206,6 +218,14 @@ class Trainer:
         if "accuracy" in self.metrics:
             logs["accuracy"] = float(correct) / (n * (1 if self.loss.integer_labels else y.shape[1]))
         return logs
+
+    def _resident_batches(self, X, y, order, n, batch_size):
+        for start, stop in _batches(n, batch_size):
+            if order is None:
+                yield start, stop, X[start:stop, ...], y[start:stop, ...]
+            else:
+                idx = order[start:stop]
+                yield start, stop, self.ops.gather_rows(X, idx, "x_batch"), self.ops.gather_rows(y, idx, "y_batch")
 
     def _n_correct(self, logits, y):
         xp = self.model.backend.xp
@@ -259,7 +279,7 @@ class Trainer:
         n = X.shape[0]
         total = correct = 0.0
         for start, stop in _batches(n, batch_size):
-            xb, yb = X[start:stop, ...], y[start:stop, ...]
+            xb, yb = self._on_device(X[start:stop, ...]), self._on_device(y[start:stop, ...])
             logits = self.model.forward(xb)
             loss, _ = self.ops.loss(self.loss, logits, yb)
             total = total + loss * float(xb.shape[0])

@@ -44,11 +44,12 @@ def _host(value, on_device: bool) -> np.ndarray:
     return to_host(value) if on_device else value
 
 
-def check_features(name: str, X, n_features: int, backend, dtype: str, full: bool = True):
+def check_features(name: str, X, n_features: int, backend, dtype: str, full: bool = True, place: bool = True):
     """Validate a feature matrix and return it on the model's device in ``dtype``.
 
     ``full=False`` skips the value scan (NaN / inf) for arrays already on the device, so a
-    training step never waits on the GPU for validation.
+    training step never waits on the GPU for validation.  ``place=False`` keeps host data on
+    the host (to be streamed to the device batch by batch).
     """
     X, on_device = _as_array(name, X, backend)
     if X.ndim != 2:
@@ -70,7 +71,7 @@ def check_features(name: str, X, n_features: int, backend, dtype: str, full: boo
             raise ValueError(f"{name} contains NaN or inf values: clean or impute them before training.")
     if on_device:
         return X if X.dtype == backend.dtype(dtype) else backend.xp.astype(X, backend.dtype(dtype))
-    return backend.from_host(X, dtype)
+    return backend.from_host(X, dtype) if place else np.ascontiguousarray(X, dtype=dtype)
 
 
 def _kind(backend, X) -> str:
@@ -82,7 +83,8 @@ def _kind(backend, X) -> str:
     return "O"
 
 
-def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, dtype: str, full: bool = True):
+def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, dtype: str, full: bool = True,
+                  place: bool = True):
     """Validate targets for ``loss`` and return them on the model's device.
 
     Cross-entropy takes integer labels in ``[0, n_outputs)`` (kept as int64) or one-hot /
@@ -109,7 +111,7 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
                                  f"labels must lie in [0, {n_outputs - 1}]; encode them as 0..n_classes-1.")
         if on_device:
             return backend.xp.astype(y, backend.xp.int64)
-        return backend.from_host(y.astype(np.int64))
+        return backend.from_host(y.astype(np.int64)) if place else np.ascontiguousarray(y, dtype=np.int64)
     if y.ndim == 1:
         if n_outputs != 1:
             raise ValueError(f"{name} is 1-D but the model has {n_outputs} outputs: pass shape "
@@ -130,4 +132,4 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
                              "got values outside that range.")
     if on_device:
         return y if y.dtype == backend.dtype(dtype) else backend.xp.astype(y, backend.dtype(dtype))
-    return backend.from_host(y, dtype)
+    return backend.from_host(y, dtype) if place else np.ascontiguousarray(y, dtype=dtype)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import cupy
+import numpy as np
 from cupy._core import _linalg
 
 from . import cuda_source as src
@@ -82,6 +83,57 @@ class CupyOps(ReferenceOps):
     def state_like(self, params):
         with self.backend.device:
             return cupy.zeros(params.shape, dtype=self.state_dtype)
+
+    def fits_on_device(self, nbytes: int) -> bool:
+        """Data sets up to half of the GPU's free memory live on the device; larger ones stream."""
+        with self.backend.device:
+            free, _ = cupy.cuda.runtime.memGetInfo()
+        return nbytes <= 0.5 * free
+
+    def stream_batches(self, X, y, order, batch_size):
+        """Batches of host arrays, double-buffered: while batch i trains on the current stream,
+        batch i+1 is gathered into pinned host memory and copied on a second stream.
+
+        Events order the work without host waits in the steady state: the copy of batch i+1
+        waits for the step that last used its device buffer; the step waits for its copy.
+        """
+        import cupyx
+
+        compute = cupy.cuda.get_current_stream()
+        copier = cupy.cuda.Stream(non_blocking=True)
+        slots = []
+        for _ in range(2):
+            slot = {"hx": cupyx.empty_pinned((batch_size,) + X.shape[1:], X.dtype),
+                    "hy": cupyx.empty_pinned((batch_size,) + y.shape[1:], y.dtype),
+                    "dx": cupy.empty((batch_size,) + X.shape[1:], X.dtype),
+                    "dy": cupy.empty((batch_size,) + y.shape[1:], y.dtype),
+                    "copied": cupy.cuda.Event(), "used": cupy.cuda.Event()}
+            slot["copied"].record(copier)
+            slot["used"].record(compute)
+            slots.append(slot)
+        starts = list(range(0, len(order), batch_size))
+
+        def stage(i):
+            slot, start = slots[i % 2], starts[i]
+            m = min(start + batch_size, len(order)) - start
+            slot["copied"].synchronize()  # the pinned buffer's previous copy is done (long since)
+            np.take(X, order[start:start + m], axis=0, out=slot["hx"][:m])
+            np.take(y, order[start:start + m], axis=0, out=slot["hy"][:m])
+            copier.wait_event(slot["used"])  # the device buffer's previous step is done
+            slot["dx"][:m].set(slot["hx"][:m], stream=copier)
+            slot["dy"][:m].set(slot["hy"][:m], stream=copier)
+            slot["copied"].record(copier)
+            self.launches += 2
+
+        stage(0)
+        for i, start in enumerate(starts):
+            if i + 1 < len(starts):
+                stage(i + 1)
+            slot = slots[i % 2]
+            m = min(start + batch_size, len(order)) - start
+            compute.wait_event(slot["copied"])
+            yield start, start + m, slot["dx"][:m], slot["dy"][:m]
+            slot["used"].record(compute)
 
     def gather_rows(self, data, idx, key):
         self.launches += 1

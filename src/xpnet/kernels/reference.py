@@ -9,6 +9,7 @@ new arrays; callers always use the returned array.
 from __future__ import annotations
 
 import array_api_compat as aac
+import numpy as np
 
 from ..losses import dense_targets
 
@@ -37,6 +38,19 @@ class ReferenceOps:
     def state_like(self, params):
         """A zeroed optimizer-state buffer for ``params`` (float32 for float16 params on the GPU)."""
         return self.xp.zeros_like(params)
+
+    def fits_on_device(self, nbytes: int) -> bool:
+        """Whether a data set of ``nbytes`` should live on the device (host memory: always)."""
+        return True
+
+    def stream_batches(self, X, y, order, batch_size):
+        """``(start, stop, x, y)`` batches of host arrays in ``order``, moved to the device one at a
+        time (synchronously here; the GPU kernel set overlaps the copies with training)."""
+        backend = self.backend
+        for start in range(0, len(order), batch_size):
+            stop = min(start + batch_size, len(order))
+            idx = order[start:stop]
+            yield start, stop, backend.from_host(np.take(X, idx, axis=0)), backend.from_host(np.take(y, idx, axis=0))
 
     def gather_rows(self, data, idx, key: str):
         """``data[idx]`` (a mini-batch); fused sets write into a reused buffer named ``key``."""
