@@ -12,19 +12,10 @@ import importlib.util
 import numpy as np
 import pytest
 
-
-def _cupy_gpu() -> bool:
-    if importlib.util.find_spec("cupy") is None:
-        return False
-    try:
-        import cupy
-
-        return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # noqa: BLE001
-        return False
+from xpnet.backend import gpu_available
 
 
-HAS_GPU = _cupy_gpu()
+HAS_GPU = gpu_available()
 
 
 def _namespaces():

@@ -173,6 +173,20 @@ def _cupy_backend(index: int) -> Backend:
     return Backend(cpx, cupy.cuda.Device(index), "cupy", f"cupy:cuda:{index}")
 
 
+def gpu_available() -> bool:
+    """Whether CuPy imports and sees at least one CUDA device (never raises)."""
+    import importlib.util
+
+    if importlib.util.find_spec("cupy") is None:
+        return False
+    try:
+        import cupy
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # noqa: BLE001 - no driver, no device, broken install: all mean "no GPU"
+        return False
+
+
 def check_dtype(dtype) -> str:
     """Normalise a dtype argument to its name, refusing non-float dtypes."""
     name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype

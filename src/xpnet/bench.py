@@ -443,6 +443,7 @@ def write_results(result: dict, out: Path) -> None:
 
 
 def plot(result: dict, out: Path) -> list[Path]:
+    """``throughput.png`` (samples/s vs batch size) and ``efficiency.png`` (floor / step)."""
     try:
         import matplotlib
 
@@ -455,33 +456,27 @@ def plot(result: dict, out: Path) -> list[Path]:
         return []
     batches = [r["batch_size"] for r in recs]
     label = f"{recs[0]['device']} {'-'.join(map(str, recs[0]['sizes']))} {recs[0].get('precision', 'fp32')}"
+    floor = [r["batch_size"] / r["gemm_floor_ms"] * 1e3 for r in recs]
+    panels = [("throughput.png", "samples_per_s", "samples / s", f"Training throughput, {label}", floor),
+              ("efficiency.png", "efficiency", "GEMM floor / step", f"Efficiency, {label}", [1.0] * len(recs))]
     paths = []
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for impl in ("xpnet", "reference", "torch"):
-        if impl in recs[0]:
-            ax.plot(batches, [r[impl]["samples_per_s"] for r in recs], marker="o", label=f"{impl}")
-    ax.plot(batches, [r["batch_size"] / r["gemm_floor_ms"] * 1e3 for r in recs], ls="--", color="gray",
-            label="GEMM floor")
-    ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="samples / s", title=f"Training throughput, {label}")
-    ax.legend()
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "throughput.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for impl in ("xpnet", "reference", "torch"):
-        if impl in recs[0]:
-            ax.plot(batches, [r[impl]["efficiency"] for r in recs], marker="o", label=impl)
-    ax.axhline(1.0, color="gray", ls="--")
-    ax.set(xscale="log", ylim=(0, 1.1), xlabel="batch size", ylabel="GEMM floor / step",
-           title=f"Efficiency, {label}")
-    ax.legend()
-    ax.grid(True, which="both", alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "efficiency.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    for name, key, ylabel, title, reference in panels:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        for impl in ("xpnet", "reference", "torch"):
+            if impl in recs[0]:
+                ax.plot(batches, [r[impl][key] for r in recs], marker="o", label=impl)
+        ax.plot(batches, reference, ls="--", color="gray", label="GEMM floor")
+        ax.set(xscale="log", xlabel="batch size", ylabel=ylabel, title=title)
+        if key == "samples_per_s":
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(0, 1.1)
+        ax.legend()
+        ax.grid(True, which="both", alpha=0.3)
+        fig.tight_layout()
+        paths.append(out / name)
+        fig.savefig(paths[-1], dpi=120)
+        plt.close(fig)
     return paths
 
 

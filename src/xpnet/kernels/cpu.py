@@ -27,7 +27,7 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .. import activations
-from .reference import ReferenceOps
+from .buffered import BufferedOps
 
 # Plain-Python helpers that the activations' scalar forms call: make them callable from jitted code.
 register_jitable(activations.sigmoid_scalar)
@@ -57,6 +57,16 @@ class _Kernel:
 
 def kernel(py_func):
     return _Kernel(py_func)
+
+
+@njit(inline="always", **_JIT)
+def _sum_partials(partial, db):
+    """Column sums of the per-chunk partial sums (float64) into the bias gradient."""
+    for j in range(db.shape[0]):
+        s = 0.0
+        for c in range(partial.shape[0]):
+            s += partial[c, j]
+        db[j] = s
 
 
 # -- layer kernels (one per activation, built from the registry) -------------------------------
@@ -92,11 +102,7 @@ def _act_grad_kernel(act):
                     v = g[i, j] * d(z[i, j], a[i, j])
                     g[i, j] = v
                     partial[c, j] += v
-        for j in prange(cols):
-            s = 0.0
-            for c in range(chunks):
-                s += partial[c, j]
-            db[j] = s
+        _sum_partials(partial, db)
 
     return act_grad
 
@@ -119,27 +125,28 @@ def _column_sums(g, partial, db):
         for i in range(c * per, min(rows, (c + 1) * per)):
             for j in range(cols):
                 partial[c, j] += g[i, j]
-    for j in prange(cols):
-        s = 0.0
-        for c in range(chunks):
-            s += partial[c, j]
-        db[j] = s
+    _sum_partials(partial, db)
 
 
 # -- losses: value and gradient in one pass over each row -------------------------------------
+@njit(inline="always", **_JIT)
+def _row_logsumexp(logits, i):
+    m = -np.inf
+    for j in range(logits.shape[1]):
+        if logits[i, j] > m or logits[i, j] != logits[i, j]:  # NaN wins, so it propagates
+            m = logits[i, j]
+    s = 0.0
+    for j in range(logits.shape[1]):
+        s += math.exp(logits[i, j] - m)
+    return m + math.log(s)
+
+
 @kernel
 def _cross_entropy_labels(logits, labels, grad, row_loss):
     rows, cols = logits.shape
     inv = 1.0 / rows
     for i in prange(rows):
-        m = -np.inf
-        for j in range(cols):
-            if logits[i, j] > m or logits[i, j] != logits[i, j]:
-                m = logits[i, j]
-        s = 0.0
-        for j in range(cols):
-            s += math.exp(logits[i, j] - m)
-        shift = m + math.log(s)  # log-sum-exp
+        shift = _row_logsumexp(logits, i)
         row_loss[i] = shift - logits[i, labels[i]]
         for j in range(cols):
             p = math.exp(logits[i, j] - shift)
@@ -151,14 +158,7 @@ def _cross_entropy_dense(logits, targets, grad, row_loss):
     rows, cols = logits.shape
     inv = 1.0 / rows
     for i in prange(rows):
-        m = -np.inf
-        for j in range(cols):
-            if logits[i, j] > m or logits[i, j] != logits[i, j]:
-                m = logits[i, j]
-        s = 0.0
-        for j in range(cols):
-            s += math.exp(logits[i, j] - m)
-        shift = m + math.log(s)
+        shift = _row_logsumexp(logits, i)
         acc = 0.0
         for j in range(cols):
             log_p = logits[i, j] - shift
@@ -291,41 +291,16 @@ def _scale(g, c):
 _LOSS_KERNELS = {"mse": _mse, "bce": _bce_with_logits}
 
 
-class NumbaOps(ReferenceOps):
+class NumbaOps(BufferedOps):
     """Fused CPU kernel set; everything else is inherited from the reference."""
 
     name = "numba"
+    lib = np
 
     def __init__(self, backend, dtype):
         super().__init__(backend, dtype)
-        self._ws: dict = {}
         # column-sum partials: one row per thread (parallel) or a single row (serial)
         self.chunks = numba.get_num_threads() if PARALLEL else 1
-
-    @property
-    def uses_workspace(self) -> bool:
-        return True
-
-    def _buf(self, key, shape, dtype=None):
-        """A workspace array reused across steps of the same shape."""
-        dtype = dtype or self.dtype
-        arr = self._ws.get(key)
-        if arr is None or arr.shape != shape or arr.dtype != np.dtype(dtype):
-            arr = self._ws[key] = np.empty(shape, dtype=dtype)
-        return arr
-
-    def empty(self, shape):
-        return np.empty(shape, dtype=self.dtype)
-
-    def cast(self, a, key):
-        out = self._buf(key, a.shape)
-        np.copyto(out, a, casting="unsafe")
-        self.launches += 1
-        return out
-
-    def cast_into(self, src, out):
-        np.copyto(out, src, casting="unsafe")
-        self.launches += 1
 
     def unscale_into(self, grads16, grads, inv_scale):
         # Numba has no float16 on the CPU: widen with NumPy into the float32 buffer, then one pass
@@ -333,14 +308,6 @@ class NumbaOps(ReferenceOps):
         found = _unscale(grads.size, grads, grads.dtype.type(inv_scale))
         self.launches += 2
         return bool(found)
-
-    def gather_rows(self, data, idx, key):
-        self.launches += 1
-        return np.take(data, idx, axis=0, out=self._buf(key, (len(idx),) + data.shape[1:], data.dtype))
-
-    def matmul(self, a, b, out=None):
-        self.launches += 1
-        return np.matmul(a, b, out=out)
 
     def bias_act(self, z, b, act, out=None):
         if out is None:

@@ -18,7 +18,7 @@ import numpy as np
 from cupy._core import _linalg
 
 from . import cuda_source as src
-from .reference import ReferenceOps
+from .buffered import BufferedOps
 
 # CuPy's own half type computes in float; everything else in its own precision.
 _CUPY_PREAMBLE = "template <> struct xpnet_compute<float16> { typedef float type; };\n"
@@ -51,38 +51,45 @@ def _sum_of_squares():
     return cupy.ReductionKernel("T x", "S y", "(S)x * (S)x", "a + b", "y = a", "0", "xpnet_sum_of_squares")
 
 
-class CupyOps(ReferenceOps):
+class CupyOps(BufferedOps):
     """Fused CUDA kernel set; operations it does not override use the reference math on CuPy."""
 
     name = "cupy"
+    lib = cupy
 
     def __init__(self, backend, dtype):
         super().__init__(backend, dtype)
         self.state_dtype = "float32" if dtype == "float16" else dtype  # low precision updates in float32
-        self._ws: dict = {}
         self.tf32 = False  # set by Trainer(precision="tf32")
         with backend.device:
             self._sumsq = cupy.zeros((), dtype=self.state_dtype)
 
-    @property
-    def uses_workspace(self) -> bool:
-        return True
-
-    def _buf(self, key, shape, dtype=None):
-        dtype = cupy.dtype(dtype or self.dtype)
-        arr = self._ws.get(key)
-        if arr is None or arr.shape != shape or arr.dtype != dtype:
-            with self.backend.device:
-                arr = self._ws[key] = cupy.empty(shape, dtype=dtype)
-        return arr
-
-    def empty(self, shape):
-        with self.backend.device:
-            return cupy.empty(shape, dtype=self.dtype)
-
     def state_like(self, params):
         with self.backend.device:
             return cupy.zeros(params.shape, dtype=self.state_dtype)
+
+    def matmul(self, a, b, out=None):
+        if not self.tf32 or a.dtype != cupy.float32:
+            return super().matmul(a, b, out)
+        previous = cupy._core.get_compute_type(cupy.float32)  # TF32 for this product only
+        cupy._core.set_compute_type(cupy.float32, _linalg.COMPUTE_TYPE_TF32)
+        try:
+            return super().matmul(a, b, out)
+        finally:
+            cupy._core.set_compute_type(cupy.float32, previous)
+
+    def scale_cast(self, a, scale, key):
+        out = self._buf(key, a.shape)
+        _elementwise(src.SCALE_CAST)(a, float(scale), out)
+        self.launches += 1
+        return out
+
+    def unscale_into(self, grads16, grads, inv_scale):
+        """One fused pass (unscale into float32), one count of non-finite values, ONE host read."""
+        _elementwise(src.UNSCALE)(grads16, float(inv_scale), grads)
+        bad = _count_nonfinite()(grads)
+        self.launches += 2
+        return bool(int(bad) > 0)
 
     def fits_on_device(self, nbytes: int) -> bool:
         """Data sets up to half of the GPU's free memory live on the device; larger ones stream."""
@@ -134,44 +141,6 @@ class CupyOps(ReferenceOps):
             compute.wait_event(slot["copied"])
             yield start, start + m, slot["dx"][:m], slot["dy"][:m]
             slot["used"].record(compute)
-
-    def gather_rows(self, data, idx, key):
-        self.launches += 1
-        return cupy.take(data, idx, axis=0, out=self._buf(key, (len(idx),) + data.shape[1:], data.dtype))
-
-    def matmul(self, a, b, out=None):
-        self.launches += 1
-        if not self.tf32 or a.dtype != cupy.float32:
-            return cupy.matmul(a, b, out=out)
-        previous = cupy._core.get_compute_type(cupy.float32)  # TF32 for this product only
-        cupy._core.set_compute_type(cupy.float32, _linalg.COMPUTE_TYPE_TF32)
-        try:
-            return cupy.matmul(a, b, out=out)
-        finally:
-            cupy._core.set_compute_type(cupy.float32, previous)
-
-    def cast(self, a, key):
-        out = self._buf(key, a.shape)
-        cupy.copyto(out, a, casting="unsafe")
-        self.launches += 1
-        return out
-
-    def cast_into(self, src, out):
-        cupy.copyto(out, src, casting="unsafe")
-        self.launches += 1
-
-    def scale_cast(self, a, scale, key):
-        out = self._buf(key, a.shape)
-        _elementwise(src.SCALE_CAST)(a, float(scale), out)
-        self.launches += 1
-        return out
-
-    def unscale_into(self, grads16, grads, inv_scale):
-        """One fused pass (unscale + count non-finite), then ONE host read of the count."""
-        _elementwise(src.UNSCALE)(grads16, float(inv_scale), grads)
-        bad = _count_nonfinite()(grads)
-        self.launches += 2
-        return bool(int(bad) > 0)
 
     def bias_act(self, z, b, act, out=None):
         self.launches += 1

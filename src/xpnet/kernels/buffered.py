@@ -1,0 +1,50 @@
+"""The common ground of the fused kernel sets: NumPy-like libraries (NumPy, CuPy) that write
+into ``out=`` arrays, so matrix products, casts and batch gathers reuse workspaces sized once
+per shape instead of allocating every step."""
+
+from __future__ import annotations
+
+from .reference import ReferenceOps
+
+
+class BufferedOps(ReferenceOps):
+    lib = None  # numpy or cupy: the same calls on both
+
+    def __init__(self, backend, dtype):
+        super().__init__(backend, dtype)
+        self._ws: dict = {}
+
+    @property
+    def uses_workspace(self) -> bool:
+        return True
+
+    def _buf(self, key, shape, dtype=None):
+        """A workspace array named ``key``, reused while its shape and dtype stay the same."""
+        dtype = self.lib.dtype(dtype or self.dtype)
+        arr = self._ws.get(key)
+        if arr is None or arr.shape != shape or arr.dtype != dtype:
+            with self.backend.context():
+                arr = self._ws[key] = self.lib.empty(shape, dtype=dtype)
+        return arr
+
+    def empty(self, shape):
+        with self.backend.context():
+            return self.lib.empty(shape, dtype=self.dtype)
+
+    def matmul(self, a, b, out=None):
+        self.launches += 1
+        return self.lib.matmul(a, b, out=out)
+
+    def cast(self, a, key):
+        out = self._buf(key, a.shape)
+        self.lib.copyto(out, a, casting="unsafe")
+        self.launches += 1
+        return out
+
+    def cast_into(self, src, out):
+        self.lib.copyto(out, src, casting="unsafe")
+        self.launches += 1
+
+    def gather_rows(self, data, idx, key):
+        self.launches += 1
+        return self.lib.take(data, idx, axis=0, out=self._buf(key, (len(idx),) + data.shape[1:], data.dtype))
