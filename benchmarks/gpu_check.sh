@@ -62,6 +62,12 @@ for entry in "${sweeps[@]}"; do
   [ "$rc" -eq 0 ] || sweep_rc=$rc
 done
 
+graph_rc=0
+if [ "$device" = cuda ]; then  # the CUDA-graph question: what launches cost at small batch (GPU only)
+  timeout 60 "$py" benchmarks/cuda_graph_probe.py >"$out/cuda-graph-probe.txt" 2>&1
+  graph_rc=$?
+fi
+
 {
   echo "xpnet GPU check, $(date -u +%Y-%m-%d), $(( $(date +%s) - start )) s"
   echo "GPU tests: $(grep -E ' in [0-9.]+s' "$out/gpu-tests.log" | tail -n 1) (exit $tests_rc)"
@@ -70,6 +76,9 @@ done
     echo "-- $name: ${entry#*|} ($(grep "^$name:" "$out/sweeps.status"))"
     grep -v "^results written" "$out/$name.txt"
   done
+  if [ -f "$out/cuda-graph-probe.txt" ]; then
+    echo "-- CUDA-graph probe (exit $graph_rc)"; tail -n 4 "$out/cuda-graph-probe.txt"
+  fi
 } >"$out/summary.txt"
 cat "$out/summary.txt"
-[ "$tests_rc" -eq 0 ] && [ "$sweep_rc" -eq 0 ]
+[ "$tests_rc" -eq 0 ] && [ "$sweep_rc" -eq 0 ] && [ "$graph_rc" -eq 0 ]

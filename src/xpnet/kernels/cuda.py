@@ -37,7 +37,8 @@ def _elementwise(spec: src.Elementwise):
 @functools.lru_cache(maxsize=None)
 def _loss_module():
     names = [f"xpnet_{k}<{t}, {t}>" for k in src.LOSS_KERNELS for t in ("float", "double")]
-    return cupy.RawModule(code=_preamble(), options=("-std=c++14",), name_expressions=names)
+    # plain CUDA C++: CuPy's float16 type (and so _CUPY_PREAMBLE) exists only in its elementwise kernels
+    return cupy.RawModule(code=src.cuda_source(), options=("-std=c++14",), name_expressions=names)
 
 
 @functools.lru_cache(maxsize=None)
