@@ -4,7 +4,7 @@ The same code trains on NumPy (CPU) and CuPy (CUDA GPUs), with fused kernels for
 hot elementwise work.  Start with :class:`MLP` and :class:`Trainer`.
 """
 
-from . import callbacks, optim
+from . import callbacks, checkpoint, optim, precision
 from .activations import ACTIVATIONS
 from .backend import to_host
 from .callbacks import EarlyStopping, History, ProgressBar, TerminateOnNaN
@@ -17,5 +17,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS", "LOSSES", "MLP", "Trainer", "EarlyStopping", "TerminateOnNaN", "ProgressBar", "History",
-    "callbacks", "optim", "to_host", "set_kernel_mode", "get_kernel_mode", "__version__",
+    "callbacks", "checkpoint", "optim", "precision", "to_host", "set_kernel_mode", "get_kernel_mode", "__version__",
 ]

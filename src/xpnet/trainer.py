@@ -143,6 +143,8 @@ class Trainer:
             raise ValueError(f"validation_split={validation_split!r} is invalid: use a fraction in [0, 1).")
         if validation_split and validation_data is not None:
             raise ValueError("pass validation_data or validation_split, not both.")
+        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
+            raise ValueError(f"initial_epoch={initial_epoch!r} is invalid: use an integer in [0, epochs].")
         if data_on_device is None:
             data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
         X, y = self._data(X, y, place=bool(data_on_device))
@@ -164,8 +166,6 @@ class Trainer:
         if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(ProgressBar())
         n = X.shape[0]
-        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
-            raise ValueError(f"initial_epoch={initial_epoch!r} is invalid: use an integer in [0, epochs].")
         self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-n // batch_size), "batch_size": batch_size,
                          "initial_epoch": initial_epoch}
         self.stop_training, self.stop_reason = False, None
