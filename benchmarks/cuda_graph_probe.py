@@ -17,20 +17,13 @@ import numpy as np
 
 
 def _time(fn, steps, rounds=7):
-    import cupy
+    """Median over rounds of microseconds per call, timed with CUDA events (bench's timer)."""
+    from xpnet.bench import _Timer
 
+    timer = _Timer("cuda")
     for _ in range(3):
         fn()
-    times = []
-    for _ in range(rounds):
-        begin, end = cupy.cuda.Event(), cupy.cuda.Event()
-        begin.record()
-        for _ in range(steps):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(begin, end) / steps * 1e3)
-    return float(np.median(times))  # microseconds
+    return float(np.median([timer(fn, steps) for _ in range(rounds)])) * 1e6
 
 
 def probe(sizes, batch, steps=200):

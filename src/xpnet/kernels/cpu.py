@@ -167,32 +167,34 @@ def _cross_entropy_dense(logits, targets, grad, row_loss):
         row_loss[i] = acc
 
 
-@kernel
-def _mse(out, targets, grad, row_loss):
-    rows, cols = out.shape
-    scale = 2.0 / (rows * cols)
-    for i in prange(rows):
-        acc = 0.0
-        for j in range(cols):
-            diff = out[i, j] - targets[i, j]
-            acc += diff * diff
-            grad[i, j] = scale * diff
-        row_loss[i] = acc
+def _mse_term(z, t):
+    diff = z - t
+    return diff * diff, 2.0 * diff
 
 
-@kernel
-def _bce_with_logits(logits, targets, grad, row_loss):
-    rows, cols = logits.shape
-    inv = 1.0 / (rows * cols)
-    for i in prange(rows):
-        acc = 0.0
-        for j in range(cols):
-            z, t = logits[i, j], targets[i, j]
-            e = math.exp(-abs(z))
-            acc += (z if z > 0.0 else 0.0) - z * t + math.log1p(e)
-            s = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
-            grad[i, j] = (s - t) * inv
-        row_loss[i] = acc
+def _bce_term(z, t):
+    e = math.exp(-abs(z))  # log1p(exp(-|z|)) and the stable sigmoid: no overflow for any z
+    s = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
+    return (z if z > 0.0 else 0.0) - z * t + math.log1p(e), s - t
+
+
+def _elementwise_loss_kernel(term):
+    """A loss that is a mean of per-element terms: ``term(z, t) -> (loss, d loss / d z)``."""
+    f = njit(inline="always")(term)
+
+    @kernel
+    def loss(out, targets, grad, row_loss):
+        rows, cols = out.shape
+        inv = 1.0 / (rows * cols)
+        for i in prange(rows):
+            acc = 0.0
+            for j in range(cols):
+                value, d = f(out[i, j], targets[i, j])
+                acc += value
+                grad[i, j] = d * inv
+            row_loss[i] = acc
+
+    return loss
 
 
 # -- optimizers: one pass over the flat buffers; gscale folds in gradient clipping ---------------
@@ -288,7 +290,7 @@ def _scale(g, c):
         g[i] *= c
 
 
-_LOSS_KERNELS = {"mse": _mse, "bce": _bce_with_logits}
+_LOSS_KERNELS = {"mse": _elementwise_loss_kernel(_mse_term), "bce": _elementwise_loss_kernel(_bce_term)}
 
 
 class NumbaOps(BufferedOps):
