@@ -126,3 +126,13 @@ def test_export_a_run_to_torch(tmp_path, capsys):
     np.testing.assert_allclose(seq(x).detach().numpy(), model.forward(x.numpy()), rtol=1e-5, atol=1e-6)
     assert main(["export", str(run), "--out", str(out)]) == 2  # never overwrites
     assert "exists; nothing was written" in capsys.readouterr().err
+
+
+def test_fp16_run_checkpoints_its_loss_scaler(tmp_path):
+    from xpnet import checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--precision", "fp16", "--run-dir", str(run)]) == 0
+    ckpt = checkpoint.load(checkpoint.latest(run / "checkpoints"))
+    assert ckpt.trainer_meta["precision"] == "fp16" and ckpt.trainer_meta["scaler"]["scale"] > 0
+    assert json.loads((run / "result.json").read_text())["test"]["accuracy"] > 0.9

@@ -46,10 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("--warmup-epochs", "train.warmup_epochs", int, None), ("--epochs", "train.epochs", int, None),
         ("--batch-size", "train.batch_size", int, None), ("--seed", "train.seed", int, None),
         ("--clip-grad-norm", "train.clip_grad_norm", float, None), ("--patience", "train.patience", int, None),
+        ("--precision", "train.precision", str, "fp32, tf32 or fp16 (mixed precision)"),
         ("--keep-last", "run.keep_last", int, "checkpoints to keep (the best is kept too)"),
     ]
     for flag, key, typ, text in flags:
-        t.add_argument(flag, dest=f"cfg:{key}", type=typ, default=None, help=text)
+        t.add_argument(flag, dest=f"cfg:{key}", type=typ, default=None, metavar=key.split(".")[1].upper(),
+                       help=f"{text + '; ' if text else ''}config key {key}")
     t.add_argument("--early-stopping", dest="cfg:train.early_stopping", action="store_const", const=True,
                    default=None, help="stop when the monitored loss stops improving (restores the best weights)")
 

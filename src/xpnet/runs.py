@@ -146,7 +146,7 @@ def build(config: dict, data_shapes):
         warmup = LinearLR(optimizer, start_factor=0.1, total_iters=warm)
         scheduler = SequentialLR(optimizer, [warmup, scheduler], [warm]) if scheduler else warmup
     trainer = Trainer(model, loss=t["loss"], optimizer=optimizer, scheduler=scheduler,
-                      clip_grad_norm=t["clip_grad_norm"])
+                      clip_grad_norm=t["clip_grad_norm"], precision=t["precision"])
     callbacks = []
     if t["early_stopping"]:
         callbacks.append(EarlyStopping(monitor="val_loss" if config["data"]["val_fraction"] else "loss",
