@@ -27,6 +27,7 @@ from numba import njit, prange
 from numba.extending import register_jitable
 
 from .. import activations
+from ..activations import get_activation
 from .buffered import BufferedOps
 
 # Plain-Python helpers that the activations' scalar forms call: make them callable from jitted code.
@@ -36,6 +37,7 @@ _JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: n
 PARALLEL = os.environ.get("XPNET_CPU_PARALLEL", "0") == "1"
 PARALLEL_MIN = 1 << 18  # elements; below this a thread launch costs more than it saves
 _compiled: dict[tuple[str, str], object] = {}
+_IDENTITY = get_activation("identity")
 
 
 class _Kernel:
@@ -112,20 +114,6 @@ def _kernel(kind: str, act):
     if key not in _compiled:
         _compiled[key] = (_bias_act_kernel if kind == "bias_act" else _act_grad_kernel)(act)
     return _compiled[key]
-
-
-@kernel
-def _column_sums(g, partial, db):
-    rows, cols = g.shape
-    chunks = partial.shape[0]
-    per = (rows + chunks - 1) // chunks
-    for c in prange(chunks):
-        for j in range(cols):
-            partial[c, j] = 0.0
-        for i in range(c * per, min(rows, (c + 1) * per)):
-            for j in range(cols):
-                partial[c, j] += g[i, j]
-    _sum_partials(partial, db)
 
 
 # -- losses: value and gradient in one pass over each row -------------------------------------
@@ -326,10 +314,8 @@ class NumbaOps(BufferedOps):
         return g, db
 
     def bias_grad(self, dz, out=None):
-        db = np.empty(dz.shape[1], dtype=dz.dtype) if out is None else out
-        _column_sums(dz.size, dz, self._buf(("partial", dz.shape[1]), (self.chunks, dz.shape[1]), np.float64), db)
-        self.launches += 1
-        return db
+        # the linear output layer: the derivative pass of the identity (dz * 1, exact) gives its column sums
+        return self.act_grad(dz, dz, dz, _IDENTITY, db_out=out)[1]
 
     def loss(self, loss, logits, targets):
         rows = logits.shape[0]

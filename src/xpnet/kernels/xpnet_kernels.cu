@@ -130,34 +130,44 @@ __global__ void xpnet_ce_dense(const T* logits, const T* targets, T* grad, C* ro
     if (lane == 0) row_loss[row] = acc;
 }
 
-template <typename T, typename C>
-__global__ void xpnet_mse(const T* out, const T* targets, T* grad, C* row_loss, int rows, int cols) {
+// Losses that are a mean of per-element terms: Term::eval(z, t, &d) returns the term, d its derivative.
+struct xpnet_mse_term {
+    template <typename C> __device__ __forceinline__ static C eval(C z, C t, C* d) {
+        C diff = z - t;
+        *d = C(2) * diff;
+        return diff * diff;
+    }
+};
+
+struct xpnet_bce_term {  // with logits; log1p(exp(-|z|)) and the stable sigmoid never overflow
+    template <typename C> __device__ __forceinline__ static C eval(C z, C t, C* d) {
+        C e = exp(-fabs(z));
+        *d = (z >= C(0) ? C(1) / (C(1) + e) : e / (C(1) + e)) - t;
+        return (z > C(0) ? z : C(0)) - z * t + log1p(e);
+    }
+};
+
+template <typename Term, typename T, typename C>
+__device__ __forceinline__ void xpnet_elementwise_row_loss(const T* out, const T* targets, T* grad, C* row_loss,
+                                                           int rows, int cols) {
     int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (row >= rows) return;
     long long base = (long long)row * cols;
-    C scale = C(2) / (C(rows) * C(cols)), acc = C(0);
+    C inv = C(1) / (C(rows) * C(cols)), acc = C(0), d;
     for (int j = lane; j < cols; j += 32) {
-        C diff = (C)out[base + j] - (C)targets[base + j];
-        acc += diff * diff;
-        grad[base + j] = (T)(scale * diff);
+        acc += Term::template eval<C>((C)out[base + j], (C)targets[base + j], &d);
+        grad[base + j] = (T)(d * inv);
     }
     acc = xpnet_warp_sum<C>(acc);
     if (lane == 0) row_loss[row] = acc;
 }
 
 template <typename T, typename C>
+__global__ void xpnet_mse(const T* out, const T* targets, T* grad, C* row_loss, int rows, int cols) {
+    xpnet_elementwise_row_loss<xpnet_mse_term, T, C>(out, targets, grad, row_loss, rows, cols);
+}
+
+template <typename T, typename C>
 __global__ void xpnet_bce(const T* logits, const T* targets, T* grad, C* row_loss, int rows, int cols) {
-    int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
-    if (row >= rows) return;
-    long long base = (long long)row * cols;
-    C inv = C(1) / (C(rows) * C(cols)), acc = C(0);
-    for (int j = lane; j < cols; j += 32) {
-        C z = (C)logits[base + j], t = (C)targets[base + j];
-        C e = exp(-fabs(z));
-        acc += (z > C(0) ? z : C(0)) - z * t + log1p(e);
-        C s = z >= C(0) ? C(1) / (C(1) + e) : e / (C(1) + e);
-        grad[base + j] = (T)((s - t) * inv);
-    }
-    acc = xpnet_warp_sum<C>(acc);
-    if (lane == 0) row_loss[row] = acc;
+    xpnet_elementwise_row_loss<xpnet_bce_term, T, C>(logits, targets, grad, row_loss, rows, cols);
 }
