@@ -31,6 +31,7 @@ class Backend:
     device: Any
     kind: str
     name: str
+    lib: Any = None  # the array library behind xp: numpy, cupy, or xpnet's GPU emulator (kind "cupy")
 
     # -- creation ------------------------------------------------------------------
     def dtype(self, name: str):
@@ -47,6 +48,8 @@ class Backend:
         if self.kind == "numpy":
             return array
         with self.context():
+            if self.kind == "cupy":
+                return self.lib.asarray(array)
             return self.xp.asarray(array, device=self.device)
 
     def context(self):
@@ -65,7 +68,9 @@ class Backend:
         if not aac.is_array_api_obj(array) or isinstance(array, (int, float)):
             return False
         if self.kind == "numpy":
-            return isinstance(array, np.ndarray)
+            return type(array) is np.ndarray
+        if self.kind == "cupy":
+            return isinstance(array, self.lib.ndarray) and array.device.id == self.device.id
         if aac.array_namespace(array) is not self.xp:
             return False
         return _same_device(aac.device(array), self.device)
@@ -88,18 +93,20 @@ def _same_device(a, b) -> bool:
 
 def library_name(array) -> str:
     """Short name of the library an array comes from ("numpy", "torch", ...)."""
-    if isinstance(array, np.ndarray):
-        return "numpy"
+    if isinstance(array, np.ndarray):  # a subclass with .get() is a device array of the GPU emulator
+        return "cupy" if hasattr(array, "get") else "numpy"
     module = type(array).__module__.split(".")[0]
     return module
 
 
 def to_host(array) -> np.ndarray:
     """Any array-API array (or array-like) as a host NumPy array (a copy only if needed)."""
-    if isinstance(array, np.ndarray):
+    if type(array) is np.ndarray:
         return array
-    if aac.is_cupy_array(array):
+    if aac.is_cupy_array(array) or isinstance(array, np.ndarray) and hasattr(array, "get"):  # CuPy, emulated GPU
         return array.get()
+    if isinstance(array, np.ndarray):
+        return np.asarray(array)
     if aac.is_torch_array(array):
         return array.detach().cpu().numpy()
     if aac.is_array_api_obj(array):
@@ -117,6 +124,8 @@ def resolve_backend(device=None, xp=None) -> Backend:
     * ``"cuda"`` / ``"cuda:N"``: CuPy on GPU ``N`` (an error names the missing piece).
     * ``xp=<array-API namespace>``: that library, on ``device`` or its default device.
     """
+    if isinstance(device, Backend):  # an explicit backend, e.g. xpnet's GPU emulator in tests
+        return device
     if xp is not None:
         namespace = aac.array_namespace(xp.asarray(0.0))  # the compat wrapper, if any
         if aac.is_numpy_namespace(namespace) and device in (None, "cpu"):
@@ -137,7 +146,7 @@ def resolve_backend(device=None, xp=None) -> Backend:
 
 
 def _numpy_backend() -> Backend:
-    return Backend(aac.array_namespace(np.empty(0)), "cpu", "numpy", "numpy:cpu")
+    return Backend(aac.array_namespace(np.empty(0)), "cpu", "numpy", "numpy:cpu", lib=np)
 
 
 def _cuda_index(device) -> int:
@@ -170,7 +179,7 @@ def _cupy_backend(index: int) -> Backend:
         raise ValueError(f"device='cuda:{index}' does not exist: this machine has {count} GPU(s), 0..{count - 1}.")
     import array_api_compat.cupy as cpx
 
-    return Backend(cpx, cupy.cuda.Device(index), "cupy", f"cupy:cuda:{index}")
+    return Backend(cpx, cupy.cuda.Device(index), "cupy", f"cupy:cuda:{index}", lib=cupy)
 
 
 def gpu_available() -> bool:

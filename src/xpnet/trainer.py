@@ -16,7 +16,7 @@ from .callbacks import History, ProgressBar, TerminateOnNaN
 from .losses import get_loss
 from .optim import get_optimizer
 from .precision import MixedPrecision, check_precision
-from .validation import check_features, check_positive_int, check_same_library, check_targets
+from .validation import DeviceChecks, check_features, check_positive_int, check_same_library, check_targets
 
 METRICS = ("accuracy",)
 
@@ -62,10 +62,9 @@ class Trainer:
         if clip_grad_norm is not None and not (isinstance(clip_grad_norm, numbers.Real) and clip_grad_norm > 0):
             raise ValueError(f"clip_grad_norm={clip_grad_norm!r} is invalid: use a positive number or None.")
         self.clip_grad_norm = clip_grad_norm
-        self.ops = model.ops
         self.precision = check_precision(precision, model)
-        if self.precision == "tf32" and hasattr(self.ops, "tf32"):
-            self.ops.tf32 = True
+        # this trainer's own kernel set: TF32 (or not) is fixed here and never leaks to other trainers
+        self.ops = model.ops.configured(tf32=self.precision == "tf32")
         self._mixed = MixedPrecision(self) if self.precision == "fp16" else None
         self.step_count = 0
         self.stop_training = False
@@ -78,8 +77,10 @@ class Trainer:
     def _data(self, X, y, names=("X", "y"), full=True, place=True):
         check_same_library(**{names[0]: X, names[1]: y})
         m = self.model
-        Xd = check_features(names[0], X, m.n_features, m.backend, m.dtype, full, place)
-        yd = check_targets(names[1], y, self.loss, m.n_outputs, Xd.shape[0], m.backend, m.dtype, full, place)
+        checks = DeviceChecks(self.ops)  # device arrays: scanned on the device, one host read for both
+        Xd = check_features(names[0], X, m.n_features, m.backend, m.dtype, full, place, checks)
+        yd = check_targets(names[1], y, self.loss, m.n_outputs, Xd.shape[0], m.backend, m.dtype, full, place, checks)
+        checks.run()
         return Xd, yd
 
     def _on_device(self, a):
@@ -103,9 +104,9 @@ class Trainer:
     def _forward_backward(self, x, y):
         if self._mixed is not None:
             return self._mixed.forward_backward(self, x, y)
-        logits, tape = self.model.forward(x, tape=True)
+        logits, tape = self.model.forward(x, tape=True, ops=self.ops)
         loss, dlogits = self.ops.loss(self.loss, logits, y)
-        self.model.backward(dlogits, tape)
+        self.model.backward(dlogits, tape, ops=self.ops)
         return loss, logits
 
     def _update(self):
@@ -206,14 +207,19 @@ class Trainer:
             batches = self._resident_batches(X, y, order, n, batch_size)
         else:  # streamed from host memory, the next batch copied while this one trains
             batches = self.ops.stream_batches(X, y, host_order, batch_size)
-        for start, stop, xb, yb in batches:
-            loss, logits = self._forward_backward(xb, yb)
-            if not all([c.on_step_loss(self, loss) for c in callbacks]):
-                return None
-            self._update()
-            total = total + loss * float(stop - start)
-            if "accuracy" in self.metrics:
-                correct = correct + self._n_correct(logits, yb)
+        try:
+            for start, stop, xb, yb in batches:
+                loss, logits = self._forward_backward(xb, yb)
+                if not all([c.on_step_loss(self, loss) for c in callbacks]):
+                    return None
+                self._update()
+                total = total + loss * float(stop - start)
+                if "accuracy" in self.metrics:
+                    correct = correct + self._n_correct(logits, yb)
+        finally:
+            if hasattr(batches, "close"):
+                batches.close()  # a stream of batches stops its copies before its buffers go
+        self.ops.check_device_errors()  # e.g. labels out of range met by a loss kernel on the GPU
         logs = {"loss": float(total) / n}
         if "accuracy" in self.metrics:
             logs["accuracy"] = float(correct) / (n * (1 if self.loss.integer_labels else y.shape[1]))
@@ -280,11 +286,12 @@ class Trainer:
         total = correct = 0.0
         for start, stop in _batches(n, batch_size):
             xb, yb = self._on_device(X[start:stop, ...]), self._on_device(y[start:stop, ...])
-            logits = self.model.forward(xb)
+            logits = self.model.forward(xb, ops=self.ops)
             loss, _ = self.ops.loss(self.loss, logits, yb)
             total = total + loss * float(xb.shape[0])
             if "accuracy" in self.metrics:
                 correct = correct + self._n_correct(logits, yb)
+        self.ops.check_device_errors()
         out = {"loss": float(total) / n}
         if "accuracy" in self.metrics:
             out["accuracy"] = float(correct) / (n * (1 if self.loss.integer_labels else y.shape[1]))
@@ -297,5 +304,5 @@ class Trainer:
         X = check_features("X", X, m.n_features, m.backend, m.dtype)
         xp = m.backend.xp
         with m.backend.context():
-            parts = [m.forward(X[a:b, ...]) for a, b in _batches(X.shape[0], batch_size)]
+            parts = [m.forward(X[a:b, ...], ops=self.ops) for a, b in _batches(X.shape[0], batch_size)]
             return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)

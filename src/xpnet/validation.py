@@ -40,18 +40,55 @@ def _as_array(name: str, value, backend):
     return host, False
 
 
-def _host(value, on_device: bool) -> np.ndarray:
-    return to_host(value) if on_device else value
+class DeviceChecks:
+    """Value checks of arrays already on the device: one counting reduction per array (``ops``'
+    fused kernel where it has one), and ONE host read for all of them in :meth:`run`, which
+    raises the first failed check's message.  Nothing is copied to the host."""
+
+    def __init__(self, ops):
+        self.ops, self.items = ops, []
+
+    def add(self, array, kind: str, message: str, n_classes: int = 0) -> None:
+        with self.ops.backend.context():
+            self.items.append((self.ops.count_invalid(array, kind, n_classes), message))
+
+    def run(self) -> None:
+        if not self.items:
+            return
+        xp = self.ops.backend.xp
+        with self.ops.backend.context():
+            counts = to_host(xp.stack([xp.reshape(c, (1,)) for c, _ in self.items]))
+        items, self.items = self.items, []
+        for count, (_, message) in zip(counts.reshape(-1), items):
+            if count:
+                raise ValueError(message.format(count=int(count)))
 
 
-def check_features(name: str, X, n_features: int, backend, dtype: str, full: bool = True, place: bool = True):
+def _on_host(a) -> bool:
+    """Whether ``a`` lives in host memory (a NumPy array, also as the NumPy backend's device)."""
+    return type(a) is np.ndarray
+
+
+def _own_checks(checks, backend, dtype):
+    """``(checks, run_here)``: the caller's checks, or new ones this function runs itself."""
+    if checks is not None:
+        return checks, False
+    from .kernels import ops_for
+
+    return DeviceChecks(ops_for(backend, dtype)), True
+
+
+def check_features(name: str, X, n_features: int, backend, dtype: str, full: bool = True, place: bool = True,
+                   checks: DeviceChecks | None = None):
     """Validate a feature matrix and return it on the model's device in ``dtype``.
 
     ``full=False`` skips the value scan (NaN / inf) for arrays already on the device, so a
     training step never waits on the GPU for validation.  ``place=False`` keeps host data on
-    the host (to be streamed to the device batch by batch).
+    the host (to be streamed to the device batch by batch).  Device arrays are scanned on the
+    device, through ``checks`` (run by the caller, once for all arrays).
     """
     X, on_device = _as_array(name, X, backend)
+    checks, run_here = _own_checks(checks, backend, dtype)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}; "
                          "reshape a single sample with X.reshape(1, -1).")
@@ -65,10 +102,14 @@ def check_features(name: str, X, n_features: int, backend, dtype: str, full: boo
     if kind != "f":
         raise TypeError(f"{name} has dtype {X.dtype}, but features must be floating point: "
                         f"convert with {name}.astype('float32').")
-    if full or not on_device:
-        host = _host(X, on_device)
-        if not np.all(np.isfinite(host)):
-            raise ValueError(f"{name} contains NaN or inf values: clean or impute them before training.")
+    nonfinite = f"{name} contains NaN or inf values: clean or impute them before training."
+    if _on_host(X):  # host memory: a scan costs one pass, far less than a step
+        if not np.all(np.isfinite(X)):
+            raise ValueError(nonfinite)
+    elif full:
+        checks.add(X, "finite", nonfinite)
+        if run_here:
+            checks.run()
     if on_device:
         return X if X.dtype == backend.dtype(dtype) else backend.xp.astype(X, backend.dtype(dtype))
     return backend.from_host(X, dtype) if place else np.ascontiguousarray(X, dtype=dtype)
@@ -84,7 +125,7 @@ def _kind(backend, X) -> str:
 
 
 def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, dtype: str, full: bool = True,
-                  place: bool = True):
+                  place: bool = True, checks: DeviceChecks | None = None):
     """Validate targets for ``loss`` and return them on the model's device.
 
     Cross-entropy takes integer labels in ``[0, n_outputs)`` (kept as int64) or one-hot /
@@ -92,23 +133,28 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
     for a single output).
     """
     y, on_device = _as_array(name, y, backend)
+    checks, run_here = _own_checks(checks, backend, dtype)
     if y.ndim == 0 or y.ndim > 2:
         raise ValueError(f"{name} must be 1-D labels or 2-D (n_samples, n_outputs), got shape {tuple(y.shape)}.")
     if y.shape[0] != n_samples:
         raise ValueError(f"X and {name} have different lengths ({n_samples} vs {y.shape[0]}): "
                          "pass one target per sample.")
     kind = _kind(backend, y) if on_device else ("f" if y.dtype.kind == "f" else "i" if y.dtype.kind in "iu" else "O")
-    scan = full or not on_device
+    host_scan, device_scan = _on_host(y), on_device and full and not _on_host(y)
     if loss.integer_labels and y.ndim == 1:
         if kind != "i":
             raise TypeError(f"{name} holds {y.dtype} values, but {loss.name} needs integer class labels: "
                             f"convert with {name}.astype('int64') (or pass one-hot rows).")
-        if scan:
-            host = _host(y, on_device)
-            lo, hi = int(host.min()), int(host.max())
+        fix = f"labels must lie in [0, {n_outputs - 1}]; encode them as 0..n_classes-1."
+        if host_scan:
+            lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= n_outputs:
-                raise ValueError(f"{name} has labels in [{lo}, {hi}] but the model has {n_outputs} outputs: "
-                                 f"labels must lie in [0, {n_outputs - 1}]; encode them as 0..n_classes-1.")
+                raise ValueError(f"{name} has labels in [{lo}, {hi}] but the model has {n_outputs} outputs: {fix}")
+        elif device_scan:
+            checks.add(y, "labels", f"{name} has {{count}} label(s) outside [0, {n_outputs - 1}] but the model has "
+                       f"{n_outputs} outputs: {fix}", n_outputs)
+            if run_here:
+                checks.run()
         if on_device:
             return backend.xp.astype(y, backend.xp.int64)
         return backend.from_host(y.astype(np.int64)) if place else np.ascontiguousarray(y, dtype=np.int64)
@@ -123,13 +169,19 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
     if kind != "f":
         raise TypeError(f"{name} has dtype {y.dtype}, but {loss.name} needs floating-point targets: "
                         f"convert with {name}.astype('float32').")
-    if scan:
-        host = _host(y, on_device)
-        if not np.all(np.isfinite(host)):
-            raise ValueError(f"{name} contains NaN or inf values: clean them before training.")
-        if loss.classification and (host.min() < 0 or host.max() > 1):
-            raise ValueError(f"{name} must hold probabilities in [0, 1] for {loss.name}; "
-                             "got values outside that range.")
+    nonfinite = f"{name} contains NaN or inf values: clean them before training."
+    outside = f"{name} must hold probabilities in [0, 1] for {loss.name}; got values outside that range."
+    if host_scan:
+        if not np.all(np.isfinite(y)):
+            raise ValueError(nonfinite)
+        if loss.classification and (y.min() < 0 or y.max() > 1):
+            raise ValueError(outside)
+    elif device_scan:
+        checks.add(y, "finite", nonfinite)
+        if loss.classification:
+            checks.add(y, "probability", outside)
+        if run_here:
+            checks.run()
     if on_device:
         return y if y.dtype == backend.dtype(dtype) else backend.xp.astype(y, backend.dtype(dtype))
     return backend.from_host(y, dtype) if place else np.ascontiguousarray(y, dtype=dtype)

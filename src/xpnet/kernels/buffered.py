@@ -10,8 +10,8 @@ from .reference import ReferenceOps
 class BufferedOps(ReferenceOps):
     lib = None  # numpy or cupy: the same calls on both
 
-    def __init__(self, backend, dtype):
-        super().__init__(backend, dtype)
+    def __init__(self, backend, dtype, tf32=False):
+        super().__init__(backend, dtype, tf32=tf32)
         self._ws: dict = {}
 
     @property

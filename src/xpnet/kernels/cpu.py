@@ -131,14 +131,25 @@ def _row_logsumexp(logits, i):
 
 @kernel
 def _cross_entropy_labels(logits, labels, grad, row_loss):
+    # A label outside [0, cols) never indexes the row: the row's loss is NaN, its gradient 0, and
+    # the count of such labels is returned (the caller raises before any weight changes).
     rows, cols = logits.shape
     inv = 1.0 / rows
+    bad = 0
     for i in prange(rows):
+        y = labels[i]
+        if y < 0 or y >= cols:
+            bad += 1
+            row_loss[i] = np.nan
+            for j in range(cols):
+                grad[i, j] = 0.0
+            continue
         shift = _row_logsumexp(logits, i)
-        row_loss[i] = shift - logits[i, labels[i]]
+        row_loss[i] = shift - logits[i, y]
         for j in range(cols):
             p = math.exp(logits[i, j] - shift)
-            grad[i, j] = (p - (1.0 if j == labels[i] else 0.0)) * inv
+            grad[i, j] = (p - (1.0 if j == y else 0.0)) * inv
+    return bad
 
 
 @kernel
@@ -287,8 +298,8 @@ class NumbaOps(BufferedOps):
     name = "numba"
     lib = np
 
-    def __init__(self, backend, dtype):
-        super().__init__(backend, dtype)
+    def __init__(self, backend, dtype, tf32=False):
+        super().__init__(backend, dtype, tf32=tf32)
         # column-sum partials: one row per thread (parallel) or a single row (serial)
         self.chunks = numba.get_num_threads() if PARALLEL else 1
 
@@ -325,8 +336,12 @@ class NumbaOps(BufferedOps):
             kernel = _cross_entropy_labels if targets.ndim == 1 else _cross_entropy_dense
         else:
             kernel = _LOSS_KERNELS[loss.name]
-        kernel(logits.size, logits, targets, grad, row_loss)
+        bad = kernel(logits.size, logits, targets, grad, row_loss)
         self.launches += 1
+        if bad:
+            raise ValueError(f"y has {bad} label(s) outside [0, {logits.shape[1] - 1}], but the model has "
+                             f"{logits.shape[1]} outputs: labels must lie in [0, {logits.shape[1] - 1}]; "
+                             "encode them as 0..n_classes-1.")
         denom = rows if loss.name == "cross_entropy" else logits.size
         return np.asarray(row_loss.sum() / denom, dtype=logits.dtype), grad
 

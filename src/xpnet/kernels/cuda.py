@@ -7,95 +7,157 @@ step, besides the matrix products: one per layer for bias + activation, two per 
 backward (derivative, bias column sums), two for the loss (row kernel, sum), one for the last
 layer's bias gradient, and ONE for the whole optimizer step (plus one reduction with
 gradient clipping).  Nothing here reads a value back to the host.
+
+The array library is the backend's (``backend.lib``): CuPy on a GPU, or xpnet's GPU emulator
+(``kernels/emulator``), which runs this same code on the CPU with every kernel executed from
+its CUDA source.  Nothing in this module imports CuPy at import time.
 """
 
 from __future__ import annotations
 
 import functools
 
-import cupy
 import numpy as np
-from cupy._core import _linalg
 
 from . import cuda_source as src
 from .buffered import BufferedOps
 
 # CuPy's own half type computes in float; everything else in its own precision.
 _CUPY_PREAMBLE = "template <> struct xpnet_compute<float16> { typedef float type; };\n"
+_WARPS_PER_BLOCK = 8  # row kernels: one warp per row
+
+
+def cuda_libs(lib):
+    """``(cupyx, cublas)`` that go with ``lib`` (CuPy, or the emulator's stand-ins)."""
+    if getattr(lib, "is_emulator", False):
+        return lib.cupyx, lib.cublas
+    import cupyx
+    from cupy_backends.cuda.libs import cublas
+
+    return cupyx, cublas
+
+
+# Kernel objects per array library: compiled on first call, then reused.
+@functools.lru_cache(maxsize=None)
+def _elementwise(lib, spec: src.Elementwise):
+    return lib.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name,
+                                 preamble=src.cuda_source() + _CUPY_PREAMBLE)
 
 
 @functools.lru_cache(maxsize=None)
-def _preamble() -> str:
-    return src.cuda_source() + _CUPY_PREAMBLE
-
-
-@functools.lru_cache(maxsize=None)
-def _elementwise(spec: src.Elementwise):
-    return cupy.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name, preamble=_preamble())
-
-
-@functools.lru_cache(maxsize=None)
-def _loss_module():
+def _loss_module(lib):
     names = [f"xpnet_{k}<{t}, {t}>" for k in src.LOSS_KERNELS for t in ("float", "double")]
     # plain CUDA C++: CuPy's float16 type (and so _CUPY_PREAMBLE) exists only in its elementwise kernels
-    return cupy.RawModule(code=src.cuda_source(), options=("-std=c++14",), name_expressions=names)
+    return lib.RawModule(code=src.cuda_source(), options=("-std=c++14",), name_expressions=names)
 
 
 @functools.lru_cache(maxsize=None)
-def _count_nonfinite():
-    return cupy.ReductionKernel("T x", "int64 y", "isfinite(x) ? 0 : 1", "a + b", "y = a", "0",
-                                "xpnet_count_nonfinite")
+def _reduction(lib, spec: src.Reduction):
+    return lib.ReductionKernel(spec.in_params, spec.out_params, spec.map_expr, "a + b", "y = a", "0", spec.name)
 
 
-@functools.lru_cache(maxsize=None)
-def _sum_of_squares():
-    return cupy.ReductionKernel("T x", "S y", "(S)x * (S)x", "a + b", "y = a", "0", "xpnet_sum_of_squares")
+def _pointer(a) -> int:
+    data = a.data
+    return data.ptr if hasattr(data, "ptr") else a.__array_interface__["data"][0]
+
+
+def matmul_tf32(lib, a, b, out=None):
+    """``a @ b`` for 2-D float32 arrays with cuBLAS's TF32 compute type, for this product only.
+
+    CuPy's own switch (``cupy._core.set_compute_type``) is process-wide, so toggling it around a
+    product would leak TF32 into other threads' products; a direct ``gemmEx`` call with
+    ``CUBLAS_COMPUTE_32F_FAST_TF32`` leaves every other product alone.  Row-major
+    ``C = A @ B`` is column-major ``C^T = B^T @ A^T``: each operand's memory already holds its
+    transpose in column-major order when it is C-contiguous, or itself when it is F-contiguous.
+    """
+    _, cublas = cuda_libs(lib)
+    (m, k), (k2, n) = a.shape, b.shape
+    if k != k2:
+        raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align")
+    if out is None:
+        out = lib.empty((m, n), dtype=lib.float32)
+    if not out.flags.c_contiguous or out.shape != (m, n):
+        raise ValueError("matmul_tf32 writes into a C-contiguous (m, n) output")
+
+    def operand(x):  # (cuBLAS op that yields x^T from x's memory, leading dimension, array)
+        if x.flags.c_contiguous:
+            return cublas.CUBLAS_OP_N, max(1, x.shape[1]), x
+        if x.flags.f_contiguous:
+            return cublas.CUBLAS_OP_T, max(1, x.shape[0]), x
+        x = lib.ascontiguousarray(x)
+        return cublas.CUBLAS_OP_N, max(1, x.shape[1]), x
+
+    op_b, ldb, b = operand(b)
+    op_a, lda, a = operand(a)
+    one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
+    r32 = lib.cuda.runtime.CUDA_R_32F
+    cublas.gemmEx(lib.cuda.device.get_cublas_handle(), op_b, op_a, n, m, k, one.ctypes.data, _pointer(b), r32, ldb,
+                  _pointer(a), r32, lda, zero.ctypes.data, _pointer(out), r32, max(1, n),
+                  cublas.CUBLAS_COMPUTE_32F_FAST_TF32, cublas.CUBLAS_GEMM_DEFAULT_TENSOR_OP)
+    return out
 
 
 class CupyOps(BufferedOps):
-    """Fused CUDA kernel set; operations it does not override use the reference math on CuPy."""
+    """Fused CUDA kernel set; operations it does not override use the reference math on CuPy.
+
+    ``tf32=True`` (fixed at construction, never shared) runs float32 matrix products on tensor
+    cores in TF32 (``Trainer(precision="tf32")`` builds its own kernel set with it).
+    """
 
     name = "cupy"
-    lib = cupy
 
-    def __init__(self, backend, dtype):
-        super().__init__(backend, dtype)
+    def __init__(self, backend, dtype, tf32: bool = False):
+        super().__init__(backend, dtype, tf32=tf32)
+        self.lib = backend.lib
         self.state_dtype = "float32" if dtype == "float16" else dtype  # low precision updates in float32
-        self.tf32 = False  # set by Trainer(precision="tf32")
-        with backend.device:
-            self._sumsq = cupy.zeros((), dtype=self.state_dtype)
+        self._n_classes = 0  # of the last labelled loss, for the error message
+        with backend.context():
+            self._sumsq = self.lib.zeros((), dtype=self.state_dtype)
+            self._bad_labels = self.lib.zeros((1,), dtype=self.lib.int32)  # written by the loss kernel
 
     def state_like(self, params):
-        with self.backend.device:
-            return cupy.zeros(params.shape, dtype=self.state_dtype)
+        with self.backend.context():
+            return self.lib.zeros(params.shape, dtype=self.state_dtype)
 
     def matmul(self, a, b, out=None):
-        if not self.tf32 or a.dtype != cupy.float32:
+        if not self.tf32 or a.dtype != self.lib.float32:
             return super().matmul(a, b, out)
-        previous = cupy._core.get_compute_type(cupy.float32)  # TF32 for this product only
-        cupy._core.set_compute_type(cupy.float32, _linalg.COMPUTE_TYPE_TF32)
-        try:
-            return super().matmul(a, b, out)
-        finally:
-            cupy._core.set_compute_type(cupy.float32, previous)
+        self.launches += 1
+        return matmul_tf32(self.lib, a, b, out)
 
     def scale_cast(self, a, scale, key):
         out = self._buf(key, a.shape)
-        _elementwise(src.SCALE_CAST)(a, float(scale), out)
+        _elementwise(self.lib, src.SCALE_CAST)(a, float(scale), out)
         self.launches += 1
         return out
 
     def unscale_into(self, grads16, grads, inv_scale):
         """One fused pass (unscale into float32), one count of non-finite values, ONE host read."""
-        _elementwise(src.UNSCALE)(grads16, float(inv_scale), grads)
-        bad = _count_nonfinite()(grads)
+        _elementwise(self.lib, src.UNSCALE)(grads16, float(inv_scale), grads)
+        bad = _reduction(self.lib, src.COUNT_NONFINITE)(grads)
         self.launches += 2
         return bool(int(bad) > 0)
 
+    def count_invalid(self, a, kind: str, n_classes: int = 0):
+        """One reduction on the device: how many values of ``a`` are invalid for ``kind``."""
+        self.launches += 1
+        if kind == "labels":
+            return _reduction(self.lib, src.count_bad_labels(n_classes))(a)
+        return _reduction(self.lib, src.COUNT_NONFINITE if kind == "finite" else src.COUNT_NOT_PROBABILITY)(a)
+
+    def check_device_errors(self) -> None:
+        """Raise if a loss kernel met labels outside ``[0, n_classes)`` since the last check (one host read)."""
+        bad = int(self._bad_labels.get()[0])
+        if bad:
+            self._bad_labels[...] = 0
+            raise ValueError(f"y has {bad} label(s) outside [0, {self._n_classes - 1}], but the model has "
+                             f"{self._n_classes} outputs: labels must lie in [0, {self._n_classes - 1}]; "
+                             "encode them as 0..n_classes-1.")
+
     def fits_on_device(self, nbytes: int) -> bool:
         """Data sets up to half of the GPU's free memory live on the device; larger ones stream."""
-        with self.backend.device:
-            free, _ = cupy.cuda.runtime.memGetInfo()
+        with self.backend.context():
+            free, _ = self.lib.cuda.runtime.memGetInfo()
         return nbytes <= 0.5 * free
 
     def stream_batches(self, X, y, order, batch_size):
@@ -104,18 +166,20 @@ class CupyOps(BufferedOps):
 
         Events order the work without host waits in the steady state: the copy of batch i+1
         waits for the step that last used its device buffer; the step waits for its copy.
+        However the loop ends (finished, stopped early, an exception), the copy stream is
+        synchronised before the pinned and device buffers can be released.
         """
-        import cupyx
-
-        compute = cupy.cuda.get_current_stream()
-        copier = cupy.cuda.Stream(non_blocking=True)
+        lib = self.lib
+        cupyx, _ = cuda_libs(lib)
+        compute = lib.cuda.get_current_stream()
+        copier = lib.cuda.Stream(non_blocking=True)
         slots = []
         for _ in range(2):
             slot = {"hx": cupyx.empty_pinned((batch_size,) + X.shape[1:], X.dtype),
                     "hy": cupyx.empty_pinned((batch_size,) + y.shape[1:], y.dtype),
-                    "dx": cupy.empty((batch_size,) + X.shape[1:], X.dtype),
-                    "dy": cupy.empty((batch_size,) + y.shape[1:], y.dtype),
-                    "copied": cupy.cuda.Event(), "used": cupy.cuda.Event()}
+                    "dx": lib.empty((batch_size,) + X.shape[1:], X.dtype),
+                    "dy": lib.empty((batch_size,) + y.shape[1:], y.dtype),
+                    "copied": lib.cuda.Event(), "used": lib.cuda.Event()}
             slot["copied"].record(copier)
             slot["used"].record(compute)
             slots.append(slot)
@@ -133,53 +197,60 @@ class CupyOps(BufferedOps):
             slot["copied"].record(copier)
             self.launches += 2
 
-        stage(0)
-        for i, start in enumerate(starts):
-            if i + 1 < len(starts):
-                stage(i + 1)
-            slot = slots[i % 2]
-            m = min(start + batch_size, len(order)) - start
-            compute.wait_event(slot["copied"])
-            yield start, start + m, slot["dx"][:m], slot["dy"][:m]
-            slot["used"].record(compute)
+        try:
+            stage(0)
+            for i, start in enumerate(starts):
+                if i + 1 < len(starts):
+                    stage(i + 1)
+                slot = slots[i % 2]
+                m = min(start + batch_size, len(order)) - start
+                compute.wait_event(slot["copied"])
+                yield start, start + m, slot["dx"][:m], slot["dy"][:m]
+                slot["used"].record(compute)
+        finally:
+            copier.synchronize()  # no copy may still be in flight into buffers about to be released
 
     def bias_act(self, z, b, act, out=None):
         self.launches += 1
         if act.name == "identity":
-            _elementwise(src.BIAS_ADD)(b, z)
+            _elementwise(self.lib, src.BIAS_ADD)(b, z)
             return z, z
         if out is None:
-            out = cupy.empty_like(z)
-        _elementwise(src.bias_act(act.name))(b, z, out)
+            out = self.lib.empty_like(z)
+        _elementwise(self.lib, src.bias_act(act.name))(b, z, out)
         return z, out
 
     def act_grad(self, g, z, a, act, db_out=None):
-        _elementwise(src.act_grad(act.name))(z, a, g)
+        _elementwise(self.lib, src.act_grad(act.name))(z, a, g)
         self.launches += 2
-        return g, cupy.sum(g, axis=0, out=db_out)
+        return g, self.lib.sum(g, axis=0, out=db_out)
 
     def bias_grad(self, dz, out=None):
         self.launches += 1
-        return cupy.sum(dz, axis=0, out=out)
+        return self.lib.sum(dz, axis=0, out=out)
 
     def loss(self, loss, logits, targets):
-        if logits.dtype not in (cupy.float32, cupy.float64):  # half logits: reference math in float32
-            value, grad = super().loss(loss, logits.astype(cupy.float32), targets)
+        lib = self.lib
+        if logits.dtype not in (lib.float32, lib.float64):  # half logits: reference math in float32
+            value, grad = super().loss(loss, logits.astype(lib.float32), targets)
             return value.astype(logits.dtype), grad.astype(logits.dtype)
         rows, cols = logits.shape
-        ctype = "float" if logits.dtype == cupy.float32 else "double"
+        ctype = "float" if logits.dtype == lib.float32 else "double"
         grad = self._buf("dlogits", logits.shape)
         row_loss = self._buf("row_loss", (rows,))
         kind = loss.name if loss.name != "cross_entropy" else ("ce_labels" if targets.ndim == 1 else "ce_dense")
         if targets.ndim == 2 and targets.dtype != logits.dtype:
             targets = targets.astype(logits.dtype)
-        kernel = _loss_module().get_function(f"xpnet_{kind}<{ctype}, {ctype}>")
-        warps_per_block = 8  # one warp per row
-        kernel(((rows + warps_per_block - 1) // warps_per_block,), (32 * warps_per_block,),
-               (cupy.ascontiguousarray(logits), cupy.ascontiguousarray(targets), grad, row_loss,
-                cupy.int32(rows), cupy.int32(cols)))
+        if kind == "ce_labels":
+            targets = lib.ascontiguousarray(targets.astype(lib.int64, copy=False))
+            self._n_classes = cols
+        kernel = _loss_module(lib).get_function(f"xpnet_{kind}<{ctype}, {ctype}>")
+        blocks = (rows + _WARPS_PER_BLOCK - 1) // _WARPS_PER_BLOCK
+        kernel((blocks,), (32 * _WARPS_PER_BLOCK,),
+               (lib.ascontiguousarray(logits), lib.ascontiguousarray(targets), grad, row_loss, self._bad_labels,
+                np.int32(rows), np.int32(cols)))
         self.launches += 2
-        return cupy.sum(row_loss) / (rows if loss.name == "cross_entropy" else rows * cols), grad
+        return lib.sum(row_loss) / (rows if loss.name == "cross_entropy" else rows * cols), grad
 
     def optimizer_update(self, optimizer, params, grads, state, s, max_norm=None):
         rule = "adam" if optimizer.rule == "adamw" else optimizer.rule
@@ -188,18 +259,18 @@ class CupyOps(BufferedOps):
         names, scalar_names, _ = src.RULES[rule]
         norm_arg = -1.0
         if max_norm is not None:  # the clipping scale is computed on the device inside the update
-            _sum_of_squares()(grads, out=self._sumsq)
+            _reduction(self.lib, src.SUM_OF_SQUARES)(grads, out=self._sumsq)
             norm_arg = float(max_norm)
             self.launches += 1
         values = dict(s, first=float(s["step"] == 1.0), bc2=s.get("bias_correction2_sqrt", 1.0),
                       l2=0.0 if getattr(optimizer, "decoupled", False) else s.get("weight_decay", 0.0))
-        kernel = _elementwise(src.optimizer(rule, tuple(n in state for n in names)))
+        kernel = _elementwise(self.lib, src.optimizer(rule, tuple(n in state for n in names)))
         kernel(grads, self._sumsq.reshape(1), norm_arg, *[float(values[k]) for k in scalar_names.split()],
                params, *[state[n] for n in names if n in state])
         self.launches += 1
 
     def clip_grad_norm(self, grads, max_norm):
-        _sum_of_squares()(grads, out=self._sumsq)
-        _elementwise(src.SCALE)(self._sumsq.reshape(1), float(max_norm), grads)
+        _reduction(self.lib, src.SUM_OF_SQUARES)(grads, out=self._sumsq)
+        _elementwise(self.lib, src.SCALE)(self._sumsq.reshape(1), float(max_norm), grads)
         self.launches += 2
-        return cupy.sqrt(self._sumsq)
+        return self.lib.sqrt(self._sumsq)

@@ -76,6 +76,29 @@ RULES = {
 }
 
 
+@dataclass(frozen=True)
+class Reduction:
+    """A full reduction in CuPy's ``ReductionKernel`` terms: ``sum(map_expr)`` into ``y``."""
+
+    name: str
+    in_params: str
+    out_params: str
+    map_expr: str
+
+
+# Counts of invalid values: the device-side input checks, and the fp16 found-inf flag.
+COUNT_NONFINITE = Reduction("xpnet_count_nonfinite", "T x", "int64 y", "isfinite(x) ? 0 : 1")
+COUNT_NOT_PROBABILITY = Reduction("xpnet_count_not_probability", "T x", "int64 y",
+                                  "(x >= T(0) && x <= T(1)) ? 0 : 1")  # NaN fails both comparisons
+SUM_OF_SQUARES = Reduction("xpnet_sum_of_squares", "T x", "S y", "(S)x * (S)x")
+
+
+def count_bad_labels(n_classes: int) -> Reduction:
+    """Labels outside ``[0, n_classes)`` (the bound is part of the source: one kernel per class count)."""
+    return Reduction(f"xpnet_count_bad_labels_{int(n_classes)}", "T x", "int64 y",
+                     f"(x < 0 || x >= {int(n_classes)}) ? 1 : 0")
+
+
 def optimizer(rule: str, present: tuple[bool, ...]) -> Elementwise:
     """One elementwise kernel for an optimizer rule; state buffers not in use become locals."""
     _, scalars, call = RULES[rule]
@@ -140,5 +163,6 @@ def nvcc_check_source() -> str:
     for name in LOSS_KERNELS:
         for c in ("float", "double"):
             second = "const long long*" if name == "ce_labels" else f"const {c}*"
-            parts.append(f"template __global__ void xpnet_{name}<{c}, {c}>(const {c}*, {second}, {c}*, {c}*, int, int);")
+            parts.append(f"template __global__ void xpnet_{name}<{c}, {c}>(const {c}*, {second}, {c}*, {c}*, int*, "
+                         "int, int);")
     return "\n".join(parts)

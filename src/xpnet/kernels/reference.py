@@ -17,11 +17,16 @@ from ..losses import dense_targets
 class ReferenceOps:
     name = "reference"
 
-    def __init__(self, backend, dtype: str):
+    def __init__(self, backend, dtype: str, tf32: bool = False):
         self.backend = backend
         self.xp = backend.xp
         self.dtype = dtype
+        self.tf32 = bool(tf32)  # float32 matrix products in TF32 (CuPy only); fixed for this kernel set
         self.launches = 0  # fused kernel launches (the reference counts none)
+
+    def configured(self, *, tf32: bool) -> "ReferenceOps":
+        """A new kernel set of the same kind for the same backend and dtype (nothing shared)."""
+        return type(self)(self.backend, self.dtype, tf32=tf32)
 
     # -- allocation ----------------------------------------------------------------
     @property
@@ -79,7 +84,27 @@ class ReferenceOps:
 
     # -- layers --------------------------------------------------------------------
     def matmul(self, a, b, out=None):
+        if self.tf32 and self.backend.kind == "cupy" and a.dtype == self.backend.lib.float32:
+            from .cuda import matmul_tf32
+
+            return matmul_tf32(self.backend.lib, a, b)
         return a @ b
+
+    # -- input checks on the device ----------------------------------------------------
+    def count_invalid(self, a, kind: str, n_classes: int = 0):
+        """How many values of ``a`` are invalid: ``"finite"`` (NaN/inf), ``"probability"`` (outside
+        [0, 1] or NaN) or ``"labels"`` (outside [0, n_classes)); a 0-d array on ``a``'s device."""
+        xp = self.xp
+        if kind == "labels":
+            bad = (a < 0) | (a >= n_classes)
+        elif kind == "probability":
+            bad = ~((a >= 0) & (a <= 1))
+        else:
+            bad = ~xp.isfinite(a)
+        return xp.sum(xp.astype(bad, xp.int64))
+
+    def check_device_errors(self) -> None:
+        """Raise what the kernels found on the device since the last check (nothing here)."""
 
     def bias_act(self, z, b, act, out=None):
         """``z + b`` and its activation; returns ``(pre_activation, activation)``."""

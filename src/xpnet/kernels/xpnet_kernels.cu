@@ -99,21 +99,35 @@ template <typename T, typename C> __device__ __forceinline__ C xpnet_row_lse(con
     return m + log(xpnet_warp_sum<C>(s));
 }
 
+// A label outside [0, cols) must not index the row: the row's loss becomes NaN, its gradient 0,
+// and *bad counts it (read on the host when the epoch's values are read).
 template <typename T, typename C>
-__global__ void xpnet_ce_labels(const T* logits, const long long* labels, T* grad, C* row_loss, int rows, int cols) {
+__global__ void xpnet_ce_labels(const T* logits, const long long* labels, T* grad, C* row_loss, int* bad, int rows,
+                                int cols) {
     int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (row >= rows) return;  // whole warps leave together
     const T* x = logits + (long long)row * cols;
     T* gr = grad + (long long)row * cols;
+    long long label = labels[row];
+    if (label < 0 || label >= cols) {
+        for (int j = lane; j < cols; j += 32) gr[j] = T(0);
+        if (lane == 0) {
+            atomicAdd(bad, 1);
+            row_loss[row] = sqrt(C(-1));  // NaN
+        }
+        return;
+    }
+    int y = (int)label;
     C shift = xpnet_row_lse<T, C>(x, cols, lane);
-    int y = (int)labels[row];
     C inv = C(1) / C(rows);
     for (int j = lane; j < cols; j += 32) gr[j] = (T)((exp((C)x[j] - shift) - (j == y ? C(1) : C(0))) * inv);
     if (lane == 0) row_loss[row] = shift - (C)x[y];
 }
 
 template <typename T, typename C>
-__global__ void xpnet_ce_dense(const T* logits, const T* targets, T* grad, C* row_loss, int rows, int cols) {
+__global__ void xpnet_ce_dense(const T* logits, const T* targets, T* grad, C* row_loss, int* bad, int rows,
+                               int cols) {
+    (void)bad;
     int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (row >= rows) return;
     const T* x = logits + (long long)row * cols;
@@ -163,11 +177,13 @@ __device__ __forceinline__ void xpnet_elementwise_row_loss(const T* out, const T
 }
 
 template <typename T, typename C>
-__global__ void xpnet_mse(const T* out, const T* targets, T* grad, C* row_loss, int rows, int cols) {
+__global__ void xpnet_mse(const T* out, const T* targets, T* grad, C* row_loss, int* bad, int rows, int cols) {
+    (void)bad;
     xpnet_elementwise_row_loss<xpnet_mse_term, T, C>(out, targets, grad, row_loss, rows, cols);
 }
 
 template <typename T, typename C>
-__global__ void xpnet_bce(const T* logits, const T* targets, T* grad, C* row_loss, int rows, int cols) {
+__global__ void xpnet_bce(const T* logits, const T* targets, T* grad, C* row_loss, int* bad, int rows, int cols) {
+    (void)bad;
     xpnet_elementwise_row_loss<xpnet_bce_term, T, C>(logits, targets, grad, row_loss, rows, cols);
 }
