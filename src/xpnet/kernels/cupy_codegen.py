@@ -30,6 +30,11 @@ def param_info(in_params: str, out_params: str) -> tuple[tuple, tuple]:
     return _kernel._get_param_info(in_params, True), _kernel._get_param_info(out_params, False)
 
 
+def elementwise_params(in_params, out_params) -> tuple:
+    """Parameter list of an ``ElementwiseKernel`` (as its ``__init__``): inputs, outputs, indexer."""
+    return in_params + out_params + _kernel._get_param_info("CIndexer _ind", False)
+
+
 def decide_types(in_params, out_params, in_dtypes, out_dtypes):
     """``(in_types, out_types, type_map)`` as CuPy binds them (None for scalars / missing outputs)."""
     return _kernel._decide_params_type(in_params, out_params, tuple(in_dtypes), tuple(out_dtypes))
@@ -145,11 +150,16 @@ def block_specs(in_size: int, out_size: int, contiguous_size: int) -> tuple[int,
     return _reduction._get_block_specs(in_size, out_size, contiguous_size, -1)
 
 
-def cupy_headers() -> str:
-    """The ``#include`` lines ``compile_with_cache`` puts before elementwise and reduction kernels."""
+def cupy_headers(host: bool = False) -> str:
+    """The ``#include`` lines ``compile_with_cache`` puts before elementwise and reduction kernels.
+
+    ``host=True`` leaves out complex numbers and atomics (built on CCCL/thrust, which does not
+    compile for the host): xpnet's kernels use neither, and ``host_cuda.h`` has the atomics.
+    """
     from cupy._core import core
 
-    return "".join(f"#include <{h}>\n" for h in core._cupy_header_list)
+    skip = ("cupy/complex.cuh", "cupy/atomics.cuh") if host else ()
+    return "".join(f"#include <{h}>\n" for h in core._cupy_header_list if h not in skip)
 
 
 def nvrtc_options(options: tuple = ()) -> tuple:
@@ -163,3 +173,16 @@ def include_dir() -> str:
     from cupy._core import core
 
     return core._get_header_dir_path()
+
+
+def nvrtc_compile(source: str, arch: str, options: tuple = (), name_expressions=None) -> bytes:
+    """Compile ``source`` to a cubin for ``sm_<arch>`` with NVRTC, with the options CuPy's
+    ``_compile_using_nvrtc_no_warning`` adds (``-arch=sm_XX``, ``--device-as-default-execution-space``)
+    to ``nvrtc_options(options)``.  CuPy's own program wrapper is used; the only step skipped is
+    asking the driver for the device's architecture, which needs a GPU."""
+    from cupy.cuda import compiler
+
+    opts = nvrtc_options(options) + (f"-arch=sm_{arch}", "--device-as-default-execution-space")
+    program = compiler._NVRTCProgram(source, "xpnet_check.cu", name_expressions=name_expressions, method="cubin")
+    cubin, _ = program.compile(opts)
+    return cubin

@@ -8,7 +8,6 @@ new arrays; callers always use the returned array.
 
 from __future__ import annotations
 
-import array_api_compat as aac
 import numpy as np
 
 from ..losses import dense_targets
@@ -124,7 +123,7 @@ class ReferenceOps:
         """``(0-d loss, dL/dlogits)``; integer labels are expanded to one-hot rows here."""
         xp = self.xp
         if loss.integer_labels and targets.ndim == 1:
-            targets = dense_targets(xp, targets, logits.shape[1], logits.dtype, aac.device(logits))
+            targets = dense_targets(xp, targets, logits.shape[1], logits.dtype, self.backend.device)
         value, grad = loss.value_and_grad(xp, logits, targets)
         return xp.asarray(value), grad  # NumPy reductions give scalars; keep a 0-d array
 

@@ -31,7 +31,7 @@ from .. import cupy_codegen as codegen
 from .host_build import FloatMode, KernelError, build, compiler  # noqa: F401  (re-exported)
 
 _MODELLED = {  # CuPy routines that xpnet uses, stood in by NumPy on device arrays
-    "sum", "sqrt", "matmul", "copyto", "take", "ascontiguousarray", "empty_like", "zeros_like", "ones_like",
+    "sqrt", "matmul", "copyto", "take", "ascontiguousarray", "empty_like", "zeros_like", "ones_like",
     "full_like", "maximum", "minimum", "where", "exp", "log", "log1p", "abs", "isfinite", "argmax", "concatenate",
     "stack", "reshape", "clip", "arange", "all", "any", "min", "max", "count_nonzero", "logical_not", "tanh",
     "equal", "astype", "expm1", "mean",
@@ -47,6 +47,7 @@ class Emulator:
         self.mode = mode
         self.errors: list[str] = []
         self.launches: list[str] = []  # names of kernels launched, in order
+        self.host_reads = 0  # device-to-host copies (ndarray.get)
         self.free_memory = free_memory
         emu = self
 
@@ -60,6 +61,7 @@ class Emulator:
                 return emu.cuda.Device(0)
 
             def get(self, stream=None):
+                emu.host_reads += 1
                 return np.array(self, copy=True).view(np.ndarray)
 
             def set(self, arr, stream=None):
@@ -96,6 +98,17 @@ class Emulator:
         if isinstance(a, self.ndarray):
             return a if dtype is None else a.astype(dtype)
         return np.array(a, dtype=dtype, copy=True).view(self.ndarray)
+
+    def sum(self, a, axis=None, dtype=None, out=None, keepdims=False):
+        """CuPy sums float16 in float32 accumulators; NumPy would round every partial sum to half."""
+        if type(a) is np.ndarray:
+            raise TypeError("cupy.sum got a host numpy.ndarray")
+        wide = a.astype(np.float32) if a.dtype == np.float16 else a
+        result = np.sum(wide.view(np.ndarray), axis=axis, keepdims=keepdims).astype(dtype or a.dtype)
+        if out is None:
+            return np.asarray(result).view(self.ndarray)
+        out.view(np.ndarray)[...] = result
+        return out
 
     def __getattr__(self, name):
         if name not in _MODELLED:
@@ -162,14 +175,24 @@ class _ElementwiseKernel:
     def __init__(self, emu, in_params, out_params, operation, name, preamble, reduce_dims):
         self.emu = emu
         self.in_params, self.out_params = codegen.param_info(in_params, out_params)
-        self.params = self.in_params + self.out_params + codegen.param_info("CIndexer _ind", "")[0]
+        self.params = codegen.elementwise_params(self.in_params, self.out_params)
         self.operation, self.name, self.preamble, self.reduce_dims = operation, name, preamble, reduce_dims
         self.nin, self.nout = len(self.in_params), len(self.out_params)
 
     def __call__(self, *args, block_size=128, stream=None, size=None):
-        emu = self.emu
         if size is not None:
             raise NotImplementedError("ElementwiseKernel(size=...) is not modelled")
+        code, packed, n, outs, dtypes = self.prepare(*args)
+        if n:
+            module = build(codegen.cupy_headers(host=True) + code, [self.name], self.emu.mode, (codegen.include_dir(),))
+            grid, block = _linear_launch(n, block_size)
+            self.emu.launches.append(self.name)
+            module.launch(self.name, packed, grid, block, self.emu._ftz(dtypes))
+        return outs[0] if self.nout == 1 else tuple(outs)
+
+    def prepare(self, *args):
+        """CuPy's steps before a launch: ``(source, packed arguments, size, outputs, dtypes)``."""
+        emu = self.emu
         if len(args) not in (self.nin, self.nin + self.nout):
             raise TypeError(f"Wrong number of arguments for {self.name!r}")
         params = self.in_params + self.out_params
@@ -192,11 +215,9 @@ class _ElementwiseKernel:
             codegen.ArrayView(v.dtype, v.shape, v.strides) if p.raw else
             codegen.ArrayView(v.dtype, shape, np.broadcast_to(v, shape).strides)) for p, v in zip(params, values)]
         if self.reduce_dims:
-            merged, shape = codegen.reduce_dims(views, [p.raw for p in params], shape)
-        else:
-            merged = views
+            views, shape = codegen.reduce_dims(views, [p.raw for p in params], shape)
         infos, packed = [], []
-        for i, (p, v, view) in enumerate(zip(params, values, merged)):
+        for i, (v, view) in enumerate(zip(values, views)):
             if view is None:  # a scalar, cast to the type its placeholder was bound to
                 infos.append(codegen.scalar_arginfo(in_types[i]))
                 packed.append(np.asarray(v, dtype=in_types[i]).tobytes())
@@ -205,14 +226,8 @@ class _ElementwiseKernel:
                 packed.append(_pack_array(v, view))
         infos.append(codegen.indexer_arginfo(shape))
         packed.append(_pack_indexer(shape))
-        n = int(np.prod(shape, dtype=np.int64))
-        if n:
-            code = codegen.elementwise_code(self, tuple(infos), type_map)
-            module = build(codegen.cupy_headers() + code, [self.name], emu.mode, (codegen.include_dir(),))
-            grid, block = _linear_launch(n, block_size)
-            emu.launches.append(self.name)
-            module.launch(self.name, packed, grid, block, emu._ftz(in_types + out_types))
-        return outs[0] if self.nout == 1 else tuple(outs)
+        code = codegen.elementwise_code(self, tuple(infos), type_map)
+        return code, packed, int(np.prod(shape, dtype=np.int64)), outs, list(in_types) + list(out_types)
 
 
 class _ReductionKernel:
@@ -228,9 +243,17 @@ class _ReductionKernel:
         self.reduce_type = reduce_type or self.out_params[0].ctype
 
     def __call__(self, *args, out=None, axis=None, keepdims=False, stream=None):
-        emu = self.emu
         if axis is not None or keepdims:
             raise NotImplementedError("the emulator models full reductions only (axis=None)")
+        code, packed, grid, block, out, dtypes = self.prepare(*args, out=out)
+        module = build(codegen.cupy_headers(host=True) + code, [self.name], self.emu.mode, (codegen.include_dir(),))
+        self.emu.launches.append(self.name)
+        module.launch(self.name, packed, grid, block, self.emu._ftz(dtypes))
+        return out
+
+    def prepare(self, *args, out=None):
+        """CuPy's steps before a full reduction: ``(source, packed args, grid, block, out, dtypes)``."""
+        emu = self.emu
         if len(args) != len(self.in_params) or not all(emu.is_device(a) for a in args):
             raise TypeError(f"{self.name}: pass {len(self.in_params)} device arrays")
         in_types, out_types, _ = codegen.decide_types(self.in_params, self.out_params, [a.dtype.type for a in args],
@@ -254,11 +277,8 @@ class _ReductionKernel:
         packed = [_pack_array(a, v) for a, v in zip(args, views)] + [
             _pack_array(out), _pack_indexer(shape), _pack_indexer(()), np.int32(block_stride).tobytes()]
         code = codegen.reduction_code(self, self.params, tuple(infos), type_map, block_size)
-        module = build(codegen.cupy_headers() + code, [self.name], emu.mode, (codegen.include_dir(),))
         grid, block = _linear_launch(out_blocks * block_size, block_size)
-        emu.launches.append(self.name)
-        module.launch(self.name, packed, grid, block, emu._ftz(list(in_types) + list(out_types)))
-        return out
+        return code, packed, grid, block, out, list(in_types) + list(out_types)
 
 
 class _RawModule:
@@ -364,8 +384,11 @@ class _Cuda:
         self.seq = 0
         self.null_stream = _Stream(self, null=True)
         self.Device = _Device
+        import cupy
+
         self.runtime = types.SimpleNamespace(memGetInfo=lambda: (emu.free_memory, 2 * emu.free_memory),
-                                             getDeviceCount=lambda: 1)
+                                             getDeviceCount=lambda: 1, CUDA_R_32F=cupy.cuda.runtime.CUDA_R_32F,
+                                             CUDA_R_64F=cupy.cuda.runtime.CUDA_R_64F)
         self.device = types.SimpleNamespace(get_cublas_handle=lambda: 1)
         self._streams: list = []
         self._pinned: dict[int, str] = {}
@@ -386,7 +409,7 @@ class _Cuda:
             dst.view(np.ndarray)[...] = src
             return
         self.seq += 1
-        src_ref, dst_ref = weakref.ref(src.base if src.base is not None else src), weakref.ref(dst)
+        src_ref = weakref.ref(src.base if src.base is not None else src)  # pinned memory: may be released
         src_view = (src.__array_interface__["data"][0], src.shape, src.dtype)
         emu = self.emu
 
@@ -397,9 +420,7 @@ class _Cuda:
                 return
             addr, shape, dtype = src_view
             data = np.ctypeslib.as_array((np.ctypeslib.as_ctypes_type(dtype) * int(np.prod(shape))).from_address(addr))
-            target = dst_ref()
-            if target is not None:
-                target.view(np.ndarray)[...] = data.reshape(shape)
+            dst.view(np.ndarray)[...] = data.reshape(shape)
 
         stream.pending.append((self.seq, copy))
 
@@ -422,15 +443,14 @@ class _Cublas:
     With ``CUBLAS_COMPUTE_32F_FAST_TF32`` the inputs are rounded to TF32 (10 mantissa bits,
     round to nearest) before a float32 product, as tensor cores do."""
 
+    # cuBLAS's ABI values (cublas_api.h); CuPy's cublas module cannot load without libcublas.
+    CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
+    CUBLAS_COMPUTE_32F, CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_COMPUTE_64F = 68, 77, 70
+    CUBLAS_GEMM_DEFAULT, CUBLAS_GEMM_DEFAULT_TENSOR_OP = -1, 99
+
     def __init__(self, emu):
-        from cupy_backends.cuda.libs import cublas
-
-        import cupy
-
         self.emu = emu
-        self.constants = {n: getattr(cublas, n) for n in dir(cublas) if n.startswith("CUBLAS_")}
-        self.__dict__.update(self.constants)
-        self.R32F, self.R64F = cupy.cuda.runtime.CUDA_R_32F, cupy.cuda.runtime.CUDA_R_64F
+        self.R32F, self.R64F = emu.cuda.runtime.CUDA_R_32F, emu.cuda.runtime.CUDA_R_64F
         self.calls: list[int] = []  # compute types, in order
 
     def _matrix(self, ptr, dtype, ld, rows, cols, trans):

@@ -26,6 +26,8 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __restrict__ __restrict
+// Shared memory is one array per block: blocks run one after another, so a static local serves.
+#define __shared__ static thread_local
 
 struct uint3 { unsigned int x, y, z; };
 struct dim3 { unsigned int x, y, z; };

@@ -1,0 +1,399 @@
+"""The GPU kernel set (``CupyOps``) run on the CPU by xpnet's GPU emulator.
+
+Every CUDA kernel here runs from its CUDA source (CuPy's generated source for elementwise and
+reduction kernels, xpnet's ``RawModule`` source for the row kernels), compiled for the host, in
+two floating-point modes: as CuPy compiles for a GPU (fused multiply-add contraction, float32
+flush-to-zero) and strictly (no contraction, no flushing).  Nothing here imports Numba.
+Tolerances are stated in units of the dtype's machine epsilon times the operands' scale, so
+they hold under FMA and flushing and still fail on a wrong formula (see the mutation tests).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+
+import numpy as np
+import pytest
+
+import xpnet
+from xpnet import optim
+from xpnet.activations import ACTIVATIONS
+from xpnet.kernels import cuda_source as src
+from xpnet.kernels.emulator import Emulator, FloatMode, KernelError, compiler, emulated_backend, tf32_round
+from xpnet.kernels.reference import ReferenceOps
+from xpnet.losses import LOSSES
+
+pytestmark = pytest.mark.emulated
+
+if compiler() is None:  # the only allowed skip; CI sets XPNET_REQUIRE_EMULATOR=1 and fails instead
+    if os.environ.get("XPNET_REQUIRE_EMULATOR") == "1":
+        raise RuntimeError("XPNET_REQUIRE_EMULATOR=1 but there is no C++ compiler (g++ or $CXX) for the GPU emulator")
+    pytest.skip("no C++ compiler (g++ or $CXX): the GPU emulator cannot build kernels", allow_module_level=True)
+
+from xpnet.kernels.cuda import CupyOps, matmul_tf32  # noqa: E402
+
+MODES = {"cupy-default": FloatMode(fma=True, ftz=True), "strict": FloatMode(fma=False, ftz=False)}
+DTYPES = ["float16", "float32", "float64"]
+SHAPES = [(1, 1), (7, 13), (37, 70)]  # 70 columns: a row spans three warp passes
+EPS = {"float16": 2.0**-10, "float32": 2.0**-23, "float64": 2.0**-52}
+
+
+@pytest.fixture(autouse=True)
+def _quiet_edge_values():
+    """inf and NaN inputs are the point of the edge cases: NumPy's warnings about them are expected."""
+    with np.errstate(all="ignore"):
+        yield
+
+
+@pytest.fixture(scope="module", params=list(MODES))
+def emu(request):
+    return Emulator(MODES[request.param])
+
+
+def sets(emu, dtype):
+    """(fused CupyOps on the emulated GPU, reference ops in the comparison dtype, to-device)."""
+    backend = emulated_backend(emu)
+    ref_dtype = "float32" if dtype == "float16" else dtype  # half kernels compute in float: so does the oracle
+    return CupyOps(backend, dtype), ReferenceOps(backend, ref_dtype), backend.from_host
+
+
+def close(actual, expected, dtype, scale=1.0, ulps=64):
+    """|actual - expected| <= ulps * eps * (|expected| + scale), NaN where NaN.
+
+    ``scale`` is the magnitude of the operands: under FMA a result near cancellation keeps an
+    absolute error of a few eps times its operands, not of itself."""
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    assert actual.shape == expected.shape
+    assert np.array_equal(np.isnan(actual), np.isnan(expected)), "NaN in different places"
+    inf = np.isinf(expected)
+    assert np.array_equal(actual[inf], expected[inf]), "infinities differ"
+    ok = ~np.isnan(expected) & ~inf
+    scale = np.broadcast_to(np.asarray(scale, np.float64), expected.shape)[ok]
+    bound = ulps * EPS[dtype] * (np.abs(expected[ok]) + scale)
+    err = np.abs(actual[ok] - expected[ok])
+    assert err.size == 0 or np.all(err <= bound), f"max error {err.max():.3g} vs bound {bound[np.argmax(err - bound)]:.3g}"
+
+
+def edge_values(dtype):
+    big = {"float16": 11.0, "float32": 88.0, "float64": 709.0}[dtype]  # near exp's overflow
+    tiny = {"float16": 1e-5, "float32": 1e-30, "float64": 1e-300}[dtype]
+    return np.array([0.0, -0.0, np.inf, -np.inf, np.nan, big, -big, 10.0, -10.0, 10.5, -10.5, 20.0, 20.5, tiny, -tiny])
+
+
+def pre_activations(shape, dtype, seed=0):
+    z = np.random.default_rng(seed).normal(0, 4, size=shape)
+    flat = z.reshape(-1)
+    edges = edge_values(dtype)
+    flat[:min(len(edges), flat.size)] = edges[:flat.size]
+    return z.astype(dtype)
+
+
+def host(a):
+    return xpnet.to_host(a).astype(np.float64)
+
+
+# -- the fused-vs-reference matrix of the CuPy kernel set --------------------------------------
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_bias_act_and_act_grad(emu, act, dtype, shape):
+    fused, ref, dev = sets(emu, dtype)
+    a_fn = ACTIVATIONS[act]
+    z = pre_activations(shape, dtype)
+    b = np.random.default_rng(1).normal(size=shape[1]).astype(dtype)
+    zf, af = fused.bias_act(dev(z.copy()), dev(b), a_fn)
+    zr, ar = ref.bias_act(dev(z.astype(ref.dtype)), dev(b.astype(ref.dtype)), a_fn)
+    close(host(zf), host(zr).astype(dtype), dtype, ulps=1)  # z + b: one rounding either way
+    close(host(af), host(ar).astype(dtype), dtype, scale=1.0)
+    g = np.random.default_rng(2).normal(size=shape).astype(dtype)
+    dzf, dbf = fused.act_grad(dev(g.copy()), zf, af, a_fn)
+    dzr, dbr = ref.act_grad(dev(g.astype(ref.dtype)), dev(host(zf).astype(ref.dtype)), dev(host(af).astype(ref.dtype)),
+                            a_fn)
+    close(host(dzf), host(dzr).astype(dtype), dtype, scale=np.abs(g).astype(np.float64))
+    finite = np.isfinite(host(dbr))
+    close(host(dbf)[finite], host(dbr)[finite], dtype, scale=np.abs(host(dzr)).sum(axis=0)[finite], ulps=4 * shape[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_loss(emu, loss, shape, dtype):
+    fused, ref, dev = sets(emu, dtype)
+    r = np.random.default_rng(4)
+    logits = r.normal(0, 3, size=shape)
+    logits.reshape(-1)[:2] = [30.0, -30.0][:logits.size]
+    logits = logits.astype(dtype)
+    if loss == "cross_entropy":
+        labels = r.integers(0, shape[1], size=shape[0]).astype(np.int64)
+        targets = [labels, np.eye(shape[1])[labels]]
+    elif loss == "bce":
+        targets = [(r.random(shape) > 0.5).astype(np.float64)]
+    else:
+        targets = [r.normal(size=shape)]
+    for t in targets:
+        t_f = t if t.dtype == np.int64 else t.astype(dtype)
+        t_r = t if t.dtype == np.int64 else t.astype(ref.dtype)
+        vf, gf = fused.loss(LOSSES[loss], dev(logits), dev(t_f))
+        vr, gr = ref.loss(LOSSES[loss], dev(logits.astype(ref.dtype)), dev(t_r))
+        assert host(vf).shape == ()
+        close(host(vf), host(vr), dtype, scale=1.0, ulps=8 * shape[1])
+        close(host(gf), host(gr).astype(dtype), dtype, scale=1.0 / shape[0], ulps=8 * shape[1])
+
+
+OPTIMIZER_CONFIGS = {
+    "sgd": [dict(lr=0.1), dict(lr=0.1, momentum=0.9, weight_decay=0.01, dampening=0.1),
+            dict(lr=0.1, momentum=0.9, nesterov=True)],
+    "adagrad": [dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)],
+    "rmsprop": [dict(lr=0.01), dict(lr=0.01, centered=True, momentum=0.9, weight_decay=0.01),
+                dict(lr=0.01, centered=True)],
+    "adam": [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, amsgrad=True)],
+    "adamw": [dict(lr=0.01), dict(lr=0.01, amsgrad=True)],
+}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("max_norm", [None, 0.5])
+@pytest.mark.parametrize("name", list(OPTIMIZER_CONFIGS))
+def test_optimizer_update(emu, name, max_norm, dtype):
+    fused, ref, dev = sets(emu, dtype)
+    r = np.random.default_rng(5)
+    p0 = r.normal(size=300).astype(dtype)
+    grads = [r.normal(size=300).astype(dtype) for _ in range(4)]
+    for kwargs in OPTIMIZER_CONFIGS[name]:
+        results = []
+        for ops, d in ((ref, ref.dtype), (fused, dtype)):
+            opt = optim.OPTIMIZERS[name](**kwargs)
+            p = dev(p0.astype(d))
+            for g in grads:
+                opt.step(p, dev(g.astype(d)), ops, max_norm)
+            results.append(host(p))
+        # four steps of a few roundings each; lr scales the update (a wrong sign moves by ~lr)
+        close(results[1], results[0].astype(dtype), dtype, scale=1.0, ulps=1024 if dtype != "float16" else 4)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_grad_norm(emu, dtype):
+    fused, ref, dev = sets(emu, dtype)
+    g = np.random.default_rng(6).normal(size=1000).astype(dtype)
+    gf, gr = dev(g.copy()), dev(g.astype(ref.dtype))
+    nf, nr = fused.clip_grad_norm(gf, 0.3), ref.clip_grad_norm(gr, 0.3)
+    close(host(nf), host(nr), dtype, ulps=64)
+    close(host(gf), host(gr).astype(dtype), dtype, scale=0.0, ulps=64)
+
+
+def test_mixed_precision_casts(emu):
+    fused, _, dev = sets(emu, "float16")
+    g32 = np.random.default_rng(7).normal(size=500).astype(np.float32)
+    out16 = fused.scale_cast(dev(g32), 1024.0, "k")
+    np.testing.assert_array_equal(host(out16), (g32 * np.float32(1024.0)).astype(np.float16))
+    g32[3] = np.inf
+    grads = dev(np.zeros(500, np.float32))
+    found = fused.unscale_into(dev(g32.astype(np.float16)), grads, 1 / 1024.0)
+    assert found is True
+    assert not fused.unscale_into(dev(np.ones(500, np.float16)), grads, 0.5)
+    np.testing.assert_array_equal(host(grads), np.full(500, 0.5))
+
+
+# -- whole training runs: the emulated GPU against the NumPy reference path --------------------
+def blobs(n=96, features=10, classes=4, seed=0):
+    r = np.random.default_rng(seed)
+    centers = r.normal(0, 3, size=(classes, features))
+    y = r.integers(0, classes, size=n)
+    return centers[y] + r.normal(0, 1, size=(n, features)), y.astype(np.int64)
+
+
+def train(device, dtype, optimizer, loss="cross_entropy", clip=None, precision="fp32", data_on_device=None,
+          activation="tanh", epochs=2):
+    X, y = blobs()
+    if loss == "mse":
+        y = np.eye(4)[y] * 2.0 - 1.0
+    elif loss == "bce":
+        y = np.eye(4)[y]
+    if device == "reference":
+        xpnet.set_kernel_mode("reference")
+    try:
+        model = xpnet.MLP([10, 24, 16, 4], activation=activation, dtype=dtype, seed=3,
+                          device=None if device == "reference" else device)
+    finally:
+        xpnet.set_kernel_mode("auto")
+    trainer = xpnet.Trainer(model, loss=loss, optimizer=optimizer, clip_grad_norm=clip, precision=precision)
+    history = trainer.fit(X, y, epochs=epochs, batch_size=16, verbose=False, data_on_device=data_on_device)
+    return xpnet.to_host(model.params).astype(np.float64), history, trainer
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZER_CONFIGS))
+def test_training_matches_the_numpy_reference(emu, name):
+    dev = emulated_backend(emu)
+    for kwargs in OPTIMIZER_CONFIGS[name]:
+        w_gpu, h_gpu, t = train(dev, "float64", optim.OPTIMIZERS[name](**kwargs), clip=1.0)
+        w_ref, h_ref, _ = train("reference", "float64", optim.OPTIMIZERS[name](**kwargs), clip=1.0)
+        assert t.ops.name == "cupy"
+        np.testing.assert_allclose(w_gpu, w_ref, rtol=1e-9, atol=1e-11, err_msg=f"{name} {kwargs}")
+        np.testing.assert_allclose(h_gpu.history["loss"], h_ref.history["loss"], rtol=1e-9)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "mse", "bce"])
+@pytest.mark.parametrize("data_on_device", [True, False], ids=["resident", "streamed"])
+def test_training_every_loss_resident_and_streamed(emu, loss, data_on_device):
+    dev = emulated_backend(emu)
+    w_gpu, _, _ = train(dev, "float32", optim.Adam(lr=0.01), loss=loss, data_on_device=data_on_device)
+    w_ref, _, _ = train("reference", "float32", optim.Adam(lr=0.01), loss=loss)
+    assert np.linalg.norm(w_gpu - w_ref) <= 1e-5 * np.linalg.norm(w_ref)
+
+
+def test_fp16_mixed_precision_with_loss_scaling_and_skipped_steps(emu):
+    dev = emulated_backend(emu)
+    runs = []
+    for device in (dev, "cpu"):
+        X, y = blobs()
+        model = xpnet.MLP([10, 24, 16, 4], activation="relu", seed=3, device=device)
+        trainer = xpnet.Trainer(model, optimizer=optim.Adam(lr=0.01), precision="fp16", clip_grad_norm=5.0)
+        trainer.scaler.scale = 2.0**24  # overflows float16: the first steps are skipped and the scale backs off
+        trainer.fit(X, y, epochs=8, batch_size=16, verbose=False)
+        runs.append((xpnet.to_host(model.params).astype(np.float64), trainer.scaler.skipped_steps,
+                     trainer.scaler.scale, trainer.evaluate(X, y)["accuracy"]))
+    (w_gpu, skipped_gpu, scale_gpu, acc_gpu), (w_cpu, skipped_cpu, scale_cpu, acc_cpu) = runs
+    assert skipped_gpu == skipped_cpu > 0 and scale_gpu == scale_cpu
+    assert np.linalg.norm(w_gpu - w_cpu) <= 3e-2 * np.linalg.norm(w_cpu)  # float16 storage vs compute
+    assert acc_gpu > 0.9
+
+
+# -- the section-1 bugs, each on the emulated GPU ---------------------------------------------------
+def test_tf32_is_the_trainers_own_and_rounds_like_tensor_cores(emu):
+    dev = emulated_backend(emu)
+    model = xpnet.MLP([10, 32, 4], seed=0, device=dev)
+    X, y = blobs()
+    t32 = xpnet.Trainer(model, precision="tf32")
+    calls = len(emu.cublas.calls)
+    t32.train_step(X[:16], y[:16])
+    assert emu.cublas.calls[calls:] and set(emu.cublas.calls[calls:]) == {emu.cublas.CUBLAS_COMPUTE_32F_FAST_TF32}
+    fp32 = xpnet.Trainer(model, precision="fp32")  # a later trainer on the same model: no TF32 anywhere
+    assert not model.ops.tf32 and not fp32.ops.tf32 and t32.ops.tf32
+    calls = len(emu.cublas.calls)
+    fp32.train_step(X[:16], y[:16])
+    assert len(emu.cublas.calls) == calls
+
+
+@pytest.mark.parametrize("layout", ["cc", "tc", "ct", "tt"])
+def test_tf32_product_column_major_logic(emu, layout):
+    r = np.random.default_rng(0)
+    dev = emulated_backend(emu)
+    a = r.normal(size=(5, 7)).astype(np.float32)
+    b = r.normal(size=(7, 3)).astype(np.float32)
+    da = dev.from_host(a.T.copy()).T if layout[0] == "t" else dev.from_host(a)  # F-contiguous when "t"
+    db = dev.from_host(b.T.copy()).T if layout[1] == "t" else dev.from_host(b)
+    out = matmul_tf32(emu, da, db)
+    expected = tf32_round(a).astype(np.float64) @ tf32_round(b).astype(np.float64)
+    np.testing.assert_allclose(host(out), expected, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(host(out), a.astype(np.float64) @ b, rtol=1e-7, atol=0)  # TF32 did round
+
+
+def test_labels_on_the_device_out_of_range(emu):
+    dev = emulated_backend(emu)
+    X, y = blobs()
+    trainer = xpnet.Trainer(xpnet.MLP([10, 16, 4], seed=0, device=dev))
+    before = xpnet.to_host(trainer.model.params).copy()
+    bad = y.copy()
+    bad[5] = 4  # == n_classes: would read the next row's logit
+    reads = emu.host_reads
+    with pytest.raises(ValueError, match=r"y has 1 label\(s\) outside \[0, 3\]"):
+        trainer.fit(dev.from_host(X), dev.from_host(bad), epochs=1, verbose=False)
+    assert emu.host_reads - reads == 1  # X and y checked on the device, one read for both
+    np.testing.assert_array_equal(xpnet.to_host(trainer.model.params), before)
+    # a step on device arrays skips the scan; the loss kernel refuses the label and flags it
+    bad[7] = 10**9
+    loss = trainer.train_step(dev.from_host(X[:16]), dev.from_host(bad[:16]))
+    assert np.isnan(float(xpnet.to_host(loss)))
+    with pytest.raises(ValueError, match=r"2 label\(s\) outside \[0, 3\]"):
+        trainer.ops.check_device_errors()
+    trainer.ops.check_device_errors()  # reported once, then cleared
+
+
+def test_device_inputs_validated_on_the_device(emu):
+    dev = emulated_backend(emu)
+    X, y = blobs()
+    trainer = xpnet.Trainer(xpnet.MLP([10, 16, 4], seed=0, device=dev))
+    Xd = dev.from_host(X)
+    Xd[3, 2] = np.nan
+    reads = emu.host_reads
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        trainer.evaluate(Xd, dev.from_host(y))
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        trainer.predict(Xd)
+    assert emu.host_reads - reads == 2  # one read per call, no copy of X
+
+
+def test_streaming_stopped_early_leaves_no_copy_in_flight(emu):
+    from xpnet.callbacks import Callback
+
+    class StopAtStep(Callback):
+        def on_step_loss(self, trainer, loss):
+            return trainer.step_count < 2
+
+    dev = emulated_backend(emu)
+    X, y = blobs()
+    trainer = xpnet.Trainer(xpnet.MLP([10, 16, 4], seed=0, device=dev))
+    errors = len(emu.errors)
+    trainer.fit(X, y, epochs=1, batch_size=16, verbose=False, data_on_device=False, callbacks=[StopAtStep()])
+    gc.collect()
+    assert emu.errors[errors:] == []
+
+
+def test_gpu_kernel_set_needs_no_numba(tmp_path):
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['numba'] = None\n"
+            "import numpy as np, xpnet\n"
+            "from xpnet.kernels.emulator import Emulator, emulated_backend\n"
+            "dev = emulated_backend(Emulator())\n"
+            "m = xpnet.MLP([4, 8, 3], device=dev)\n"
+            "xpnet.Trainer(m).train_step(np.ones((5, 4)), np.array([0, 1, 2, 0, 1]))\n"
+            "assert m.ops.name == 'cupy'; print('ok')\n")
+    result = subprocess.run([sys.executable, "-W", "ignore", "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_warp_misuse_fails_loudly():
+    emu = Emulator()
+    module = emu.RawModule(r'''
+    template <typename T> __global__ void partial(T* x) {
+        if (threadIdx.x >= 16) return;
+        x[threadIdx.x] = __shfl_xor_sync(0xffffffffu, x[threadIdx.x], 1);
+    }''', name_expressions=("partial<float>",))
+    x = emu.zeros((32,), np.float32)
+    with pytest.raises(KernelError, match="exited"):
+        module.get_function("partial<float>")((1,), (32,), (x,))
+
+
+# -- teeth: small mutations of the CUDA source must fail the emulated comparisons ------------------
+MUTATIONS = {
+    "adam-sign": ("p -= step_size * (m / (sqrt(vhat) / bc2_sqrt + eps));",
+                  "p += step_size * (m / (sqrt(vhat) / bc2_sqrt + eps));"),
+    "ce-index": ("- (j == y ? C(1) : C(0))) * inv)", "- (j == (y + 1) % cols ? C(1) : C(0))) * inv)"),
+    "warp-shuffle-step": ("for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync",
+                          "for (int o = 8; o > 0; o >>= 1) x += __shfl_xor_sync"),
+}
+
+
+@pytest.mark.parametrize("mutation", list(MUTATIONS))
+def test_mutations_of_the_cuda_source_are_caught(mutation, tmp_path, monkeypatch):
+    old, new = MUTATIONS[mutation]
+    text = src.SOURCE_FILE.read_text()
+    assert text.count(old) == 1, "the mutation no longer applies: update MUTATIONS"
+    mutated = tmp_path / "xpnet_kernels.cu"
+    mutated.write_text(text.replace(old, new))
+    monkeypatch.setattr(src, "SOURCE_FILE", mutated)
+    emu = Emulator()  # a fresh emulator: its kernels are built from the mutated source
+    with pytest.raises(AssertionError):
+        if mutation == "adam-sign":
+            test_optimizer_update(emu, "adam", None, "float32")
+        else:
+            test_loss(emu, "cross_entropy", (37, 70), "float32")
+
+
+def test_the_unmutated_source_passes_the_same_checks():
+    emu = Emulator()
+    test_optimizer_update(emu, "adam", None, "float32")
+    test_loss(emu, "cross_entropy", (37, 70), "float32")
