@@ -142,25 +142,21 @@ def _floor_step(sizes, batch, device, dtype, precision="fp32"):
     if not device.startswith("cuda"):
         return _floor_with(np, sizes, batch, dtype)
     import cupy as lib
-    from cupy._core import _linalg
 
     with lib.cuda.Device(int(device.split(":")[1]) if ":" in device else 0):
-        step = _floor_with(lib, sizes, batch, "float16" if precision == "fp16" else dtype)
-    if precision != "tf32":
-        return step
-
-    def tf32_step():
-        previous = lib._core.get_compute_type(lib.float32)
-        lib._core.set_compute_type(lib.float32, _linalg.COMPUTE_TYPE_TF32)
-        try:
-            step()
-        finally:
-            lib._core.set_compute_type(lib.float32, previous)
-
-    return tf32_step
+        return _floor_with(lib, sizes, batch, "float16" if precision == "fp16" else dtype, tf32=precision == "tf32")
 
 
-def _floor_with(lib, sizes, batch, dtype):
+def _floor_with(lib, sizes, batch, dtype, tf32=False):
+    """The products of a step; ``tf32`` runs them as xpnet's TF32 kernel set does (per-product cuBLAS
+    TF32 compute type), so the floor and the xpnet / reference paths compare like with like."""
+    if tf32:
+        from .kernels.cuda import matmul_tf32
+
+        def matmul(a, b, out):
+            return matmul_tf32(lib, a, b, out)
+    else:
+        matmul = lib.matmul
     r = np.random.default_rng(0)
     Ws = [lib.asarray(r.normal(size=(a, b)).astype(dtype)) for a, b in zip(sizes[:-1], sizes[1:])]
     acts = [lib.asarray(r.normal(size=(batch, s)).astype(dtype)) for s in sizes]
@@ -169,11 +165,11 @@ def _floor_with(lib, sizes, batch, dtype):
 
     def step():
         for l, W in enumerate(Ws):
-            lib.matmul(acts[l], W, out=outs[l + 1])
+            matmul(acts[l], W, out=outs[l + 1])
         for l in range(len(Ws) - 1, -1, -1):
-            lib.matmul(acts[l].T, outs[l + 1], out=dWs[l])
+            matmul(acts[l].T, outs[l + 1], out=dWs[l])
             if l > 0:
-                lib.matmul(outs[l + 1], Ws[l].T, out=outs[l])
+                matmul(outs[l + 1], Ws[l].T, out=outs[l])
 
     return step
 

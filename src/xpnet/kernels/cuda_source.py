@@ -2,9 +2,9 @@
 
 One place for all GPU code: ``xpnet_kernels.cu`` (optimizer rules, row-wise loss kernels),
 the activation device functions generated from the activation registry, and the bodies of the
-elementwise kernels (:data:`ELEMENTWISE`).  ``cuda.py`` hands these to CuPy; the CI check
-(:func:`nvcc_check_source`) wraps the same bodies in stand-in ``__global__`` functions and
-compiles everything with ``nvcc``, so a syntax or type error fails CI even without a GPU.
+elementwise and reduction kernels.  ``cuda.py`` hands these to CuPy; in CI, without a GPU,
+``tests/test_cuda_source.py`` compiles every kernel with NVRTC from the source CuPy generates
+for it, and ``tests/test_emulated_gpu.py`` runs them on the CPU (``kernels/emulator``).
 """
 
 from __future__ import annotations
@@ -122,47 +122,3 @@ def all_elementwise() -> list[Elementwise]:
         for mask in range(1 << n):
             kernels.append(optimizer(rule, tuple(bool(mask >> i & 1) for i in range(n))))
     return kernels
-
-
-def _stand_in_params(k: Elementwise):
-    """(type, name) parameters and per-element bindings of the stand-in for ``k``.
-
-    Inputs named in ``k.scalars`` are scalars, ``raw`` inputs pointers, the other inputs and all
-    outputs arrays (``b``, the bias, broadcasts along rows).
-    """
-    params, binds = [("long long", "n"), ("long long", "cols")], []
-    specs = [(p.split(), False) for p in k.in_params.split(",")] + [(p.split(), True) for p in k.out_params.split(",")]
-    for words, is_out in specs:
-        typ, name = words[-2:]
-        if words[0] == "raw":
-            params.append((f"const {typ}*", name))
-        elif is_out:
-            params.append((f"{typ}*", f"{name}_ptr"))
-            binds.append(f"{typ}& {name} = {name}_ptr[i];")
-        elif name in k.scalars:
-            params.append((typ, name))
-        else:
-            params.append((f"const {typ}*", f"{name}_ptr"))
-            binds.append(f"const {typ} {name} = {name}_ptr[{'i % cols' if name == 'b' else 'i'}];")
-    return params, binds
-
-
-def nvcc_check_source() -> str:
-    """Everything the GPU kernel set compiles, explicitly instantiated for float and double."""
-    parts = [cuda_source()]
-    for k in all_elementwise():
-        params, binds = _stand_in_params(k)
-        parts.append(
-            f"template <typename T, typename S>\n__global__ void check_{k.name}("
-            + ", ".join(f"{t} {n}" for t, n in params) + ") {\n"
-            "    long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;\n    if (i >= n) return;\n    (void)cols;\n"
-            + "".join(f"    {b}\n" for b in binds) + f"    {{ {k.body} }}\n}}\n")
-        for c in ("float", "double"):
-            types = ", ".join(" ".join(c if w in ("T", "S") else w for w in t.replace("*", " *").split()) for t, _ in params)
-            parts.append(f"template __global__ void check_{k.name}<{c}, {c}>({types});")
-    for name in LOSS_KERNELS:
-        for c in ("float", "double"):
-            second = "const long long*" if name == "ce_labels" else f"const {c}*"
-            parts.append(f"template __global__ void xpnet_{name}<{c}, {c}>(const {c}*, {second}, {c}*, {c}*, int*, "
-                         "int, int);")
-    return "\n".join(parts)
