@@ -63,3 +63,9 @@ def dense_targets(xp, labels, n_classes: int, dtype, device):
     """Integer labels ``(B,)`` -> one-hot rows ``(B, n_classes)`` on ``device``."""
     classes = xp.arange(n_classes, dtype=labels.dtype, device=device)
     return xp.astype(labels[:, None] == classes[None, :], dtype)
+
+
+def labels_outside_message(count: int, n_classes: int, name: str = "y") -> str:
+    """The error for labels outside ``[0, n_classes)`` found by a loss kernel or a device check."""
+    return (f"{name} has {count} label(s) outside [0, {n_classes - 1}], but the model has {n_classes} outputs: "
+            f"labels must lie in [0, {n_classes - 1}]; encode them as 0..n_classes-1.")

@@ -78,8 +78,8 @@ class Trainer:
         check_same_library(**{names[0]: X, names[1]: y})
         m = self.model
         checks = DeviceChecks(self.ops)  # device arrays: scanned on the device, one host read for both
-        Xd = check_features(names[0], X, m.n_features, m.backend, m.dtype, full, place, checks)
-        yd = check_targets(names[1], y, self.loss, m.n_outputs, Xd.shape[0], m.backend, m.dtype, full, place, checks)
+        Xd = check_features(names[0], X, m.n_features, m.backend, m.dtype, checks, full, place)
+        yd = check_targets(names[1], y, self.loss, m.n_outputs, Xd.shape[0], m.backend, m.dtype, checks, full, place)
         checks.run()
         return Xd, yd
 
@@ -301,7 +301,9 @@ class Trainer:
         """Network outputs (logits) for ``X``, as an array on the model's device."""
         batch_size = check_positive_int("batch_size", batch_size)
         m = self.model
-        X = check_features("X", X, m.n_features, m.backend, m.dtype)
+        checks = DeviceChecks(self.ops)
+        X = check_features("X", X, m.n_features, m.backend, m.dtype, checks)
+        checks.run()
         xp = m.backend.xp
         with m.backend.context():
             parts = [m.forward(X[a:b, ...], ops=self.ops) for a, b in _batches(X.shape[0], batch_size)]

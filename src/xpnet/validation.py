@@ -8,6 +8,7 @@ import array_api_compat as aac
 import numpy as np
 
 from .backend import library_name, to_host
+from .losses import labels_outside_message
 
 
 def check_positive_int(name: str, value) -> int:
@@ -69,26 +70,16 @@ def _on_host(a) -> bool:
     return type(a) is np.ndarray
 
 
-def _own_checks(checks, backend, dtype):
-    """``(checks, run_here)``: the caller's checks, or new ones this function runs itself."""
-    if checks is not None:
-        return checks, False
-    from .kernels import ops_for
-
-    return DeviceChecks(ops_for(backend, dtype)), True
-
-
-def check_features(name: str, X, n_features: int, backend, dtype: str, full: bool = True, place: bool = True,
-                   checks: DeviceChecks | None = None):
+def check_features(name: str, X, n_features: int, backend, dtype: str, checks: DeviceChecks, full: bool = True,
+                   place: bool = True):
     """Validate a feature matrix and return it on the model's device in ``dtype``.
 
     ``full=False`` skips the value scan (NaN / inf) for arrays already on the device, so a
     training step never waits on the GPU for validation.  ``place=False`` keeps host data on
     the host (to be streamed to the device batch by batch).  Device arrays are scanned on the
-    device, through ``checks`` (run by the caller, once for all arrays).
+    device: their checks are added to ``checks``, which the caller runs once for all arrays.
     """
     X, on_device = _as_array(name, X, backend)
-    checks, run_here = _own_checks(checks, backend, dtype)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n_samples, n_features), got shape {tuple(X.shape)}; "
                          "reshape a single sample with X.reshape(1, -1).")
@@ -108,8 +99,6 @@ def check_features(name: str, X, n_features: int, backend, dtype: str, full: boo
             raise ValueError(nonfinite)
     elif full:
         checks.add(X, "finite", nonfinite)
-        if run_here:
-            checks.run()
     if on_device:
         return X if X.dtype == backend.dtype(dtype) else backend.xp.astype(X, backend.dtype(dtype))
     return backend.from_host(X, dtype) if place else np.ascontiguousarray(X, dtype=dtype)
@@ -124,8 +113,8 @@ def _kind(backend, X) -> str:
     return "O"
 
 
-def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, dtype: str, full: bool = True,
-                  place: bool = True, checks: DeviceChecks | None = None):
+def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, dtype: str, checks: DeviceChecks,
+                  full: bool = True, place: bool = True):
     """Validate targets for ``loss`` and return them on the model's device.
 
     Cross-entropy takes integer labels in ``[0, n_outputs)`` (kept as int64) or one-hot /
@@ -133,7 +122,6 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
     for a single output).
     """
     y, on_device = _as_array(name, y, backend)
-    checks, run_here = _own_checks(checks, backend, dtype)
     if y.ndim == 0 or y.ndim > 2:
         raise ValueError(f"{name} must be 1-D labels or 2-D (n_samples, n_outputs), got shape {tuple(y.shape)}.")
     if y.shape[0] != n_samples:
@@ -145,16 +133,13 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
         if kind != "i":
             raise TypeError(f"{name} holds {y.dtype} values, but {loss.name} needs integer class labels: "
                             f"convert with {name}.astype('int64') (or pass one-hot rows).")
-        fix = f"labels must lie in [0, {n_outputs - 1}]; encode them as 0..n_classes-1."
         if host_scan:
             lo, hi = int(y.min()), int(y.max())
             if lo < 0 or hi >= n_outputs:
-                raise ValueError(f"{name} has labels in [{lo}, {hi}] but the model has {n_outputs} outputs: {fix}")
+                raise ValueError(f"{name} has labels in [{lo}, {hi}] but the model has {n_outputs} outputs: labels "
+                                 f"must lie in [0, {n_outputs - 1}]; encode them as 0..n_classes-1.")
         elif device_scan:
-            checks.add(y, "labels", f"{name} has {{count}} label(s) outside [0, {n_outputs - 1}] but the model has "
-                       f"{n_outputs} outputs: {fix}", n_outputs)
-            if run_here:
-                checks.run()
+            checks.add(y, "labels", labels_outside_message("{count}", n_outputs, name), n_outputs)
         if on_device:
             return backend.xp.astype(y, backend.xp.int64)
         return backend.from_host(y.astype(np.int64)) if place else np.ascontiguousarray(y, dtype=np.int64)
@@ -180,8 +165,6 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
         checks.add(y, "finite", nonfinite)
         if loss.classification:
             checks.add(y, "probability", outside)
-        if run_here:
-            checks.run()
     if on_device:
         return y if y.dtype == backend.dtype(dtype) else backend.xp.astype(y, backend.dtype(dtype))
     return backend.from_host(y, dtype) if place else np.ascontiguousarray(y, dtype=dtype)

@@ -28,6 +28,7 @@ from numba.extending import register_jitable
 
 from .. import activations
 from ..activations import get_activation
+from ..losses import labels_outside_message
 from .buffered import BufferedOps
 
 # Plain-Python helpers that the activations' scalar forms call: make them callable from jitted code.
@@ -339,9 +340,7 @@ class NumbaOps(BufferedOps):
         bad = kernel(logits.size, logits, targets, grad, row_loss)
         self.launches += 1
         if bad:
-            raise ValueError(f"y has {bad} label(s) outside [0, {logits.shape[1] - 1}], but the model has "
-                             f"{logits.shape[1]} outputs: labels must lie in [0, {logits.shape[1] - 1}]; "
-                             "encode them as 0..n_classes-1.")
+            raise ValueError(labels_outside_message(bad, logits.shape[1]))
         denom = rows if loss.name == "cross_entropy" else logits.size
         return np.asarray(row_loss.sum() / denom, dtype=logits.dtype), grad
 

@@ -19,6 +19,7 @@ import functools
 
 import numpy as np
 
+from ..losses import labels_outside_message
 from . import cuda_source as src
 from .buffered import BufferedOps
 
@@ -150,9 +151,7 @@ class CupyOps(BufferedOps):
         bad = int(self._bad_labels.get()[0])
         if bad:
             self._bad_labels[...] = 0
-            raise ValueError(f"y has {bad} label(s) outside [0, {self._n_classes - 1}], but the model has "
-                             f"{self._n_classes} outputs: labels must lie in [0, {self._n_classes - 1}]; "
-                             "encode them as 0..n_classes-1.")
+            raise ValueError(labels_outside_message(bad, self._n_classes))
 
     def fits_on_device(self, nbytes: int) -> bool:
         """Data sets up to half of the GPU's free memory live on the device; larger ones stream."""
@@ -242,7 +241,7 @@ class CupyOps(BufferedOps):
         if targets.ndim == 2 and targets.dtype != logits.dtype:
             targets = targets.astype(logits.dtype)
         if kind == "ce_labels":
-            targets = lib.ascontiguousarray(targets.astype(lib.int64, copy=False))
+            targets = targets.astype(lib.int64, copy=False)
             self._n_classes = cols
         kernel = _loss_module(lib).get_function(f"xpnet_{kind}<{ctype}, {ctype}>")
         blocks = (rows + _WARPS_PER_BLOCK - 1) // _WARPS_PER_BLOCK
