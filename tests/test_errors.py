@@ -164,23 +164,45 @@ def test_set_weights_checks_shapes_first():
     np.testing.assert_array_equal(xpnet.to_host(model.params), before)
 
 
-def test_nan_loss_stops_and_keeps_last_good_weights():
-    """A learning rate that blows up stops fit with a clear message; weights stay finite."""
+def _diverging_fit(callbacks=(), gamma=1.0, lr=1e6, epochs=50):
     X, y = blobs(n=64)
     model = xpnet.MLP([6, 32, 3], dtype="float64", seed=0)
-    trainer = xpnet.Trainer(model, optimizer=xpnet.optim.SGD(lr=1e6))
-    with pytest.warns(RuntimeWarning, match=r"the loss became (nan|inf) at step \d+; the last good weights are kept"):
-        history = trainer.fit(X, y, epochs=50, batch_size=8, verbose=False)
-    assert history.stop_reason and "Lower the learning rate" in history.stop_reason
-    assert np.all(np.isfinite(xpnet.to_host(model.params)))
+    optimizer = xpnet.optim.SGD(lr=lr)
+    trainer = xpnet.Trainer(model, optimizer=optimizer, scheduler=xpnet.optim.ExponentialLR(optimizer, gamma=gamma))
+    with pytest.warns(RuntimeWarning, match=r"training diverged: the loss became (nan|inf) at step \d+ \(epoch \d+\); "
+                                            r"restored the weights from"):
+        history = trainer.fit(X, y, epochs=epochs, batch_size=8, verbose=False, callbacks=callbacks)
+    return trainer, history, X, y
+
+
+@pytest.mark.parametrize("callbacks", [(), (xpnet.TerminateOnNaN(check_every=3),)], ids=["every-step", "deferred"])
+def test_divergence_restores_weights_that_evaluate_finite(callbacks):
+    """The weights kept after a NaN loss are not the ones that produced it (finite but ~1e18):
+    they evaluate to a finite loss, and the message names the loss they give."""
+    trainer, history, X, y = _diverging_fit(callbacks)
+    assert history.diverged and "Lower the learning rate" in history.stop_reason
     assert len(history.epoch) < 50
+    loss = trainer.evaluate(X, y)["loss"]
+    assert np.isfinite(loss) and f"(training loss {loss:.6g})" in history.stop_reason
+    assert np.all(np.abs(xpnet.to_host(trainer.model.params)) < 1e3)
 
 
-def test_nan_guard_with_deferred_checks_restores_snapshot():
-    """The GPU-style guard (checks every N steps) restores the last verified weights."""
+def test_divergence_after_good_epochs_restores_the_best_epoch():
+    """An lr that grows 30x per epoch trains well at first, then diverges: the weights of the
+    epoch with the lowest training loss come back, with its optimizer state, not the start."""
+    trainer, history, X, y = _diverging_fit(gamma=30.0, lr=1e-3)
+    best = int(np.argmin(history["loss"])) + 1
+    assert f"restored the weights from the end of epoch {best} " in history.stop_reason
+    assert trainer.evaluate(X, y)["loss"] < history["loss"][0]
+    assert trainer.optimizer.step_count == best * 8  # 64 samples / batch 8
+
+
+def test_divergence_in_the_first_epoch_restores_the_initial_weights():
     X, y = blobs(n=64)
     model = xpnet.MLP([6, 32, 3], dtype="float64", seed=0)
-    trainer = xpnet.Trainer(model, optimizer=xpnet.optim.SGD(lr=1e6))
-    with pytest.warns(RuntimeWarning, match="the last good weights are kept"):
-        trainer.fit(X, y, epochs=50, batch_size=8, verbose=False, callbacks=[xpnet.TerminateOnNaN(check_every=3)])
-    assert np.all(np.isfinite(xpnet.to_host(model.params)))
+    initial = xpnet.to_host(model.params).copy()
+    trainer = xpnet.Trainer(model, optimizer=xpnet.optim.SGD(lr=1e30))
+    with pytest.warns(RuntimeWarning, match="restored the weights from the start of training"):
+        history = trainer.fit(X, y, epochs=5, batch_size=8, verbose=False)
+    assert history.diverged and history.epoch == []
+    np.testing.assert_array_equal(xpnet.to_host(model.params), initial)

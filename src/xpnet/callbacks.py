@@ -9,7 +9,6 @@ A callback sets ``trainer.stop_training = True`` to stop after the current epoch
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 
@@ -26,12 +25,18 @@ class Callback:
 
 
 class TerminateOnNaN(Callback):
-    """Stop training when the loss becomes NaN or inf, keeping the last good weights.
+    """Stop training when the loss becomes NaN or inf, and fall back to weights that evaluate finite.
 
-    On host backends the loss is checked every step before the update, for free, so the
-    weights are exactly those before the bad step.  On the GPU, reading the loss forces a
-    host synchronisation, so it is checked every ``check_every`` steps (default 50); the
-    parameters verified good at the previous check are kept on the device and restored.
+    Detection: on host backends every step's loss is checked before the update, for free; on
+    the GPU reading a loss forces a host synchronisation, so losses are checked every
+    ``check_every`` steps (default 50) and at each epoch end.
+
+    Recovery: the weights and optimizer state are snapshotted (on the device) when training
+    begins and at the end of the epoch with the lowest training loss so far (all its metrics
+    finite).  The weights at the moment of divergence are not kept: they produced the NaN
+    (often finite but huge).  ``fit`` evaluates both snapshots on the training data, restores
+    the one with the lower finite loss, says which in ``stop_reason`` and sets
+    ``History.diverged``.
     """
 
     def __init__(self, check_every: int | None = None):
@@ -39,8 +44,11 @@ class TerminateOnNaN(Callback):
 
     def on_train_begin(self, trainer):
         self.every = self.check_every or (50 if trainer.model.backend.kind == "cupy" else 1)
-        self.snapshot = trainer.model.copy_params() if self.every > 1 else None
         self.pending: list = []
+        self.diverged: tuple[float, int, int] | None = None  # (loss, step, epoch) where it happened
+        self.initial = _Snapshot.take(trainer, epochs_done=trainer.fit_plan.get("initial_epoch", 0))
+        self.best: _Snapshot | None = None  # after the epoch with the lowest finite training loss
+        self.restored_epochs: int | None = None
 
     def on_step_loss(self, trainer, loss):
         if self.every == 1:
@@ -48,31 +56,70 @@ class TerminateOnNaN(Callback):
         self.pending.append(loss)
         if len(self.pending) < self.every:
             return True
-        return self._verify(trainer)
-
-    def on_epoch_end(self, trainer, epoch, logs):
-        if self.every > 1 and self.pending:
-            self._verify(trainer)
-
-    def _verify(self, trainer) -> bool:
         xp = trainer.model.backend.xp
         total = float(xp.sum(xp.stack(self.pending)))
         self.pending = []
-        if math.isfinite(total):
-            self.snapshot[...] = trainer.model.params
-            return True
-        trainer.model.params[...] = self.snapshot
         return self._ok_or_stop(trainer, total)
+
+    def on_epoch_end(self, trainer, epoch, logs):
+        self.pending = []  # the epoch's mean loss covers every step not yet checked
+        if all(math.isfinite(v) for v in logs.values()):
+            if self.best is None or logs["loss"] < self.best.loss:
+                self.best = _Snapshot.take(trainer, epochs_done=epoch + 1, loss=logs["loss"])
+        else:
+            self._ok_or_stop(trainer, logs["loss"] if not math.isfinite(logs["loss"]) else math.nan)
 
     def _ok_or_stop(self, trainer, value: float) -> bool:
         if math.isfinite(value):
             return True
         trainer.stop_training = True
-        trainer.stop_reason = (f"training stopped: the loss became {value} at step {trainer.step_count + 1}; "
-                               "the last good weights are kept. Lower the learning rate, clip gradients "
-                               "(clip_grad_norm=...) or check the data for extreme values.")
-        warnings.warn(trainer.stop_reason, RuntimeWarning, stacklevel=2)
+        self.diverged = (value, trainer.step_count + 1, trainer.epoch)
         return False
+
+    def recover(self, trainer, training_loss) -> str:
+        """Restore the snapshot whose weights give the lowest finite ``training_loss()``; the
+        message says what happened and what was restored (``fit`` sets it as ``stop_reason``)."""
+        value, step, epoch = self.diverged
+        what = f"training diverged: the loss became {value} at step {step} (epoch {epoch + 1})"
+        advice = ("Lower the learning rate, clip gradients (clip_grad_norm=...) or check the data "
+                  "for extreme values.")
+        scored = []
+        for snap in [s for s in (self.best, self.initial) if s is not None]:
+            snap.restore(trainer)
+            scored.append((training_loss(), snap))
+        finite = [(loss, snap) for loss, snap in scored if math.isfinite(loss)]
+        if not finite:
+            self.restored_epochs = None  # the initial weights stay restored (restored last)
+            return (f"{what}; even the weights from the start of training give a non-finite loss on "
+                    f"the training data; they were restored. {advice}")
+        loss, snap = min(finite, key=lambda pair: pair[0])
+        snap.restore(trainer)
+        self.restored_epochs = snap.epochs_done
+        where = f"the end of epoch {snap.epochs_done}" if snap.epochs_done else "the start of training"
+        return f"{what}; restored the weights from {where} (training loss {loss:.6g}). {advice}"
+
+
+class _Snapshot:
+    """Device-side copy of the weights, optimizer state and loss scale after ``epochs_done`` epochs."""
+
+    def __init__(self, params, optimizer_state, optimizer_steps, scaler, epochs_done, loss):
+        self.params, self.optimizer_state, self.optimizer_steps = params, optimizer_state, optimizer_steps
+        self.scaler, self.epochs_done, self.loss = scaler, epochs_done, loss
+
+    @classmethod
+    def take(cls, trainer, epochs_done: int, loss: float = math.inf) -> _Snapshot:
+        xp, opt = trainer.model.backend.xp, trainer.optimizer
+        state = {k: xp.asarray(v, copy=True) for k, v in opt.state.items()}
+        scaler = trainer.scaler.state_dict() if trainer.scaler is not None else None
+        return cls(trainer.model.copy_params(), state, opt.step_count, scaler, epochs_done, loss)
+
+    def restore(self, trainer) -> None:
+        xp, opt = trainer.model.backend.xp, trainer.optimizer
+        trainer.model.params[...] = self.params
+        opt.state = {k: xp.asarray(v, copy=True) for k, v in self.optimizer_state.items()}
+        opt.step_count = self.optimizer_steps
+        if self.scaler is not None:
+            trainer.scaler.load_state_dict(self.scaler)
 
 
 class EarlyStopping(Callback):
@@ -179,6 +226,8 @@ class History:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
         self.stop_reason: str | None = None
+        self.diverged = False  # the loss became NaN/inf; see stop_reason for what was restored
+        self.interrupted = False  # stopped by Trainer.interrupt (e.g. Ctrl-C) at a step boundary
 
     def append(self, epoch: int, logs: dict) -> None:
         self.epoch.append(epoch)
@@ -190,4 +239,5 @@ class History:
 
     def __repr__(self):
         last = {k: round(v[-1], 6) for k, v in self.history.items() if v and np.isfinite(v[-1])}
-        return f"History(epochs={len(self.epoch)}, last={last}, stop_reason={self.stop_reason!r})"
+        return (f"History(epochs={len(self.epoch)}, last={last}, diverged={self.diverged}, "
+                f"stop_reason={self.stop_reason!r})")

@@ -9,6 +9,7 @@ the model's device, and ``fit`` reads losses only at epoch ends (and where a cal
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 
@@ -72,6 +73,12 @@ class Trainer:
         self._rng = np.random.default_rng(model.seed)  # host-side: same batch order on every backend
         self.fit_plan: dict = {}
         self.epoch = 0  # the epoch fit is in (0-based)
+        self._interrupt: str | None = None
+
+    def interrupt(self, reason: str = "interrupted") -> None:
+        """Ask ``fit`` to stop after the current step (safe to call from a signal handler):
+        the epoch in progress is dropped, so a checkpointed run resumes exactly at its start."""
+        self._interrupt = reason
 
     # -- data -------------------------------------------------------------------------
     def _data(self, X, y, names=("X", "y"), full=True, place=True):
@@ -169,8 +176,9 @@ class Trainer:
         n = X.shape[0]
         self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-n // batch_size), "batch_size": batch_size,
                          "initial_epoch": initial_epoch}
-        self.stop_training, self.stop_reason = False, None
+        self.stop_training, self.stop_reason, self._interrupt = False, None, None
         history = History() if history is None else history
+        guard = next(c for c in callbacks if isinstance(c, TerminateOnNaN))
         backend = self.model.backend
         for c in callbacks:
             c.on_train_begin(self)
@@ -179,7 +187,7 @@ class Trainer:
                 for epoch in range(initial_epoch, epochs):
                     self.epoch = epoch
                     logs = self._epoch(X, y, n, batch_size, shuffle, callbacks)
-                    if logs is None:  # stopped inside the epoch (NaN loss)
+                    if logs is None:  # stopped inside the epoch (NaN loss or interrupt)
                         break
                     if validation_data is not None:
                         logs.update({f"val_{k}": v for k, v in self._evaluate(*validation_data).items()})
@@ -191,6 +199,14 @@ class Trainer:
                         c.on_epoch_end(self, epoch, logs)
                     if self.stop_training:
                         break
+                if guard.diverged:
+                    self.stop_reason = guard.recover(self, lambda: self._evaluate(X, y)["loss"])
+                    history.diverged = True
+                    warnings.warn(self.stop_reason, RuntimeWarning, stacklevel=2)
+                elif self._interrupt is not None:
+                    self.stop_reason = (f"{self._interrupt}: stopped after step {self.step_count} in epoch "
+                                        f"{self.epoch + 1}; that epoch's steps are dropped")
+                    history.interrupted = True
         finally:
             for c in callbacks:
                 c.on_train_end(self)
@@ -213,6 +229,8 @@ class Trainer:
                 if not all([c.on_step_loss(self, loss) for c in callbacks]):
                     return None
                 self._update()
+                if self._interrupt is not None:
+                    return None
                 total = total + loss * float(stop - start)
                 if "accuracy" in self.metrics:
                     correct = correct + self._n_correct(logits, yb)
