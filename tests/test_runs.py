@@ -40,13 +40,14 @@ def test_a_run_writes_its_directory(tmp_path, capsys):
 
 def test_an_existing_run_directory_is_not_overwritten(tmp_path, capsys):
     run = tmp_path / "run"
-    run.mkdir()
-    (run / "notes.txt").write_text("mine")
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+    before = (run / "model.safetensors").read_bytes()
     assert main(["train", *FAST, "--run-dir", str(run)]) == 2
     assert "already holds files; nothing was changed" in capsys.readouterr().err
-    assert (run / "notes.txt").read_text() == "mine" and len(list(run.iterdir())) == 1
-    assert main(["train", *FAST, "--run-dir", str(run), "--overwrite"]) == 0
-    assert not (run / "notes.txt").exists() and (run / "config.toml").is_file()
+    assert (run / "model.safetensors").read_bytes() == before
+    assert main(["train", *FAST, "--run-dir", str(run), "--overwrite", "--epochs", "2"]) == 0
+    assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging or parked copies left
 
 
 def test_config_file_and_flags(tmp_path):

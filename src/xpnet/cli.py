@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 
 
 def _sizes(text: str) -> list[int]:
@@ -26,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "writes a run directory: config, history, curves, checkpoints.")
     t.add_argument("--config", help="TOML file with [data], [model], [train] and [run] tables")
     t.add_argument("--run-dir", help="where this run's files go (default runs/<data>-<timestamp>)")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing --run-dir")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing xpnet run directory (swapped in only when the new run "
+                   "has completed its first epoch; a folder holding other files is refused)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     flags = [  # (flag, config key, type, help)
@@ -86,46 +88,44 @@ def cmd_train(args) -> int:
 
     from . import config as config_mod
     from . import runs
+    from .rundir import RunDir
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
-    try:
-        if args.resume:
-            run_dir = Path(args.resume)
-            if not (run_dir / runs.RUN_MARKER).is_file():
-                raise ValueError(f"--resume {run_dir}: no {runs.RUN_MARKER} there, so it is not an xpnet run directory.")
-            if overrides or args.config:
-                raise ValueError("--resume continues a run exactly as configured: give no --config or other flags.")
-            config = config_mod.load(run_dir / runs.RUN_MARKER)
-        else:
-            config = config_mod.load(args.config, overrides)
-            run_dir = Path(args.run_dir or config["run"]["dir"] or runs.default_run_dir(name=config["data"]["source"]))
-            if run_dir.is_dir() and any(run_dir.iterdir()) and not args.overwrite:
-                runs.prepare_run_dir(run_dir)  # raises the "already holds files" error before any work
-    except ValueError as exc:
-        print(f"xpnet train: {exc}", file=sys.stderr)
-        return 2
+    if args.resume:
+        run_dir = Path(args.resume)
+        if overrides or args.config or args.overwrite or args.run_dir:
+            raise ValueError("--resume continues a run exactly as configured: give no --config or other flags.")
+        RunDir.resume(run_dir).close()  # not a run directory, or in use: say so before loading anything
+        config = config_mod.load(run_dir / runs.RUN_MARKER)
+    else:
+        config = config_mod.load(args.config, overrides)
+        run_dir = Path(args.run_dir or config["run"]["dir"] or runs.default_run_dir(name=config["data"]["source"]))
+        RunDir.check_start(run_dir, args.overwrite)  # refused before any data is loaded
     m, t = config["model"], config["train"]
     print(f"run {run_dir}: data {config['data']['source']}, hidden {m['hidden']} {m['activation']}, "
           f"{t['optimizer']} lr={t['lr']} {t['schedule']}, {t['epochs']} epochs x batch {t['batch_size']}, "
           f"{m['device']} {m['dtype']}")
     start = time.perf_counter()
-    try:
+    with warnings.catch_warnings():  # the divergence message is printed below, once
+        warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
         result = runs.train(config, run_dir, resume=bool(args.resume), verbose=not args.quiet,
                             overwrite=args.overwrite)
-    except ValueError as exc:
-        print(f"xpnet train: {exc}", file=sys.stderr)
-        return 2
-    seconds = time.perf_counter() - start
+    if result["status"] == "interrupted":
+        print(f"xpnet train: {result['stop_reason']}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if result["stop_reason"]:
-        print(result["stop_reason"])
-    print(f"trained {result['epochs_run']} epochs in {seconds:.1f} s; kernels={result['trainer'].ops.name}; "
-          f"files in {run_dir}")
+        print(result["stop_reason"], file=sys.stderr if result["status"] == "diverged" else sys.stdout)
+    print(f"trained {result['epochs_run']} epochs in {time.perf_counter() - start:.1f} s; "
+          f"kernels={result['trainer'].ops.name}; files in {run_dir}")
     final = result.get("test", result["train"])
     name = "test" if "test" in result else "train"
     if "accuracy" in final:
         print(f"{name} loss {final['loss']:.4f}  {name} accuracy {final['accuracy']:.4f}")
     else:
         print(f"{name} loss {final['loss']:.6g}")
+    if result["status"] == "diverged":
+        print("xpnet train: the run diverged (result.json says so); see the message above.", file=sys.stderr)
+        return EXIT_DIVERGED
     return 0
 
 
@@ -225,10 +225,49 @@ def cmd_info(args) -> int:
     return 0
 
 
+# Exit codes: 0 success, 1 a failure while working (disk full, out of memory, a regression gate),
+# 2 bad usage or input (nothing was changed), 3 a training run diverged, 130 interrupted.
+EXIT_FAILED, EXIT_USAGE, EXIT_DIVERGED, EXIT_INTERRUPTED = 1, 2, 3, 130
+
+
 def main(argv=None) -> int:
+    """The ``xpnet`` command; every error ends in one line on stderr and a non-zero exit code
+    (``XPNET_TRACEBACK=1`` shows the traceback of unexpected ones)."""
+    import os
+
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command is None:
         parser.print_help()
         return 0
-    return {"train": cmd_train, "bench": cmd_bench, "export": cmd_export, "info": cmd_info}[args.command](args)
+    command = {"train": cmd_train, "bench": cmd_bench, "export": cmd_export, "info": cmd_info}[args.command]
+    where = f"xpnet {args.command}"
+    try:
+        return command(args)
+    except KeyboardInterrupt:
+        print(f"{where}: interrupted.", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (ValueError, TypeError) as exc:  # bad input: refused before anything changed
+        print(f"{where}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except MemoryError:
+        print(f"{where}: out of memory; use a smaller model, batch size or data set.", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"{where}: {_describe_os_error(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # noqa: BLE001 - a bug or an environment problem: one line, not a traceback
+        if os.environ.get("XPNET_TRACEBACK"):
+            raise
+        print(f"{where}: {type(exc).__name__}: {exc} (set XPNET_TRACEBACK=1 to see where)", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _describe_os_error(exc: OSError) -> str:
+    import errno
+
+    name = f" {exc.filename}" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return (f"no space left on the device to write{name}; nothing half-written was kept. Free some space, "
+                "then resume the run with xpnet train --resume RUN_DIR (or start it again).")
+    return f"cannot access{name}: {exc.strerror or exc}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from pathlib import Path
 
 try:
@@ -51,7 +52,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "activation": ("relu", _choice(*ACTIVATIONS)),
         "init": (None, ("choice?", INITIALIZERS)),
         "dtype": ("float32", _choice("float32", "float64")),
-        "device": ("cpu", "str"),
+        "device": ("cpu", "device"),
     },
     "train": {
         "loss": ("cross_entropy", _choice(*LOSSES)),
@@ -87,7 +88,7 @@ def _describe(accepted) -> str:
         "int+": "an integer >= 1", "int0": "an integer >= 0", "float+": "a number > 0", "float0": "a number >= 0",
         "float0?": "a number >= 0 (or leave it out)", "float+?": "a number > 0 (or leave it out)",
         "fraction": "a number in [0, 1)", "bool": "true or false", "str": "a string", "str?": "a string (or leave it out)",
-        "sizes": "a list of positive integers, e.g. [256, 256]",
+        "sizes": "a list of positive integers, e.g. [256, 256]", "device": "'cpu', 'cuda' or 'cuda:N'",
     }[accepted]
 
 
@@ -103,6 +104,7 @@ def _valid(value, accepted) -> bool:
         "int+": is_int and value >= 1, "int0": is_int and value >= 0,
         "float+": is_num and value > 0, "float0": is_num and value >= 0,
         "fraction": is_num and 0 <= value < 1, "bool": isinstance(value, bool), "str": isinstance(value, str),
+        "device": isinstance(value, str) and re.fullmatch(r"cpu|cuda(:\d+)?", value) is not None,
         "sizes": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                                  for v in value),
     }[kind]
@@ -134,13 +136,17 @@ def validate(config: dict, origin: str = "config") -> dict:
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     """Defaults, updated by the TOML file at ``path``, updated by ``overrides`` (flags win)."""
-    config = defaults()
+    config, loaded = defaults(), {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ValueError(f"config file {path} does not exist.")
+            raise ValueError(f"config file {path} {'is a directory' if path.is_dir() else 'does not exist'}: "
+                             "give the path of a TOML file.")
         try:
-            loaded = tomllib.loads(path.read_text())
+            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
+                             "save it as UTF-8 TOML.") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
         validate(loaded, origin=str(path))
@@ -149,7 +155,31 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".")
         config[section][key] = value
+        loaded.setdefault(section, {})[key] = value
+    _infer_source(config["data"], explicit="source" in loaded.get("data", {}))
     return validate(config)
+
+
+SOURCE_BY_SUFFIX = {".csv": "csv", ".npz": "npz"}
+
+
+def _infer_source(data: dict, explicit: bool) -> None:
+    """A data path without a source names its kind by its extension (``.csv``, ``.npz``; an
+    ``x_path``/``y_path`` pair is ``npy``); a source that ignores the given path is refused."""
+    paths = [k for k in ("path", "x_path", "y_path") if data.get(k)]
+    if not paths or data["source"] not in ("digits", "synthetic"):
+        return
+    if explicit:
+        raise ValueError(f"config: data.source = {data['source']!r} ignores data.{paths[0]} = "
+                         f"{data[paths[0]]!r}: remove the path, or set data.source (--data) to csv, npz or npy.")
+    if data.get("path"):
+        suffix = Path(data["path"]).suffix.lower()
+        if suffix not in SOURCE_BY_SUFFIX:
+            raise ValueError(f"config: cannot tell the kind of data.path = {data['path']!r} from its extension: "
+                             "set data.source (--data) to csv or npz.")
+        data["source"] = SOURCE_BY_SUFFIX[suffix]
+    else:
+        data["source"] = "npy"
 
 
 def dump_toml(config: dict) -> str:

@@ -9,42 +9,30 @@ Layout of a run directory::
     model.safetensors    the final weights
     result.json          test metrics of the final model
 
-An existing run directory is never overwritten unless ``overwrite=True`` is asked for.
+Where a run may go, and what happens to the directory when it fails, is ``xpnet.rundir``'s job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
 import json
 import math
 import os
-import shutil
+import signal
+import threading
 from pathlib import Path
 
 from . import checkpoint
 from .callbacks import Callback, EarlyStopping
+from .rundir import RUN_MARKER, RunDir  # noqa: F401 - RUN_MARKER is part of this module's API
 
-RUN_MARKER = "config.toml"
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
     checkpoint._write_atomic(path, text.encode())
-
-
-def prepare_run_dir(path, overwrite: bool = False) -> Path:
-    """Create ``path`` for a new run; refuse one that already holds files unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"run directory {path} is a file: choose another --run-dir.")
-    if path.is_dir() and any(path.iterdir()):
-        if not overwrite:
-            raise ValueError(f"run directory {path} already holds files; nothing was changed. Resume it with "
-                             f"--resume {path}, choose another --run-dir, or pass --overwrite to replace it.")
-        shutil.rmtree(path)
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def default_run_dir(root="runs", name="run") -> Path:
@@ -54,28 +42,49 @@ def default_run_dir(root="runs", name="run") -> Path:
 
 class Checkpointer(Callback):
     """Save a checkpoint after every epoch, keep the newest ``keep_last`` and the best one,
-    and rewrite the history files, so a killed run loses at most one epoch."""
+    and rewrite the history files, so a killed run loses at most one epoch.  The first
+    checkpoint commits the run (:meth:`RunDir.commit`): from then on it is kept."""
 
-    def __init__(self, run_dir: Path, keep_last: int = 3, monitor: str | None = None, extra_callbacks=()):
-        self.run_dir, self.keep_last, self.monitor = Path(run_dir), keep_last, monitor
+    def __init__(self, run: RunDir, keep_last: int = 3, monitor: str | None = None, extra_callbacks=()):
+        self.run, self.keep_last, self.monitor = run, keep_last, monitor
         self.extra_callbacks = extra_callbacks  # callbacks whose state is saved with the checkpoint
         self.history = None
 
     @property
     def root(self) -> Path:
-        return self.run_dir / "checkpoints"
+        return self.run.path / "checkpoints"
 
     def on_epoch_end(self, trainer, epoch, logs):
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
         path = checkpoint.save(self.root, trainer, epoch, self.history, self.extra_callbacks)
-        best_file = self.root / "best.json"
-        best = json.loads(best_file.read_text()) if best_file.is_file() else None
+        best = _read_best(self.root / "best.json")
         value = logs.get(monitor, math.inf)
         if best is None or (math.isfinite(value) and value < best["value"]):
             best = {"checkpoint": path.name, "monitor": monitor, "value": value, "epoch": epoch}
-            _write_text_atomic(best_file, json.dumps(best, indent=2))
+            _write_text_atomic(self.root / "best.json", json.dumps(_finite_or_null(best), indent=2))
         checkpoint.prune(self.root, self.keep_last, keep={best["checkpoint"]})
-        write_history(self.run_dir, self.history)
+        write_history(self.run.path, self.history)
+        self.run.commit()
+
+
+def _read_best(file: Path) -> dict | None:
+    """The best checkpoint's record; a missing or damaged one counts as none (it is rewritten)."""
+    try:
+        best = json.loads(file.read_text())
+        return best if isinstance(best, dict) and isinstance(best.get("value"), (int, float)) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _finite_or_null(value):
+    """JSON has no NaN or inf: such values are written as null (the status says why)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def write_history(run_dir: Path, history) -> None:
@@ -86,8 +95,8 @@ def write_history(run_dir: Path, history) -> None:
     for i, epoch in enumerate(history.epoch):
         writer.writerow([epoch + 1, *(history.history[k][i] for k in keys)])
     _write_text_atomic(Path(run_dir) / "history.csv", rows.getvalue())
-    _write_text_atomic(Path(run_dir) / "history.json",
-                       json.dumps({"epoch": [e + 1 for e in history.epoch], **history.history}, indent=2))
+    record = _finite_or_null({"epoch": [e + 1 for e in history.epoch], **history.history})
+    _write_text_atomic(Path(run_dir) / "history.json", json.dumps(record, indent=2, allow_nan=False))
 
 
 def plot_curves(run_dir: Path, history) -> Path | None:
@@ -101,6 +110,8 @@ def plot_curves(run_dir: Path, history) -> Path | None:
         return None
     h = history.history
     epochs = [e + 1 for e in history.epoch]
+    if not epochs:  # e.g. diverged in the first epoch: nothing to draw
+        return None
     panels = [k for k in ("loss", "accuracy") if k in h]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, key in zip(axes[0], panels):
@@ -155,54 +166,122 @@ def build(config: dict, data_shapes):
 
 
 def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = True, overwrite: bool = False) -> dict:
-    """Run (or resume) a configured training in ``run_dir``; returns the final result dict.
+    """Run (or resume) a configured training in ``run_dir``; returns the result dict, whose
+    ``status`` is ``"completed"``, ``"diverged"`` or ``"interrupted"`` (SIGINT / SIGTERM).
 
     Data and model are built first, so a bad data file or config fails before the run
-    directory is created or touched.
+    directory is created or touched; see :mod:`xpnet.rundir` for what a failure leaves.
     """
-    from . import config as config_mod
-    from .callbacks import History
+    parts = _load_data(config)
+    trainer, callbacks = build(config, (parts["train"][0].shape[1], _n_outputs(config, parts)))
+    run = RunDir.resume(run_dir) if resume else RunDir.start(run_dir, overwrite)
+    finished = False
+    try:
+        history = _fit(config, run, parts, trainer, callbacks, resume, verbose)
+        if history.interrupted:
+            return _interrupted(run, history)
+        run.commit()  # a run that diverged in its first epoch still reports, in full
+        finished = True
+        return _finish(run, parts, trainer, history)
+    finally:
+        run.close(failed=not finished)
+
+
+def _load_data(config: dict):
     from .data import load_for_run
     from .losses import get_loss
 
-    run_dir = Path(run_dir)
     regression = not get_loss(config["train"]["loss"]).classification
-    parts = load_for_run(config["data"], regression, config["train"]["seed"])
-    X_train, y_train = parts["train"]
-    if config["train"]["loss"] == "cross_entropy":
-        n_out = int(max(v[1].max() for v in parts.values() if len(v[1])) + 1) if y_train.ndim == 1 else y_train.shape[1]
-    else:
-        n_out = 1 if y_train.ndim == 1 else y_train.shape[1]
-    trainer, callbacks = build(config, (X_train.shape[1], n_out))
-    checkpointer = Checkpointer(run_dir, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks)
+    return load_for_run(config["data"], regression, config["train"]["seed"])
+
+
+def _n_outputs(config: dict, parts) -> int:
+    y_train = parts["train"][1]
+    if config["train"]["loss"] == "cross_entropy" and y_train.ndim == 1:
+        return int(max(v[1].max() for v in parts.values() if len(v[1])) + 1)
+    return 1 if y_train.ndim == 1 else y_train.shape[1]
+
+
+def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool):
+    from . import config as config_mod
+    from .callbacks import History
+
     history, initial_epoch = History(), 0
     if resume:
-        last = checkpoint.latest(checkpointer.root)
-        if last is None:
-            raise ValueError(f"--resume {run_dir}: it has no complete checkpoint to resume from.")
-        ckpt = checkpoint.load(last)
-        checkpoint.restore(trainer, ckpt, callbacks)
-        for e, i in zip(ckpt.trainer_meta["history_epochs"], range(len(ckpt.trainer_meta["history_epochs"]))):
-            history.append(e, {k: v[i] for k, v in ckpt.trainer_meta["history"].items()})
-        initial_epoch = ckpt.epoch + 1
-        if verbose:
-            print(f"resuming {run_dir} from {last.name} (epoch {initial_epoch} of {config['train']['epochs']})")
+        initial_epoch = _restore(run, config, trainer, callbacks, history, verbose)
     else:
-        prepare_run_dir(run_dir, overwrite=overwrite)
-        _write_text_atomic(run_dir / RUN_MARKER, config_mod.dump_toml(config))
+        _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
+    checkpointer = Checkpointer(run, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks)
     checkpointer.history = history
-    val = parts["val"] if len(parts["val"][1]) else None
-    if initial_epoch < config["train"]["epochs"]:
-        trainer.fit(X_train, y_train, epochs=config["train"]["epochs"], batch_size=config["train"]["batch_size"],
-                    validation_data=val, callbacks=[*callbacks, checkpointer], verbose=verbose,
-                    initial_epoch=initial_epoch, history=history)
-    checkpoint.save_weights(run_dir / "model.safetensors", trainer.model)
-    write_history(run_dir, history)
-    plot_curves(run_dir, history)
-    result = {"epochs_run": len(history.epoch), "stop_reason": history.stop_reason,
-              "train": trainer.evaluate(X_train, y_train)}
+    t = config["train"]
+    if initial_epoch < t["epochs"]:
+        val = parts["val"] if len(parts["val"][1]) else None
+        with _stop_on_signals(trainer):
+            trainer.fit(*parts["train"], epochs=t["epochs"], batch_size=t["batch_size"], validation_data=val,
+                        callbacks=[*callbacks, checkpointer], verbose=verbose, initial_epoch=initial_epoch,
+                        history=history)
+    return history
+
+
+def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool) -> int:
+    last = checkpoint.latest(run.path / "checkpoints")
+    if last is None:
+        raise ValueError(f"--resume {run.path}: it has no complete checkpoint to resume from; start it "
+                         f"again with --run-dir {run.path} (a run that never completed an epoch is reused).")
+    ckpt = checkpoint.load(last)
+    checkpoint.restore(trainer, ckpt, callbacks)
+    meta = ckpt.trainer_meta
+    for i, epoch in enumerate(meta["history_epochs"]):
+        history.append(epoch, {k: v[i] for k, v in meta["history"].items()})
+    if verbose:
+        print(f"resuming {run.path} from {last.name} (epoch {ckpt.epoch + 1} of {config['train']['epochs']})")
+    return ckpt.epoch + 1
+
+
+@contextlib.contextmanager
+def _stop_on_signals(trainer):
+    """SIGINT (Ctrl-C) and SIGTERM stop training at the next step boundary; a second one acts
+    at once (the signal's previous behaviour), and atomic checkpoint writes keep that safe."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def stop(signum, frame):
+        signal.signal(signum, previous[signum])
+        trainer.interrupt(f"interrupted by {signal.Signals(signum).name}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _interrupted(run: RunDir, history) -> dict:
+    last = checkpoint.latest(run.path / "checkpoints")
+    if last is None:
+        kept = (f"the previous run in {run.final} is unchanged" if run.replaces else
+                f"no epoch was completed, so nothing was kept in {run.final}")
+        advice = f"{kept}; start again with the same command."
+    else:
+        write_history(run.path, history)
+        advice = f"the last checkpoint is {last.name}; continue with: xpnet train --resume {run.final}"
+    return {"status": "interrupted", "stop_reason": f"{history.stop_reason}; {advice}",
+            "epochs_run": len(history.epoch)}
+
+
+def _finish(run: RunDir, parts, trainer, history) -> dict:
+    """Final weights, history, curves and ``result.json`` of a run that ran to its end."""
+    checkpoint.save_weights(run.path / "model.safetensors", trainer.model)
+    write_history(run.path, history)
+    plot_curves(run.path, history)
+    result = {"status": "diverged" if history.diverged else "completed", "epochs_run": len(history.epoch),
+              "stop_reason": history.stop_reason, "train": trainer.evaluate(*parts["train"])}
     if len(parts["test"][1]):
         result["test"] = trainer.evaluate(*parts["test"])
-    _write_text_atomic(run_dir / "result.json", json.dumps(result, indent=2))
+    _write_text_atomic(run.path / "result.json", json.dumps(_finite_or_null(result), indent=2, allow_nan=False))
     result["trainer"] = trainer
     return result

@@ -1,0 +1,296 @@
+"""Reliability of `xpnet train` as an adversarial user meets it: overwrite, failed starts,
+locking, signals, divergence, full disks and bad inputs each end in one clear line, with
+nothing of the user's lost (docs/reliability.md lists these guarantees)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import xpnet
+from xpnet import checkpoint, runs
+from xpnet.cli import main
+from xpnet.rundir import RunDir
+
+FAST = ["--data", "synthetic", "--hidden", "16", "--epochs", "3", "--batch-size", "64", "--quiet"]
+
+
+def _snapshot(folder):
+    """Every file under ``folder`` with its bytes (to prove nothing changed)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+@pytest.fixture
+def old_run(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+    return run
+
+
+# -- --overwrite ---------------------------------------------------------------------------
+@pytest.mark.parametrize("entry", ["notes.txt", "data.csv", "src"])
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path, capsys, entry):
+    """The current directory, a data folder, a project: --overwrite never empties them."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "config.toml").write_text("[data]\n")  # even with a file named like a run's
+    (folder / entry).mkdir() if entry == "src" else (folder / entry).write_text("precious")
+    before = _snapshot(folder)
+    assert main(["train", *FAST, "--run-dir", str(folder), "--overwrite"]) == 2
+    assert "is not an xpnet run directory" in _one_line(capsys.readouterr().err)
+    assert _snapshot(folder) == before
+
+
+def test_overwrite_refuses_the_current_directory(tmp_path, capsys, monkeypatch):
+    (tmp_path / "train.py").write_text("print('my code')")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *FAST, "--run-dir", ".", "--overwrite"]) == 2
+    assert "is not an xpnet run directory" in capsys.readouterr().err
+    assert (tmp_path / "train.py").read_text() == "print('my code')"
+
+
+def test_overwrite_checks_the_new_data_before_touching_the_old_run(old_run, capsys):
+    before = _snapshot(old_run)
+    args = ["train", "--data", "csv", "--data-path", str(old_run.parent / "missing.csv"), "--target", "y",
+            "--run-dir", str(old_run), "--overwrite", "--quiet"]
+    assert main(args) == 2
+    assert "missing.csv" in _one_line(capsys.readouterr().err)
+    assert _snapshot(old_run) == before
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_has_a_checkpoint(old_run, capsys, monkeypatch):
+    """A replacing run that fails before its first checkpoint leaves the old run as it was."""
+    before = _snapshot(old_run)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "checkpoints")
+
+    monkeypatch.setattr(runs.checkpoint, "save", full_disk)
+    assert main(["train", *FAST, "--run-dir", str(old_run), "--overwrite", "--seed", "7"]) == 1
+    assert "no space left" in _one_line(capsys.readouterr().err)
+    assert _snapshot(old_run) == before
+    assert [p.name for p in old_run.parent.iterdir()] == ["run"]  # the staging copy is gone
+
+
+def test_overwrite_swaps_in_the_new_run_atomically(old_run):
+    assert main(["train", *FAST, "--run-dir", str(old_run), "--overwrite", "--epochs", "2", "--seed", "3"]) == 0
+    assert "seed = 3" in (old_run / "config.toml").read_text()
+    assert json.loads((old_run / "history.json").read_text())["epoch"] == [1, 2]
+    assert [p.name for p in old_run.parent.iterdir()] == ["run"]
+
+
+# -- failed starts and reuse ------------------------------------------------------------------
+def test_a_failed_start_leaves_nothing_and_the_retry_works(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "new" / "run"
+
+    def broken_fit(self, *args, **kwargs):
+        raise TypeError("simulated failure inside fit")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(xpnet.Trainer, "fit", broken_fit)
+        assert main(["train", *FAST, "--run-dir", str(run)]) == 2
+    assert "simulated failure" in capsys.readouterr().err
+    assert not run.exists()
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+
+
+def test_a_run_killed_before_its_first_epoch_is_reused(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text("[data]\nsource = \"synthetic\"\n")  # what a start killed early leaves
+    (run / "checkpoints").mkdir()
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 0
+    assert "never completed an epoch; it is reused" in capsys.readouterr().out
+    assert (run / "model.safetensors").is_file()
+
+
+def test_a_failed_start_in_an_existing_empty_folder_keeps_the_folder(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    run.mkdir()
+    monkeypatch.setattr(xpnet.Trainer, "fit", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 2
+    assert run.is_dir() and list(run.iterdir()) == []
+
+
+# -- locking ----------------------------------------------------------------------------------
+def test_a_run_directory_in_use_is_refused(old_run, capsys):
+    holder = RunDir.resume(old_run)  # as a concurrent `xpnet train --resume` holds it
+    try:
+        before = _snapshot(old_run)
+        assert main(["train", "--resume", str(old_run), "--quiet"]) == 2
+        assert "in use by another xpnet process" in _one_line(capsys.readouterr().err)
+        assert main(["train", *FAST, "--run-dir", str(old_run), "--overwrite"]) == 2
+        assert "in use by another xpnet process" in capsys.readouterr().err
+        assert _snapshot(old_run) == before
+    finally:
+        holder.close()
+    assert main(["train", "--resume", str(old_run), "--quiet"]) == 0
+
+
+def test_two_processes_resuming_one_run(tmp_path):
+    """Two real `--resume` processes on the same run: exactly one trains, the other is refused."""
+    run = tmp_path / "run"
+    args = [*FAST, "--epochs", "1", "--run-dir", str(run)]
+    assert main(["train", *args]) == 0
+    (run / "config.toml").write_text((run / "config.toml").read_text().replace("epochs = 1", "epochs = 40"))
+    cmd = [sys.executable, "-m", "xpnet", "train", "--resume", str(run), "--quiet"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 2], outs
+    assert any("in use by another xpnet process" in err for _, err in outs)
+
+
+# -- signals ----------------------------------------------------------------------------------
+def test_ctrl_c_stops_at_a_step_and_the_resume_matches_an_uninterrupted_run(tmp_path):
+    args = ["--data", "synthetic", "--hidden", "64,64", "--epochs", "8", "--batch-size", "16", "--dtype",
+            "float64", "--quiet"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", *args, "--run-dir", str(full)]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "xpnet", "train", *args, "--run-dir", str(cut)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (cut / "checkpoints" / "epoch-0001").is_dir():
+        assert proc.poll() is None and time.time() < deadline, "the run ended before it could be interrupted"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    line = _one_line(err)
+    assert "interrupted by SIGINT" in line and f"xpnet train --resume {cut}" in line
+    assert not (cut / "model.safetensors").exists()
+    leftovers = [p.name for p in (cut / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+    checkpoint.load(checkpoint.latest(cut / "checkpoints"))  # intact
+    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    update = xpnet.Trainer._update
+
+    def interrupted_update(self):
+        update(self)
+        if self.step_count == 2:
+            os.kill(os.getpid(), signal.SIGINT)  # the real handler, at a real step
+
+    monkeypatch.setattr(xpnet.Trainer, "_update", interrupted_update)
+    assert main(["train", *FAST, "--run-dir", str(run)]) == 130
+    line = _one_line(capsys.readouterr().err)
+    assert "interrupted by SIGINT: stopped after step 2" in line and "nothing was kept" in line
+    assert not run.exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    update = xpnet.Trainer._update
+
+    def terminated_update(self):
+        update(self)
+        if self.step_count == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(xpnet.Trainer, "_update", terminated_update)
+    assert main(["train", *FAST, "--epochs", "20", "--batch-size", "8", "--run-dir", str(run)]) == 130
+    assert "interrupted by SIGTERM" in capsys.readouterr().err
+
+
+# -- divergence ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("lr", ["1e4", "1e30"])
+def test_a_diverged_run_says_so_in_its_exit_code_and_result(tmp_path, capsys, lr):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--optimizer", "sgd", "--lr", lr, "--run-dir", str(run)]) == 3
+    err = capsys.readouterr().err
+    assert "training diverged: the loss became" in err and "the run diverged" in err and "Traceback" not in err
+    result = json.loads((run / "result.json").read_text())  # valid JSON: no NaN
+    assert result["status"] == "diverged" and np.isfinite(result["test"]["loss"])
+    weights = load_file(run / "model.safetensors")
+    assert all(np.isfinite(w).all() for w in weights.values())
+    model = checkpoint.load_model(run)
+    assert np.isfinite(model.forward(np.ones((2, model.n_features), dtype=np.float32))).all()
+
+
+# -- data source inference ----------------------------------------------------------------
+def _csv(path, n=120):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(n, 3))
+    y = (X[:, 0] > 0).astype(int)
+    path.write_text("a,b,c,y\n" + "".join(f"{r[0]},{r[1]},{r[2]},{t}\n" for r, t in zip(X, y)))
+    return path
+
+
+def test_a_csv_path_without_data_csv_trains_on_the_csv(tmp_path):
+    data = _csv(tmp_path / "d.csv")
+    run = tmp_path / "run"
+    assert main(["train", "--data-path", str(data), "--target", "y", *FAST[2:], "--run-dir", str(run)]) == 0
+    assert 'source = "csv"' in (run / "config.toml").read_text()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--data", "digits", "--data-path", "d.csv"], "data.source = 'digits' ignores data.path"),
+    (["--data-path", "d.parquet"], "cannot tell the kind of data.path"),
+    (["--device", "gpu"], "model.device = 'gpu' is invalid: use 'cpu', 'cuda' or 'cuda:N'"),
+])
+def test_data_and_device_mistakes_are_refused(tmp_path, capsys, args, message):
+    run = tmp_path / "run"
+    assert main(["train", *args, "--run-dir", str(run), "--quiet"]) == 2
+    assert message in _one_line(capsys.readouterr().err)
+    assert not run.exists()
+
+
+# -- errors from deeper down end in one line ---------------------------------------------------
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys):
+    if xpnet.backend.gpu_available():
+        pytest.skip("this machine has a GPU")
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--device", "cuda", "--run-dir", str(run)]) in (1, 2)
+    assert "device='cuda" in _one_line(capsys.readouterr().err)
+    assert not run.exists()
+
+
+def test_an_unexpected_error_is_one_line_with_a_hint(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runs, "build", lambda *a: {}["no such key"])
+    assert main(["train", *FAST, "--run-dir", str(tmp_path / "run")]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert "KeyError" in line and "XPNET_TRACEBACK=1" in line
+
+
+def test_a_full_disk_leaves_no_temporary_checkpoints(old_run, capsys, monkeypatch):
+    """However often a save fails for lack of space, no half-written checkpoint stays behind."""
+    (old_run / "config.toml").write_text((old_run / "config.toml").read_text().replace("epochs = 3", "epochs = 6"))
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def flaky_fsync(fd):  # the data was written, but the disk cannot hold it
+        calls["n"] += 1
+        if calls["n"] % 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", flaky_fsync)
+    for _ in range(4):
+        assert main(["train", "--resume", str(old_run), "--quiet"]) == 1
+        assert "no space left on the device" in _one_line(capsys.readouterr().err)
+        hidden = [p for p in old_run.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+        assert hidden == []
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    checkpoint.load(checkpoint.latest(old_run / "checkpoints"))
+    assert main(["train", "--resume", str(old_run), "--quiet"]) == 0
