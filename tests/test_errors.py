@@ -87,11 +87,25 @@ def test_non_float_features(setup):
         _fit(trainer, X.astype(np.int64), y)
 
 
-def test_non_float_regression_targets():
+@pytest.mark.parametrize("loss,targets", [("mse", np.ones((10, 2), dtype=np.int64)),
+                                          ("bce", np.arange(10) % 2), ("bce", np.arange(10) % 2 == 1)])
+def test_integer_targets_simply_work_for_mse_and_bce(loss, targets):
+    """A 0/1 integer (or bool) column is a valid binary target; integers are exact as floats."""
+    n_out = 1 if targets.ndim == 1 else targets.shape[1]
+    X, _ = blobs(n=10)
+    trained = []
+    for y in (targets, targets.astype(np.float64)):
+        model = xpnet.MLP([6, 4, n_out], dtype="float64")
+        xpnet.Trainer(model, loss=loss).fit(X, y, epochs=2, verbose=False)
+        trained.append(xpnet.to_host(model.params))
+    np.testing.assert_array_equal(*trained)
+
+
+def test_non_numeric_regression_targets():
     model = xpnet.MLP([6, 4, 2], dtype="float64")
     X, _ = blobs(n=10)
-    with pytest.raises(TypeError, match=r"y has dtype int64, but mse needs floating-point targets"):
-        xpnet.Trainer(model, loss="mse").fit(X, np.ones((10, 2), dtype=np.int64), verbose=False)
+    with pytest.raises(TypeError, match=r"y has dtype <U1, but mse needs numeric targets"):
+        xpnet.Trainer(model, loss="mse").fit(X, np.full((10, 2), "a"), verbose=False)
 
 
 def test_non_float_model_dtype():

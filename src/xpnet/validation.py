@@ -108,7 +108,7 @@ def _kind(backend, X) -> str:
     xp = backend.xp
     if xp.isdtype(X.dtype, "real floating"):
         return "f"
-    if xp.isdtype(X.dtype, "integral"):
+    if xp.isdtype(X.dtype, "integral") or X.dtype == xp.bool:
         return "i"
     return "O"
 
@@ -127,7 +127,7 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
     if y.shape[0] != n_samples:
         raise ValueError(f"X and {name} have different lengths ({n_samples} vs {y.shape[0]}): "
                          "pass one target per sample.")
-    kind = _kind(backend, y) if on_device else ("f" if y.dtype.kind == "f" else "i" if y.dtype.kind in "iu" else "O")
+    kind = _kind(backend, y) if on_device else ("f" if y.dtype.kind == "f" else "i" if y.dtype.kind in "iub" else "O")
     host_scan, device_scan = _on_host(y), on_device and full and not _on_host(y)
     if loss.integer_labels and y.ndim == 1:
         if kind != "i":
@@ -151,9 +151,11 @@ def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, d
     if y.shape[1] != n_outputs:
         raise ValueError(f"{name} has {y.shape[1]} columns but the model has {n_outputs} outputs: "
                          "they must match.")
-    if kind != "f":
-        raise TypeError(f"{name} has dtype {y.dtype}, but {loss.name} needs floating-point targets: "
+    if kind not in "fi":
+        raise TypeError(f"{name} has dtype {y.dtype}, but {loss.name} needs numeric targets: "
                         f"convert with {name}.astype('float32').")
+    if kind == "i":  # integer targets (e.g. a 0/1 column for bce) are exact in floats: they simply work
+        y = backend.xp.astype(y, backend.dtype(dtype)) if on_device else y.astype(np.float64)
     nonfinite = f"{name} contains NaN or inf values: clean them before training."
     outside = f"{name} must hold probabilities in [0, 1] for {loss.name}; got values outside that range."
     if host_scan:
