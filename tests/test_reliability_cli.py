@@ -294,3 +294,32 @@ def test_a_full_disk_leaves_no_temporary_checkpoints(old_run, capsys, monkeypatc
     monkeypatch.setattr(os, "fsync", real_fsync)
     checkpoint.load(checkpoint.latest(old_run / "checkpoints"))
     assert main(["train", "--resume", str(old_run), "--quiet"]) == 0
+
+
+# -- every train flag, fuzzed -------------------------------------------------------------------
+VALUE_FLAGS = ["--data", "--data-path", "--x-path", "--y-path", "--target", "--test-fraction", "--val-fraction",
+               "--hidden", "--activation", "--init", "--dtype", "--device", "--loss", "--optimizer", "--lr",
+               "--weight-decay", "--momentum", "--schedule", "--warmup-epochs", "--epochs", "--batch-size",
+               "--seed", "--clip-grad-norm", "--patience", "--precision", "--keep-last", "--config", "--resume"]
+
+
+@pytest.mark.parametrize("value", ["nan", "-1", "0", "x\u00e9\x01", "1e999"])
+@pytest.mark.parametrize("flag", VALUE_FLAGS)
+def test_every_train_flag_with_bad_values(tmp_path, capfd, flag, value):
+    """No value of any flag ends in a traceback or a half-made run directory: it trains, or it
+    is refused with one line (argparse's own usage line + error for values of the wrong type)."""
+    run = tmp_path / "run"
+    base = {} if flag == "--resume" else {"--data": "synthetic", "--hidden": "8", "--epochs": "1",
+                                          "--run-dir": str(run)}
+    base[flag] = value
+    args = ["train", *[x for pair in base.items() for x in pair], "--quiet"]
+    try:
+        code = main(args)
+    except SystemExit as exc:  # argparse: a value of the wrong type
+        code = exc.code
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert code in (0, 2, 3), err
+    if code:
+        assert err.strip().splitlines()[-1].startswith("xpnet"), err
+        assert not run.exists()

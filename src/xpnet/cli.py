@@ -169,25 +169,29 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
+    import os
     from pathlib import Path
 
     from .checkpoint import load_model, to_torch_state_dict
 
     out = Path(args.out)
     if out.exists():
-        print(f"xpnet export: {out} exists; nothing was written. Choose another --out.", file=sys.stderr)
-        return 2
+        raise ValueError(f"{out} exists; nothing was written. Choose another --out.")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: its folder {out.parent} does not exist; create it first.")
     try:
         import torch
     except ImportError:
-        print("xpnet export: needs PyTorch (pip install torch).", file=sys.stderr)
-        return 2
-    try:
-        model = load_model(args.source)
-    except ValueError as exc:
-        print(f"xpnet export: {exc}", file=sys.stderr)
-        return 2
-    torch.save(to_torch_state_dict(model), out)
+        raise ValueError("export needs PyTorch: pip install torch.") from None
+    model = load_model(args.source)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:  # written beside the target and renamed: a failure never leaves a partial file at --out
+        torch.save(to_torch_state_dict(model), tmp)
+        if out.exists():
+            raise ValueError(f"{out} appeared while exporting; nothing was overwritten.")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     layers = ", ".join(f"Linear({a}, {b})" for a, b in zip(model.sizes[:-1], model.sizes[1:]))
     print(f"wrote {out}: nn.Sequential state dict of {layers} with {model.activation.name} between them")
     return 0

@@ -131,6 +131,13 @@ def validate(config: dict, origin: str = "config") -> dict:
             raise ValueError(f"{origin}: data.source = {data['source']!r} needs data.{key}.")
     if data.get("test_fraction", 0) + data.get("val_fraction", 0) >= 1:
         raise ValueError(f"{origin}: data.test_fraction + data.val_fraction must be below 1.")
+    train = config.get("train", {})
+    if train.get("warmup_epochs", 0) and train.get("warmup_epochs", 0) >= train.get("epochs", math.inf):
+        raise ValueError(f"{origin}: train.warmup_epochs = {train['warmup_epochs']} leaves no epoch after the "
+                         f"warm-up of train.epochs = {train['epochs']}: use fewer warm-up epochs.")
+    if train.get("momentum") is not None and train.get("optimizer") not in (None, "sgd", "rmsprop"):
+        raise ValueError(f"{origin}: train.momentum applies to sgd and rmsprop, not {train['optimizer']!r}: "
+                         "leave it out or choose one of those optimizers.")
     return config
 
 

@@ -142,9 +142,7 @@ def build(config: dict, data_shapes):
     kwargs = {"lr": t["lr"]}
     if t["weight_decay"] is not None:
         kwargs["weight_decay"] = t["weight_decay"]
-    if t["momentum"] is not None:
-        if t["optimizer"] not in ("sgd", "rmsprop"):
-            raise ValueError(f"config: train.momentum applies to sgd and rmsprop, not {t['optimizer']!r}.")
+    if t["momentum"] is not None:  # config.validate allows it for sgd and rmsprop only
         kwargs["momentum"] = t["momentum"]
     optimizer = OPTIMIZERS[t["optimizer"]](**kwargs)
     epochs, warm = t["epochs"], t["warmup_epochs"]
