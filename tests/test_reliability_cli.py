@@ -147,8 +147,8 @@ def test_two_processes_resuming_one_run(tmp_path):
     run = tmp_path / "run"
     args = [*FAST, "--epochs", "1", "--run-dir", str(run)]
     assert main(["train", *args]) == 0
-    (run / "config.toml").write_text((run / "config.toml").read_text().replace("epochs = 1", "epochs = 40"))
-    cmd = [sys.executable, "-m", "xpnet", "train", "--resume", str(run), "--quiet"]
+    (run / "config.toml").write_text((run / "config.toml").read_text().replace("epochs = 1", "epochs = 100"))
+    cmd = [sys.executable, "-m", "xpnet", "train", "--resume", str(run), "--quiet", "--accept-config-changes"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
     codes = sorted(p.returncode for p in procs)
@@ -323,3 +323,21 @@ def test_every_train_flag_with_bad_values(tmp_path, capfd, flag, value):
     if code:
         assert err.strip().splitlines()[-1].startswith("xpnet"), err
         assert not run.exists()
+
+
+# -- resuming an edited run ----------------------------------------------------------------------
+def test_resume_refuses_an_edited_config_naming_the_keys(old_run, capsys):
+    config = old_run / "config.toml"
+    config.write_text(config.read_text().replace("seed = 0", "seed = 5").replace("epochs = 3", "epochs = 5"))
+    before = _snapshot(old_run)
+    assert main(["train", "--resume", str(old_run), "--quiet"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "train.epochs: 3 -> 5" in line and "train.seed: 0 -> 5" in line and "--accept-config-changes" in line
+    assert _snapshot(old_run) == before
+    assert main(["train", "--resume", str(old_run), "--quiet", "--accept-config-changes"]) == 0
+    assert json.loads((old_run / "history.json").read_text())["epoch"] == [1, 2, 3, 4, 5]
+
+
+def test_accept_config_changes_needs_resume(tmp_path, capsys):
+    assert main(["train", *FAST, "--run-dir", str(tmp_path / "r"), "--accept-config-changes"]) == 2
+    assert "goes with --resume only" in capsys.readouterr().err

@@ -63,7 +63,7 @@ def test_config_file_and_flags(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--optimizer", "lbfgs"], "train.optimizer = 'lbfgs' is invalid: use one of"),
     (["--data", "csv", "--data-path", "x.csv"], "data.source = 'csv' needs data.target"),
-    (["--resume", "nowhere"], "no config.toml there"),
+    (["--resume", "nowhere"], "give no --config or other flags"),
 ])
 def test_bad_runs_fail_before_touching_anything(tmp_path, capsys, args, message):
     run = tmp_path / "run"

@@ -82,8 +82,9 @@ def save_weights(path: Path, model) -> None:
     _write_atomic(Path(path), _st().save(tensors, metadata=model_metadata(model)))
 
 
-def save(root: Path, trainer, epoch: int, history=None, callbacks=()) -> Path:
-    """Write checkpoint ``root/epoch-NNNN`` atomically and return its path."""
+def save(root: Path, trainer, epoch: int, history=None, callbacks=(), extra_meta: dict | None = None) -> Path:
+    """Write checkpoint ``root/epoch-NNNN`` atomically and return its path; ``extra_meta`` (JSON
+    values, e.g. a run's configuration) is stored with the training state."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{epoch:04d}"
@@ -93,7 +94,7 @@ def save(root: Path, trainer, epoch: int, history=None, callbacks=()) -> Path:
     save_weights(tmp / "model.safetensors", trainer.model)
     state, meta = trainer.state_dict()
     meta.update(format=FORMAT, epoch=epoch, history=history.history if history is not None else {},
-                history_epochs=history.epoch if history is not None else [])
+                history_epochs=history.epoch if history is not None else [], **(extra_meta or {}))
     tensors = {f"optimizer.{k}": np.ascontiguousarray(v) for k, v in state.items()}
     meta["callbacks"] = {}
     for i, cb in enumerate(callbacks):

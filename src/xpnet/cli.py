@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace an existing xpnet run directory (swapped in only when the new run "
                    "has completed its first epoch; a folder holding other files is refused)")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--accept-config-changes", action="store_true",
+                   help="with --resume: continue although RUN_DIR/config.toml was edited since the run started")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     flags = [  # (flag, config key, type, help)
         ("--data", "data.source", str, "digits, synthetic, npz, npy or csv"),
@@ -91,10 +93,13 @@ def cmd_train(args) -> int:
     from .rundir import RunDir
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    if args.accept_config_changes and not args.resume:
+        raise ValueError("--accept-config-changes goes with --resume only.")
     if args.resume:
         run_dir = Path(args.resume)
         if overrides or args.config or args.overwrite or args.run_dir:
-            raise ValueError("--resume continues a run exactly as configured: give no --config or other flags.")
+            raise ValueError("--resume continues a run exactly as configured: give no --config or other flags "
+                             "(edit RUN_DIR/config.toml and add --accept-config-changes to change it).")
         RunDir.resume(run_dir).close()  # not a run directory, or in use: say so before loading anything
         config = config_mod.load(run_dir / runs.RUN_MARKER)
     else:
@@ -109,7 +114,7 @@ def cmd_train(args) -> int:
     with warnings.catch_warnings():  # the divergence message is printed below, once
         warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
         result = runs.train(config, run_dir, resume=bool(args.resume), verbose=not args.quiet,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, accept_config_changes=args.accept_config_changes)
     if result["status"] == "interrupted":
         print(f"xpnet train: {result['stop_reason']}", file=sys.stderr)
         return EXIT_INTERRUPTED

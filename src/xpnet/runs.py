@@ -45,8 +45,9 @@ class Checkpointer(Callback):
     and rewrite the history files, so a killed run loses at most one epoch.  The first
     checkpoint commits the run (:meth:`RunDir.commit`): from then on it is kept."""
 
-    def __init__(self, run: RunDir, keep_last: int = 3, monitor: str | None = None, extra_callbacks=()):
-        self.run, self.keep_last, self.monitor = run, keep_last, monitor
+    def __init__(self, run: RunDir, keep_last: int = 3, monitor: str | None = None, extra_callbacks=(),
+                 run_config: dict | None = None):
+        self.run, self.keep_last, self.monitor, self.run_config = run, keep_last, monitor, run_config
         self.extra_callbacks = extra_callbacks  # callbacks whose state is saved with the checkpoint
         self.history = None
 
@@ -56,7 +57,8 @@ class Checkpointer(Callback):
 
     def on_epoch_end(self, trainer, epoch, logs):
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
-        path = checkpoint.save(self.root, trainer, epoch, self.history, self.extra_callbacks)
+        path = checkpoint.save(self.root, trainer, epoch, self.history, self.extra_callbacks,
+                               extra_meta={"run_config": self.run_config})
         best = _read_best(self.root / "best.json")
         value = logs.get(monitor, math.inf)
         if best is None or (math.isfinite(value) and value < best["value"]):
@@ -163,19 +165,22 @@ def build(config: dict, data_shapes):
     return trainer, callbacks
 
 
-def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = True, overwrite: bool = False) -> dict:
+def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = True, overwrite: bool = False,
+          accept_config_changes: bool = False) -> dict:
     """Run (or resume) a configured training in ``run_dir``; returns the result dict, whose
     ``status`` is ``"completed"``, ``"diverged"`` or ``"interrupted"`` (SIGINT / SIGTERM).
 
     Data and model are built first, so a bad data file or config fails before the run
     directory is created or touched; see :mod:`xpnet.rundir` for what a failure leaves.
+    A resumed run whose ``config.toml`` was edited since it started is refused (the changed
+    keys are named) unless ``accept_config_changes``.
     """
     parts = _load_data(config)
     trainer, callbacks = build(config, (parts["train"][0].shape[1], _n_outputs(config, parts)))
     run = RunDir.resume(run_dir) if resume else RunDir.start(run_dir, overwrite)
     finished = False
     try:
-        history = _fit(config, run, parts, trainer, callbacks, resume, verbose)
+        history = _fit(config, run, parts, trainer, callbacks, resume, verbose, accept_config_changes)
         if history.interrupted:
             return _interrupted(run, history)
         run.commit()  # a run that diverged in its first epoch still reports, in full
@@ -200,16 +205,17 @@ def _n_outputs(config: dict, parts) -> int:
     return 1 if y_train.ndim == 1 else y_train.shape[1]
 
 
-def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool):
+def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool, accept_changes: bool):
     from . import config as config_mod
     from .callbacks import History
 
     history, initial_epoch = History(), 0
     if resume:
-        initial_epoch = _restore(run, config, trainer, callbacks, history, verbose)
+        initial_epoch = _restore(run, config, trainer, callbacks, history, verbose, accept_changes)
     else:
         _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
-    checkpointer = Checkpointer(run, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks)
+    checkpointer = Checkpointer(run, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks,
+                                run_config=config)
     checkpointer.history = history
     t = config["train"]
     if initial_epoch < t["epochs"]:
@@ -221,19 +227,39 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
     return history
 
 
-def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool) -> int:
+def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, accept_changes: bool) -> int:
     last = checkpoint.latest(run.path / "checkpoints")
     if last is None:
         raise ValueError(f"--resume {run.path}: it has no complete checkpoint to resume from; start it "
                          f"again with --run-dir {run.path} (a run that never completed an epoch is reused).")
     ckpt = checkpoint.load(last)
+    changed = config_changes(ckpt.trainer_meta.get("run_config"), config)
+    if changed and not accept_changes:
+        raise ValueError(f"--resume {run.path}: its config.toml was edited since the run started ("
+                         f"{'; '.join(changed)}), which would change the run. Restore those values, or pass "
+                         "--accept-config-changes to continue with the edited ones.")
     checkpoint.restore(trainer, ckpt, callbacks)
     meta = ckpt.trainer_meta
     for i, epoch in enumerate(meta["history_epochs"]):
         history.append(epoch, {k: v[i] for k, v in meta["history"].items()})
     if verbose:
-        print(f"resuming {run.path} from {last.name} (epoch {ckpt.epoch + 1} of {config['train']['epochs']})")
+        print(f"resuming {run.path} from {last.name} (epoch {ckpt.epoch + 1} of {config['train']['epochs']})"
+              + (f" with changed config: {'; '.join(changed)}" if changed else ""))
     return ckpt.epoch + 1
+
+
+# keys that do not change what a resumed run computes
+_NEUTRAL_KEYS = frozenset({"run.dir", "run.keep_last"})
+
+
+def config_changes(saved: dict | None, current: dict) -> list[str]:
+    """``"section.key: old -> new"`` for every key whose value differs (none if nothing was saved)."""
+    if saved is None:
+        return []
+    flat = {f"{s}.{k}": v for s, keys in saved.items() for k, v in keys.items()}
+    now = {f"{s}.{k}": v for s, keys in current.items() for k, v in keys.items()}
+    return [f"{key}: {flat.get(key)!r} -> {now.get(key)!r}" for key in sorted(flat.keys() | now.keys())
+            if key not in _NEUTRAL_KEYS and flat.get(key) != now.get(key)]
 
 
 @contextlib.contextmanager
