@@ -198,7 +198,10 @@ def gpu_available() -> bool:
 
 def check_dtype(dtype) -> str:
     """Normalise a dtype argument to its name, refusing non-float dtypes."""
-    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    try:
+        name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    except TypeError:  # e.g. dtype=5: not a dtype at all, same message as a non-float one
+        name = None
     if name not in FLOAT_DTYPES:
         raise TypeError(f"dtype={dtype!r} is not a floating dtype: use one of {', '.join(FLOAT_DTYPES)}.")
     return name

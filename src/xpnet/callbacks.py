@@ -40,7 +40,9 @@ class TerminateOnNaN(Callback):
     """
 
     def __init__(self, check_every: int | None = None):
-        self.check_every = check_every
+        from .validation import check_int
+
+        self.check_every = check_int("check_every", check_every, low=1, allow_none=True)
 
     def on_train_begin(self, trainer):
         self.every = self.check_every or (50 if trainer.model.backend.kind == "cupy" else 1)
@@ -126,13 +128,13 @@ class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras semantics)."""
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", restore_best_weights=False):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode={mode!r} is unknown: use 'auto', 'min' or 'max'.")
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"patience={patience!r} is invalid: use an integer >= 0.")
-        self.monitor, self.patience, self.min_delta = monitor, patience, abs(float(min_delta))
+        from .validation import check_bool, check_choice, check_int, check_real, check_str
+
+        check_choice("mode", mode, ("auto", "min", "max"))
+        self.monitor, self.patience = check_str("monitor", monitor), check_int("patience", patience, low=0)
+        self.min_delta = abs(check_real("min_delta", min_delta))  # Keras: the sign of min_delta is ignored
         self.maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
-        self.restore_best_weights = restore_best_weights
+        self.restore_best_weights = check_bool("restore_best_weights", restore_best_weights)
 
     def on_train_begin(self, trainer):
         if not getattr(self, "_restored", False):
@@ -184,7 +186,9 @@ class ProgressBar(Callback):
     """
 
     def __init__(self, refresh_s: float = 0.25, **tqdm_kwargs):
-        self.refresh_s = refresh_s
+        from .validation import check_real
+
+        self.refresh_s = check_real("refresh_s", refresh_s, low=0)
         self.tqdm_kwargs = tqdm_kwargs
 
     def on_train_begin(self, trainer):

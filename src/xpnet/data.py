@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .validation import check_bool, check_int, check_real
+
 
 def load_digits():
     """The 8x8 handwritten digits (1,797 samples, 64 features, 10 classes) shipped with scikit-learn.
@@ -24,7 +26,8 @@ def train_test_split(X, y, test_fraction=0.25, seed=0):
     Each class contributes the same fraction to the test set, so a small data set such
     as digits gives a test accuracy that depends little on the seed.
     """
-    rng = np.random.default_rng(seed)
+    check_real("test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True)
+    rng = np.random.default_rng(check_int("seed", seed, low=0))
     test = []
     for label in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == label))
@@ -45,7 +48,9 @@ def standardize(X_train, *others):
 # -- data sets for `xpnet train` ----------------------------------------------------------------
 def synthetic(n_samples=2000, n_features=20, n_classes=4, regression=False, seed=0):
     """Seeded synthetic data: Gaussian class clusters, or a smooth nonlinear regression target."""
-    rng = np.random.default_rng(seed)
+    n_samples, n_features = check_int("n_samples", n_samples, low=1), check_int("n_features", n_features, low=1)
+    n_classes, regression = check_int("n_classes", n_classes, low=1), check_bool("regression", regression)
+    rng = np.random.default_rng(check_int("seed", seed, low=0))
     if regression:
         X = rng.normal(size=(n_samples, n_features))
         w = rng.normal(size=(n_features, n_classes)) / np.sqrt(n_features)
@@ -137,6 +142,12 @@ def load_csv(path, target: str):
 
 def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
     """Seeded train / validation / test split (stratified for class labels)."""
+    test_fraction = check_real("test_fraction", test_fraction, low=0, high=1, high_open=True)
+    val_fraction = check_real("val_fraction", val_fraction, low=0, high=1, high_open=True)
+    if test_fraction + val_fraction >= 1:
+        raise ValueError(f"test_fraction={test_fraction!r} + val_fraction={val_fraction!r} leaves no training "
+                         "samples: make their sum below 1.")
+    seed, stratify = check_int("seed", seed, low=0), check_bool("stratify", stratify)
     labels = y if stratify and y.ndim == 1 and y.dtype.kind in "iu" else None
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if labels is not None else [np.arange(len(y))]

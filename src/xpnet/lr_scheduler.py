@@ -9,10 +9,23 @@ from __future__ import annotations
 import bisect
 import math
 
+from .validation import check_int, check_real, invalid
+
+
+def _check_optimizer(optimizer):
+    from .optim import Optimizer  # deferred: optim re-exports this module
+
+    if not isinstance(optimizer, Optimizer):
+        raise invalid("optimizer", optimizer, "pass an xpnet.optim optimizer, e.g. xpnet.optim.SGD(lr=0.1)")
+    return optimizer
+
 
 class LRScheduler:
+    """Base class.  Subclasses check their own arguments BEFORE calling this ``__init__``, which
+    is the first place the optimizer is modified, so a refused argument leaves it untouched."""
+
     def __init__(self, optimizer):
-        self.optimizer = optimizer
+        self.optimizer = _check_optimizer(optimizer)
         # The first scheduler records the optimizer's initial lr; later ones (chained in a
         # SequentialLR) start from it too, not from the lr the previous one has set.
         if not hasattr(optimizer, "initial_lr"):
@@ -42,17 +55,16 @@ class LRScheduler:
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
 
-def _positive_int(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}={value!r} is invalid: use a positive integer.")
-    return value
+def _gamma(gamma) -> float:
+    # torch accepts any gamma, but gamma <= 0 flips or zeroes the lr and NaN poisons every step
+    return check_real("gamma", gamma, low=0, low_open=True)
 
 
 class StepLR(LRScheduler):
     """Multiply the lr by ``gamma`` every ``step_size`` epochs."""
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1):
-        self.step_size, self.gamma = _positive_int("step_size", step_size), float(gamma)
+        self.step_size, self.gamma = check_int("step_size", step_size, low=1), _gamma(gamma)
         super().__init__(optimizer)
 
     def factor(self, t):
@@ -63,7 +75,7 @@ class ExponentialLR(LRScheduler):
     """Multiply the lr by ``gamma`` every epoch."""
 
     def __init__(self, optimizer, gamma: float):
-        self.gamma = float(gamma)
+        self.gamma = _gamma(gamma)
         super().__init__(optimizer)
 
     def factor(self, t):
@@ -74,7 +86,8 @@ class CosineAnnealingLR(LRScheduler):
     """Cosine from the initial lr down to ``eta_min`` over ``T_max`` epochs."""
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):  # noqa: N803 (torch's name)
-        self.T_max, self.eta_min = _positive_int("T_max", T_max), float(eta_min)
+        # eta_min above the initial lr is allowed, as in torch (the schedule then rises)
+        self.T_max, self.eta_min = check_int("T_max", T_max, low=1), check_real("eta_min", eta_min, low=0)
         super().__init__(optimizer)
 
     def lr_at(self, t):
@@ -85,10 +98,10 @@ class LinearLR(LRScheduler):
     """Linear ramp of the lr factor from ``start_factor`` to ``end_factor`` (a warm-up)."""
 
     def __init__(self, optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5):
-        if not 0 < start_factor <= 1 or not 0 <= end_factor <= 1:
-            raise ValueError("start_factor must lie in (0, 1] and end_factor in [0, 1] (as in torch).")
-        self.start_factor, self.end_factor = float(start_factor), float(end_factor)
-        self.total_iters = _positive_int("total_iters", total_iters)
+        # ranges as in torch.optim.lr_scheduler.LinearLR
+        self.start_factor = check_real("start_factor", start_factor, low=0, high=1, low_open=True)
+        self.end_factor = check_real("end_factor", end_factor, low=0, high=1)
+        self.total_iters = check_int("total_iters", total_iters, low=1)
         super().__init__(optimizer)
 
     def factor(self, t):
@@ -99,12 +112,39 @@ class SequentialLR(LRScheduler):
     """Run ``schedulers`` one after another, switching at the epochs in ``milestones``."""
 
     def __init__(self, optimizer, schedulers, milestones):
-        if len(milestones) != len(schedulers) - 1 or list(milestones) != sorted(milestones):
-            raise ValueError("milestones must be sorted and one shorter than schedulers.")
-        self.schedulers, self.milestones = list(schedulers), list(milestones)
+        self.schedulers = _check_schedulers(_check_optimizer(optimizer), schedulers)
+        self.milestones = _check_milestones(milestones, len(self.schedulers))
         super().__init__(optimizer)
 
     def lr_at(self, t):
         i = bisect.bisect_right(self.milestones, t)
         start = self.milestones[i - 1] if i else 0
         return self.schedulers[i].lr_at(t - start)
+
+
+def _check_schedulers(optimizer, schedulers) -> list:
+    """A non-empty list of schedulers, all built on ``optimizer``."""
+    if isinstance(schedulers, (str, LRScheduler)) or not hasattr(schedulers, "__iter__"):
+        raise invalid("schedulers", schedulers,
+                      "pass a list of schedulers, e.g. [LinearLR(opt), ExponentialLR(opt, 0.9)]")
+    schedulers = list(schedulers)
+    if not schedulers:
+        raise invalid("schedulers", schedulers, "pass at least one scheduler")
+    for i, s in enumerate(schedulers):
+        if not isinstance(s, LRScheduler):
+            raise invalid(f"schedulers[{i}]", s, "pass an xpnet lr scheduler such as StepLR(optimizer, 10)")
+        if s.optimizer is not optimizer:
+            raise ValueError(f"schedulers[{i}] was built on a different optimizer: build every scheduler on "
+                             "the one given to SequentialLR.")
+    return schedulers
+
+
+def _check_milestones(milestones, n_schedulers: int) -> list[int]:
+    """Epochs > 0, strictly increasing, one fewer than the schedulers."""
+    rule = f"use {n_schedulers - 1} strictly increasing integers > 0 (one fewer than schedulers)"
+    if isinstance(milestones, str) or not hasattr(milestones, "__iter__"):
+        raise invalid("milestones", milestones, rule)
+    values = [check_int(f"milestones[{i}]", m, low=1) for i, m in enumerate(milestones)]
+    if len(values) != n_schedulers - 1 or any(a >= b for a, b in zip(values, values[1:])):
+        raise invalid("milestones", milestones, rule)
+    return values

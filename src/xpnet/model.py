@@ -17,6 +17,7 @@ from .activations import get_activation
 from .backend import check_dtype, resolve_backend, to_host
 from .initializers import check_init, default_init, draw_weights
 from .kernels import ops_for
+from .validation import check_int, host_memory_bytes, invalid
 
 
 @dataclass(frozen=True)
@@ -43,16 +44,29 @@ class Tape:
 
 
 def _check_sizes(sizes) -> list[int]:
-    try:
-        sizes = [int(s) for s in sizes]
-        ok = len(sizes) >= 2 and all(s >= 1 for s in sizes) and all(
-            float(s) == int(s) for s in sizes)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"sizes={sizes!r} is invalid: give at least two positive integers, "
-                         "input features first and outputs last, e.g. [64, 128, 10].")
-    return sizes
+    """Layer widths: at least two integers >= 1 (NumPy integers too; bool and float refused)."""
+    items = list(sizes) if isinstance(sizes, (list, tuple, np.ndarray)) else None
+    if items is None or len(items) < 2 or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 1 for s in items):
+        raise invalid("sizes", sizes, "give at least two positive integers, input features first and outputs "
+                                      "last, e.g. [64, 128, 10]")
+    return [int(s) for s in items]
+
+
+# params, grads and up to three optimizer buffers of the model's dtype, plus the float64
+# host buffer the initial weights are drawn into
+_BUFFERS = 5
+
+
+def _check_memory(sizes: list[int], n_params: int, itemsize: int) -> None:
+    """Refuse a model whose buffers cannot fit in this machine's memory, before allocating any
+    (a typo such as 10**9 hidden units would otherwise end in a MemoryError or the OOM killer)."""
+    limit = host_memory_bytes()
+    need = n_params * (_BUFFERS * itemsize + 8)
+    if limit is not None and need > limit:
+        raise invalid("sizes", sizes, f"{n_params:,} parameters need about {need / 2**30:,.1f} GiB for weights, "
+                                      f"gradients and optimizer state, more than this machine's "
+                                      f"{limit / 2**30:,.1f} GiB: use narrower or fewer layers")
 
 
 class MLP:
@@ -66,8 +80,9 @@ class MLP:
         Hidden-layer activation (see ``xpnet.activations.ACTIVATIONS``); the output is linear.
     dtype : str
         ``"float32"`` (default) or ``"float64"``.
-    seed : int
-        Seeds the host-side generator for the initial weights (identical on every backend).
+    seed : int or None
+        Seeds the host-side generator for the initial weights (identical on every backend);
+        ``None`` draws one (kept in ``self.seed``).
     init : str or None
         ``"he_normal"``, ``"xavier_uniform"``, ... ; ``None`` picks the one that fits ``activation``.
     device : str or device, optional
@@ -81,9 +96,11 @@ class MLP:
         self.activation = get_activation(activation)
         self.dtype = check_dtype(dtype)
         self.init = default_init(self.activation.init) if init is None else check_init(init)
-        if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
-            raise TypeError(f"seed={seed!r} must be an integer.")
-        self.seed = int(seed)
+        seed = check_int("seed", seed, low=0, allow_none=True)
+        # None draws a seed, kept in self.seed so the run can be repeated
+        self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
+        n_params = sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
+        _check_memory(self.sizes, n_params, np.dtype(self.dtype).itemsize)
         self.backend = resolve_backend(device, xp)
         self.ops = ops_for(self.backend, self.dtype)
 

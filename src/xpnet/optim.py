@@ -22,15 +22,18 @@ from .lr_scheduler import (  # noqa: F401  (re-exported: xpnet.optim.StepLR, ...
 )
 
 
-def _check(name: str, value, ok: bool, rule: str):
-    if not ok:
-        raise ValueError(f"{name}={value!r} is invalid: {rule}.")
+from .validation import HyperparameterError, check_bool, check_int, check_real, invalid
 
 
-def _nonneg(name: str, value):
-    _check(name, value, isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
-           and math.isfinite(value), "it must be a finite number >= 0")
-    return float(value)
+def _nonneg(name: str, value) -> float:
+    return check_real(name, value, low=0)
+
+
+def _betas(betas) -> tuple[float, float]:
+    """Adam's ``betas``: a pair of numbers, each in [0, 1) (as torch.optim.Adam)."""
+    if isinstance(betas, str) or not hasattr(betas, "__len__") or len(betas) != 2:
+        raise invalid("betas", betas, "use a pair (beta1, beta2) of numbers in [0, 1), e.g. (0.9, 0.999)")
+    return tuple(check_real(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
 
 
 class Optimizer:
@@ -44,10 +47,18 @@ class Optimizer:
     state_names: tuple[str, ...] = ()
 
     def __init__(self, lr: float, **hparams):
-        self.lr = _nonneg("lr", lr)
+        self.lr = lr
         self.hparams = hparams
         self.step_count = 0
         self.state: dict[str, object] = {}
+
+    @property
+    def lr(self) -> float:
+        return self._lr
+
+    @lr.setter
+    def lr(self, value) -> None:  # checked on every assignment: a scheduler or user cannot set NaN
+        self._lr = _nonneg("lr", value)
 
     # -- the public step -----------------------------------------------------------
     def step(self, params, grads, ops, max_norm: float | None = None) -> None:
@@ -84,13 +95,37 @@ class Optimizer:
             "state": {k: to_host(v).copy() for k, v in self.state.items()},
         }
 
+    @classmethod
+    def _init_kwargs(cls, hparams: dict) -> dict:
+        """Constructor arguments that rebuild ``hparams`` (Adam stores ``betas`` as two entries)."""
+        return dict(hparams)
+
     def load_state_dict(self, state: dict, backend=None) -> None:
-        if state.get("type") != type(self).__name__:
-            raise ValueError(f"state_dict is for {state.get('type')!r}, not {type(self).__name__}.")
-        self.lr = float(state["lr"])
-        self.hparams = dict(state["hparams"])
-        self.step_count = int(state["step_count"])
-        self.state = {k: (backend.from_host(v) if backend else v) for k, v in state["state"].items()}
+        """Restore :meth:`state_dict`'s output; everything is checked before anything changes."""
+        name = type(self).__name__
+        if not isinstance(state, dict):
+            raise invalid("state_dict", type(state).__name__, "pass the dict that state_dict() returned")
+        if state.get("type") != name:
+            raise ValueError(f"state_dict is for {state.get('type')!r}, not {name}.")
+        missing = [k for k in ("lr", "hparams", "step_count", "state") if k not in state]
+        if missing:
+            raise ValueError(f"state_dict lacks {', '.join(missing)}: pass the dict that {name}.state_dict() returned.")
+        hparams = state["hparams"]
+        if not isinstance(hparams, dict) or set(hparams) != set(self.hparams):
+            keys = sorted(hparams) if isinstance(hparams, dict) else hparams
+            raise ValueError(f"state_dict['hparams'] has keys {keys!r}; {name} needs {sorted(self.hparams)}.")
+        try:  # the constructor's checks, on a throwaway instance (no buffers are allocated)
+            probe = type(self)(lr=state["lr"], **self._init_kwargs(hparams))
+        except ValueError as exc:
+            raise ValueError(f"state_dict holds an invalid hyperparameter for {name}: {exc}") from None
+        step_count = check_int("state_dict['step_count']", state["step_count"], low=0)
+        buffers = state["state"]
+        if not isinstance(buffers, dict) or (buffers and set(buffers) != set(probe.state_names)):
+            names = sorted(buffers) if isinstance(buffers, dict) else buffers
+            raise ValueError(f"state_dict['state'] has buffers {names!r}; {probe!r} keeps {sorted(probe.state_names)}.")
+        self.lr, self.hparams, self.state_names = probe.lr, probe.hparams, probe.state_names
+        self.step_count = step_count
+        self.state = {k: (backend.from_host(v) if backend else v) for k, v in buffers.items()}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in {"lr": self.lr, **self.hparams}.items())
@@ -103,11 +138,12 @@ class SGD(Optimizer):
     rule = "sgd"
 
     def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
-        momentum, dampening = _nonneg("momentum", momentum), float(dampening)
+        momentum, dampening = _nonneg("momentum", momentum), check_real("dampening", dampening)
+        nesterov = check_bool("nesterov", nesterov)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening = 0 (as in torch.optim.SGD).")
-        super().__init__(lr, momentum=momentum, dampening=dampening,
-                         weight_decay=_nonneg("weight_decay", weight_decay), nesterov=bool(nesterov))
+        super().__init__(_nonneg("lr", lr), momentum=momentum, dampening=dampening,
+                         weight_decay=_nonneg("weight_decay", weight_decay), nesterov=nesterov)
         self.state_names = ("momentum_buffer",) if momentum else ()
 
     def _reference(self, xp, p, g, state, s):
@@ -131,7 +167,8 @@ class Adagrad(Optimizer):
     state_names = ("sum",)
 
     def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
-        super().__init__(lr, lr_decay=_nonneg("lr_decay", lr_decay), weight_decay=_nonneg("weight_decay", weight_decay),
+        super().__init__(_nonneg("lr", lr), lr_decay=_nonneg("lr_decay", lr_decay),
+                         weight_decay=_nonneg("weight_decay", weight_decay),
                          initial_accumulator_value=_nonneg("initial_accumulator_value", initial_accumulator_value),
                          eps=_nonneg("eps", eps))
 
@@ -158,9 +195,10 @@ class RMSprop(Optimizer):
     rule = "rmsprop"
 
     def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
-        _check("alpha", alpha, isinstance(alpha, (int, float)) and 0 <= alpha <= 1, "it must lie in [0, 1]")
-        super().__init__(lr, alpha=float(alpha), eps=_nonneg("eps", eps), weight_decay=_nonneg("weight_decay", weight_decay),
-                         momentum=_nonneg("momentum", momentum), centered=bool(centered))
+        # torch only asks alpha >= 0, but alpha > 1 makes (1 - alpha) negative and square_avg with it
+        super().__init__(_nonneg("lr", lr), alpha=check_real("alpha", alpha, low=0, high=1), eps=_nonneg("eps", eps),
+                         weight_decay=_nonneg("weight_decay", weight_decay), momentum=_nonneg("momentum", momentum),
+                         centered=check_bool("centered", centered))
         self.state_names = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if momentum else ())
 
     def _reference(self, xp, p, g, state, s):
@@ -191,11 +229,16 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
-        _check("betas", betas, isinstance(betas, (tuple, list)) and len(betas) == 2
-               and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas), "use two numbers in [0, 1)")
-        super().__init__(lr, beta1=float(betas[0]), beta2=float(betas[1]), eps=_nonneg("eps", eps),
-                         weight_decay=_nonneg("weight_decay", weight_decay), amsgrad=bool(amsgrad))
+        beta1, beta2 = _betas(betas)
+        super().__init__(_nonneg("lr", lr), beta1=beta1, beta2=beta2, eps=_nonneg("eps", eps),
+                         weight_decay=_nonneg("weight_decay", weight_decay), amsgrad=check_bool("amsgrad", amsgrad))
         self.state_names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
+
+    @classmethod
+    def _init_kwargs(cls, hparams):
+        kwargs = dict(hparams)
+        kwargs["betas"] = (kwargs.pop("beta1"), kwargs.pop("beta2"))
+        return kwargs
 
     def scalars(self):
         s = super().scalars()
@@ -241,8 +284,8 @@ def get_optimizer(optimizer, lr: float | None = None) -> Optimizer:
     if optimizer is None:
         optimizer = "adam"
     if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
-        raise ValueError(f"optimizer={optimizer!r} is unknown: use one of {', '.join(OPTIMIZERS)} "
-                         "or an instance such as xpnet.optim.Adam(lr=1e-3).")
+        raise HyperparameterError(f"optimizer={optimizer!r} is unknown: use one of {', '.join(OPTIMIZERS)} "
+                                  "or an instance such as xpnet.optim.Adam(lr=1e-3).")
     cls = OPTIMIZERS[optimizer.lower()]
     return cls() if lr is None else cls(lr=lr)
 

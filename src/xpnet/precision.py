@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import warnings
 
+from .validation import check_choice, check_int, check_real
+
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 _warned_tf32_cpu = False
 
@@ -22,8 +24,7 @@ _warned_tf32_cpu = False
 def check_precision(precision: str, model) -> str:
     """Validate ``precision`` for ``model`` before anything is built."""
     global _warned_tf32_cpu
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is unknown: use one of {', '.join(PRECISIONS)}.")
+    check_choice("precision", precision, PRECISIONS)
     if precision == "bf16":
         raise ValueError("precision='bf16' is not supported: CuPy and NumPy have no bfloat16 array type. "
                          "Use precision='fp16' (mixed precision with loss scaling) or 'tf32'.")
@@ -47,8 +48,12 @@ class GradScaler:
     """
 
     def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
-        self.scale, self.growth_factor, self.backoff_factor = float(init_scale), growth_factor, backoff_factor
-        self.growth_interval, self.growth_tracker, self.skipped_steps = growth_interval, 0, 0
+        # ranges as torch.amp.GradScaler: the scale must stay positive, grow up and back off down
+        self.scale = check_real("init_scale", init_scale, low=0, low_open=True)
+        self.growth_factor = check_real("growth_factor", growth_factor, low=1, low_open=True)
+        self.backoff_factor = check_real("backoff_factor", backoff_factor, low=0, high=1, low_open=True, high_open=True)
+        self.growth_interval = check_int("growth_interval", growth_interval, low=1)
+        self.growth_tracker, self.skipped_steps = 0, 0
 
     def update(self, found_inf: bool) -> None:
         if found_inf:

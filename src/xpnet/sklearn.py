@@ -14,12 +14,18 @@ from __future__ import annotations
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from numbers import Integral, Real
+
 from . import MLP, Trainer
+from .activations import ACTIVATIONS
+from .backend import FLOAT_DTYPES
 from .callbacks import Callback
 from .optim import OPTIMIZERS
+from .validation import check_int
 
 
 class _ConvergenceStop(Callback):
@@ -55,6 +61,27 @@ class _ConvergenceStop(Callback):
 class _MLPBase(BaseEstimator):
     _loss = ""
 
+    # scikit-learn's convention: __init__ stores, fit validates (ranges as sklearn's own MLP)
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "device": "no_validation",  # any device string or object resolve_backend takes; it checks
+        "dtype": [StrOptions(set(FLOAT_DTYPES))],
+    }
+
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", optimizer="adam", alpha=1e-4,
                  batch_size="auto", learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, warm_start=False, early_stopping=False, validation_fraction=0.1,
@@ -76,6 +103,16 @@ class _MLPBase(BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.device = device
         self.dtype = dtype
+
+    def _check_params(self) -> None:
+        """All hyperparameters, at the start of fit / partial_fit, before any state changes."""
+        self._validate_params()
+        sizes = self.hidden_layer_sizes  # the constraint checks only that it is array-like (or an int)
+        if np.isscalar(sizes):
+            check_int("hidden_layer_sizes", sizes, low=1)
+        else:
+            for i, size in enumerate(sizes):
+                check_int(f"hidden_layer_sizes[{i}]", size, low=1)
 
     # -- building ------------------------------------------------------------------------------
     def _seed(self) -> int:
@@ -167,6 +204,7 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
 
     def fit(self, X, y):
         """Train for up to ``max_iter`` epochs (from the current weights if ``warm_start``)."""
+        self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=not self._continuing())
         check_classification_targets(y)
         keep = self._continuing()
@@ -179,6 +217,7 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over ``(X, y)``; the first call needs ``classes`` (all labels there will be)."""
+        self._check_params()
         first = not hasattr(self, "classes_")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], reset=first)
         check_classification_targets(y)
@@ -213,6 +252,7 @@ class MLPRegressor(RegressorMixin, _MLPBase):
 
     def fit(self, X, y):
         """Train for up to ``max_iter`` epochs (from the current weights if ``warm_start``)."""
+        self._check_params()
         keep = bool(self.warm_start) and hasattr(self, "coefs_")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True,
                              reset=not keep)
@@ -222,6 +262,7 @@ class MLPRegressor(RegressorMixin, _MLPBase):
 
     def partial_fit(self, X, y):
         """One epoch over ``(X, y)``."""
+        self._check_params()
         first = not hasattr(self, "coefs_")
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32], multi_output=True, y_numeric=True,
                              reset=first)

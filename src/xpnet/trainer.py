@@ -46,23 +46,33 @@ class Trainer:
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, scheduler=None,
                  clip_grad_norm=None, precision="fp32"):
+        from .lr_scheduler import LRScheduler
+        from .model import MLP
+        from .validation import check_real, invalid
+
+        # every argument is checked before anything is built (the model is never touched here)
+        if not isinstance(model, MLP):
+            raise invalid("model", model, "pass an xpnet.MLP, e.g. xpnet.MLP([64, 128, 10])")
         self.model = model
         self.loss = get_loss(loss)
         self.optimizer = get_optimizer(optimizer)
         if metrics is None:
             metrics = ("accuracy",) if self.loss.classification else ()
+        if isinstance(metrics, str) or not hasattr(metrics, "__iter__"):  # "accuracy" would iterate letters
+            raise invalid("metrics", metrics, "use a tuple of names, e.g. metrics=('accuracy',)")
         for m in metrics:
             if m not in METRICS:
                 raise ValueError(f"metrics contains {m!r}, which is unknown: use any of {', '.join(METRICS)}.")
         if "accuracy" in metrics and not self.loss.classification:
             raise ValueError(f"metrics=('accuracy',) needs a classification loss, not {self.loss.name!r}.")
         self.metrics = tuple(metrics)
+        if scheduler is not None and not isinstance(scheduler, LRScheduler):
+            raise invalid("scheduler", scheduler,
+                          "pass an xpnet.optim lr scheduler (e.g. StepLR(optimizer, 10)) or None")
         if scheduler is not None and scheduler.optimizer is not self.optimizer:
             raise ValueError("scheduler was built on a different optimizer: build it on the one given to Trainer.")
         self.scheduler = scheduler
-        if clip_grad_norm is not None and not (isinstance(clip_grad_norm, numbers.Real) and clip_grad_norm > 0):
-            raise ValueError(f"clip_grad_norm={clip_grad_norm!r} is invalid: use a positive number or None.")
-        self.clip_grad_norm = clip_grad_norm
+        self.clip_grad_norm = check_real("clip_grad_norm", clip_grad_norm, low=0, low_open=True, allow_none=True)
         self.precision = check_precision(precision, model)
         # this trainer's own kernel set: TF32 (or not) is fixed here and never leaks to other trainers
         self.ops = model.ops.configured(tf32=self.precision == "tf32")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+import os
 
 import array_api_compat as aac
 import numpy as np
@@ -11,10 +13,97 @@ from .backend import library_name, to_host
 from .losses import labels_outside_message
 
 
-def check_positive_int(name: str, value) -> int:
-    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value <= 0:
-        raise ValueError(f"{name}={value!r} is invalid: use a positive integer.")
+# -- hyperparameters: one helper per concept, one message style -------------------------------
+class HyperparameterError(ValueError, TypeError):
+    """A constructor argument of the wrong type or out of range.
+
+    Both a ValueError and a TypeError (as scikit-learn's InvalidParameterError), so callers
+    catching either keep working whichever of the two a check used to raise.
+    """
+
+
+def invalid(name: str, value, rule: str) -> HyperparameterError:
+    """The error for ``name=value``: ``"lr=-1 is invalid: use a finite number >= 0."``."""
+    return HyperparameterError(f"{name}={value!r} is invalid: {rule}.")
+
+
+def _is_bool(value) -> bool:
+    return isinstance(value, (bool, np.bool_))
+
+
+def _bounds(low, high, low_open, high_open) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def check_real(name: str, value, *, low=None, high=None, low_open=False, high_open=False, allow_none=False):
+    """``value`` as a float: a real number (not bool), finite, within the bounds; or None if allowed."""
+    if value is None and allow_none:
+        return None
+    rule = " ".join(filter(None, ("use a finite number", _bounds(low, high, low_open, high_open))))
+    rule += " or None" if allow_none else ""
+    if not isinstance(value, numbers.Real) or _is_bool(value):
+        raise invalid(name, value, rule)
+    try:
+        x = float(value)
+    except OverflowError:  # an int too large for a float
+        raise invalid(name, value, rule) from None
+    if not math.isfinite(x) or (low is not None and (x <= low if low_open else x < low)) \
+            or (high is not None and (x >= high if high_open else x > high)):
+        raise invalid(name, value, rule)
+    return x
+
+
+def check_int(name: str, value, *, low=None, high=None, allow_none=False):
+    """``value`` as an int (Python or NumPy integer, not bool) within ``[low, high]``; or None if allowed."""
+    if value is None and allow_none:
+        return None
+    if low == 1 and high is None:
+        rule = "use a positive integer"
+    else:
+        rule = " ".join(filter(None, ("use an integer", _bounds(low, high, False, False))))
+    rule += " or None" if allow_none else ""
+    if not isinstance(value, numbers.Integral) or _is_bool(value) \
+            or (low is not None and value < low) or (high is not None and value > high):
+        raise invalid(name, value, rule)
     return int(value)
+
+
+def check_positive_int(name: str, value) -> int:
+    return check_int(name, value, low=1)
+
+
+def check_bool(name: str, value) -> bool:
+    """``value`` as a bool; 0/1 or "yes" are refused, so a misplaced argument does not pass silently."""
+    if not _is_bool(value):
+        raise invalid(name, value, "use True or False")
+    return bool(value)
+
+
+def check_str(name: str, value) -> str:
+    if not isinstance(value, str) or not value:
+        raise invalid(name, value, "use a non-empty string")
+    return value
+
+
+def check_choice(name: str, value, options):
+    """``value`` if it is one of ``options`` (compared by equality, so unhashable values fail cleanly)."""
+    if not isinstance(value, str) or value not in options:
+        raise HyperparameterError(f"{name}={value!r} is unknown: use one of {', '.join(map(str, options))}.")
+    return value
+
+
+def host_memory_bytes() -> int | None:
+    """Physical memory of this machine, or None where the OS does not say (e.g. Windows)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def check_same_library(**arrays) -> None:
