@@ -220,3 +220,25 @@ def test_divergence_in_the_first_epoch_restores_the_initial_weights():
         history = trainer.fit(X, y, epochs=5, batch_size=8, verbose=False)
     assert history.diverged and history.epoch == []
     np.testing.assert_array_equal(xpnet.to_host(model.params), initial)
+
+
+@pytest.mark.parametrize("kwargs,pattern", [
+    ({"callbacks": [1]}, r"callbacks contains 1, which is not an xpnet.callbacks.Callback"),
+    ({"shuffle": "no"}, r"shuffle='no' is invalid: use True or False"),
+    ({"data_on_device": "yes"}, r"data_on_device='yes' is invalid"),
+    ({"history": 5}, r"history=5 is invalid: pass the History of an earlier fit"),
+    ({"validation_split": float("nan")}, r"validation_split=nan is invalid"),
+])
+def test_fit_options_are_checked_before_training(setup, kwargs, pattern):
+    trainer, X, y = setup
+    before = xpnet.to_host(trainer.model.params).copy()
+    with pytest.raises((TypeError, ValueError), match=pattern):
+        trainer.fit(X, y, verbose=False, **kwargs)
+    np.testing.assert_array_equal(xpnet.to_host(trainer.model.params), before)
+
+
+@pytest.mark.parametrize("x", [np.ones(6), np.ones((2, 5)), np.ones((2, 6, 1)), "abc"])
+def test_forward_refuses_a_batch_of_the_wrong_shape(x):
+    model = xpnet.MLP([6, 4, 3], dtype="float64")
+    with pytest.raises(ValueError, match=r"x must be a 2-D batch with 6 features"):
+        model.forward(x)

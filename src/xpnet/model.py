@@ -191,6 +191,9 @@ class MLP:
         ``params`` / ``ops`` substitute another flat parameter buffer and kernel set (the
         float16 copy of the weights in mixed precision); by default the model's own.
         """
+        if getattr(x, "ndim", None) != 2 or x.shape[1] != self.n_features:  # shapes only: free, never a sync
+            raise ValueError(f"x must be a 2-D batch with {self.n_features} features on the model's device, got "
+                             f"shape {tuple(getattr(x, 'shape', ()))}; Trainer.predict takes any input and checks it.")
         ops, act = ops or self.ops, self.activation
         ws = self._buffers(x.shape[0], ops) if tape else None
         inputs, pre, post = [], [], []

@@ -13,11 +13,12 @@ import warnings
 
 import numpy as np
 
-from .callbacks import History, ProgressBar, TerminateOnNaN
+from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
 from .losses import get_loss
 from .optim import get_optimizer
 from .precision import MixedPrecision, check_precision
-from .validation import DeviceChecks, check_features, check_positive_int, check_same_library, check_targets
+from .validation import (DeviceChecks, check_bool, check_features, check_positive_int, check_real, check_same_library,
+                         check_targets)
 
 METRICS = ("accuracy",)
 
@@ -26,6 +27,25 @@ def _batches(n: int, batch_size: int):
     """``(start, stop)`` of each mini-batch; stops never run past ``n`` (the array API forbids it)."""
     for start in range(0, n, batch_size):
         yield start, min(start + batch_size, n)
+
+
+def _check_fit_options(epochs, shuffle, validation_data, validation_split, callbacks, initial_epoch, history,
+                       data_on_device) -> None:
+    """``fit``'s options, checked before anything is moved or trained."""
+    check_real("validation_split", validation_split, low=0, high=1, high_open=True)
+    if validation_split and validation_data is not None:
+        raise ValueError("pass validation_data or validation_split, not both.")
+    check_bool("shuffle", shuffle)
+    if data_on_device is not None:
+        check_bool("data_on_device", data_on_device)
+    if not isinstance(initial_epoch, numbers.Integral) or not 0 <= initial_epoch <= epochs:
+        raise ValueError(f"initial_epoch={initial_epoch!r} is invalid: use an integer in [0, epochs].")
+    if history is not None and not isinstance(history, History):
+        raise TypeError(f"history={history!r} is invalid: pass the History of an earlier fit, or None.")
+    bad = [c for c in callbacks if not isinstance(c, Callback)]
+    if bad:
+        raise TypeError(f"callbacks contains {bad[0]!r}, which is not an xpnet.callbacks.Callback: subclass "
+                        "Callback and override the hooks you need.")
 
 
 class Trainer:
@@ -155,14 +175,9 @@ class Trainer:
         (always, except on a GPU whose free memory is too small) and otherwise streams each
         batch from host memory; ``True`` / ``False`` force either.  Both give the same batches.
         """
-        epochs = check_positive_int("epochs", epochs)
-        batch_size = check_positive_int("batch_size", batch_size)
-        if not isinstance(validation_split, numbers.Real) or not 0 <= validation_split < 1:
-            raise ValueError(f"validation_split={validation_split!r} is invalid: use a fraction in [0, 1).")
-        if validation_split and validation_data is not None:
-            raise ValueError("pass validation_data or validation_split, not both.")
-        if not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
-            raise ValueError(f"initial_epoch={initial_epoch!r} is invalid: use an integer in [0, epochs].")
+        epochs, batch_size = check_positive_int("epochs", epochs), check_positive_int("batch_size", batch_size)
+        _check_fit_options(epochs, shuffle, validation_data, validation_split, callbacks, initial_epoch, history,
+                           data_on_device)
         if data_on_device is None:
             data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
         X, y = self._data(X, y, place=bool(data_on_device))
