@@ -395,3 +395,19 @@ def test_export_to_torch_sequential_gives_the_same_outputs():
     assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"}
     assert tuple(state["0.weight"].shape) == (16, 6)  # torch's (out, in)
     json.dumps({k: list(v.shape) for k, v in state.items()})
+
+
+def test_a_refused_callback_state_leaves_trainer_and_callback_untouched(tmp_path):
+    X, y = blobs(n=32, features=4)
+    trainer, _ = _small()
+    stopper = xpnet.callbacks.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
+    history = trainer.fit(X, y, epochs=2, batch_size=16, verbose=False, callbacks=[stopper])
+    ckpt = checkpoint.load(checkpoint.save(tmp_path, trainer, 1, history, callbacks=[stopper]))
+    ckpt.trainer_meta["callbacks"]["0:EarlyStopping"].pop("wait")
+    fresh, _ = _small(seed=5)
+    fresh_stopper = xpnet.callbacks.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
+    before = _host_state(fresh), dict(vars(fresh_stopper))
+    with pytest.raises(ValueError, match=r"for callback EarlyStopping that it cannot restore \(KeyError\('wait'\)\)"):
+        checkpoint.restore(fresh, ckpt, callbacks=[fresh_stopper])
+    _assert_same(_host_state(fresh), before[0])
+    assert vars(fresh_stopper) == before[1]

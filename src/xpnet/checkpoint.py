@@ -27,6 +27,7 @@ cannot be detected.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -435,8 +436,11 @@ def _check_restorable(trainer, ckpt: Checkpoint, callbacks) -> None:
     for i, cb in enumerate(callbacks):
         saved = meta.get("callbacks", {}).get(f"{i}:{type(cb).__name__}")
         if hasattr(cb, "load_state_dict") and saved is not None:
-            if not isinstance(saved, dict) or set(saved) != set(cb.state_dict()[0]):
-                raise ValueError(f"{where} holds state {saved!r} for callback {type(cb).__name__} it cannot restore.")
+            try:  # a dry run on a copy: the callback's own state stays untouched
+                copy.deepcopy(cb).load_state_dict(saved, _prefixed(ckpt.state, f"callback{i}."), trainer)
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{where} holds state {saved!r} for callback {type(cb).__name__} that it cannot "
+                                 f"restore ({exc!r}).") from exc
             flat.append(f"callback{i}.")
     n_params = trainer.model.n_params
     for name, buf in ckpt.state.items():
