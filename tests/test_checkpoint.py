@@ -218,7 +218,8 @@ def _edit_state(fn):
     ("trainer.safetensors", lambda t: t["optimizer.exp_avg"].__setitem__(3, np.inf), None,
      r"infinite values in tensor 'optimizer.exp_avg'"),
     ("trainer.safetensors", None, _edit_state(lambda s: s.pop("rng")), r"lacks training-state key 'rng'"),
-    ("trainer.safetensors", None, _edit_state(lambda s: s["optimizer"].pop("lr")), r"lacks optimizer key\(s\) \['lr'\]"),
+    ("trainer.safetensors", None, _edit_state(lambda s: s["optimizer"].pop("lr")),
+     r"lacks optimizer key\(s\) \['lr'\]"),
     ("trainer.safetensors", None, _edit_state(lambda s: s.update(epoch="3")), r"'epoch' of the wrong type"),
     ("trainer.safetensors", None, lambda m: m.pop("json"), r"has no valid training state"),
 ])
