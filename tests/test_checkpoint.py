@@ -174,6 +174,14 @@ def test_edited_manifests_are_refused(saved, edit):
     _refused(path, "manifest.json", root)
 
 
+def test_a_resealed_manifest_of_the_wrong_shape_is_refused(saved):
+    path, root = saved
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["model.safetensors"]["size"] = "big"
+    (path / "manifest.json").write_bytes(checkpoint._manifest_bytes(manifest["files"]))
+    _refused(path, "manifest.json is damaged", root)
+
+
 def _rewrite(path, name, change_tensors=None, change_meta=None):
     """Alter one file's contents and re-seal it (weights digest, manifest) so only the content checks can object."""
     from safetensors.numpy import load_file, save_file
@@ -221,6 +229,8 @@ def _edit_state(fn):
     ("trainer.safetensors", None, _edit_state(lambda s: s["optimizer"].pop("lr")),
      r"lacks optimizer key\(s\) \['lr'\]"),
     ("trainer.safetensors", None, _edit_state(lambda s: s.update(epoch="3")), r"'epoch' of the wrong type"),
+    ("trainer.safetensors", None, _edit_state(lambda s: s["optimizer"].update(lr="fast")),
+     r"optimizer key\(s\) \['lr'\] of the wrong type"),
     ("trainer.safetensors", None, lambda m: m.pop("json"), r"has no valid training state"),
 ])
 def test_well_formed_but_wrong_contents_are_refused_naming_file_and_tensor(saved, name, change_tensors, change_meta,
@@ -295,6 +305,7 @@ def _assert_same(a, b):
     (lambda c: c.trainer_meta.update(loss="mse"), r"trained with loss 'mse'"),
     (lambda c: c.trainer_meta.update(rng={"bit_generator": "nope"}), r"invalid shuffling RNG state"),
     (lambda c: c.trainer_meta["scheduler"].pop("last_epoch"), r"scheduler state"),
+    (lambda c: c.trainer_meta["scheduler"].update(last_epoch="2"), r"scheduler state"),
 ])
 def test_a_refused_restore_leaves_the_trainer_untouched(saved, damage, message):
     path, _ = saved

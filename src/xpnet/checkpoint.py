@@ -48,7 +48,7 @@ DIGEST_KEY = "sha256"  # weights-file metadata entry: SHA-256 of the tensors and
 MODEL_KEYS = ("format", "sizes", "activation", "dtype", "init", "seed")
 TRAINER_KEYS = {"epoch": int, "step_count": int, "optimizer": dict, "rng": dict, "history": dict,
                 "history_epochs": list, "scheduler": (dict, type(None))}
-OPTIMIZER_KEYS = ("type", "lr", "hparams", "step_count")
+OPTIMIZER_KEYS = {"type": str, "lr": (int, float), "hparams": dict, "step_count": int}
 
 
 class IntegrityWarning(UserWarning):
@@ -256,9 +256,15 @@ def _read_manifest(path: Path) -> dict | None:
             _canonical({"format": FORMAT, "files": entries}))
     except Exception:  # noqa: BLE001 - any failure to parse or rebuild it means it was altered
         intact = False
-    if not intact or sorted(entries) != sorted(FILES):
-        raise _damaged(file, "is damaged (it does not match its own SHA-256 or lacks entries)")
+    if not (intact and _well_formed(entries)):
+        raise _damaged(file, "is damaged (it does not match its own SHA-256, or lacks entries)")
     return entries
+
+
+def _well_formed(entries) -> bool:
+    return (isinstance(entries, dict) and sorted(entries) == sorted(FILES)
+            and all(isinstance(e, dict) and type(e.get("size")) is int and isinstance(e.get("sha256"), str)
+                    for e in entries.values()))
 
 
 def _verified_files(path: Path) -> dict[str, bytes]:
@@ -274,7 +280,7 @@ def _verified_files(path: Path) -> dict[str, bytes]:
                       IntegrityWarning, stacklevel=3)
         return contents
     for name, data in contents.items():
-        size, digest = entries[name].get("size"), entries[name].get("sha256")
+        size, digest = entries[name]["size"], entries[name]["sha256"]
         if len(data) != size:
             raise _damaged(path / name, f"has {len(data)} bytes but its manifest records {size} "
                            "(truncated or overwritten)")
@@ -347,6 +353,9 @@ def _trainer_meta(file: Path, meta: dict) -> dict:
     missing = [k for k in OPTIMIZER_KEYS if k not in state["optimizer"]]
     if missing:
         raise _damaged(file, f"lacks optimizer key(s) {missing}")
+    wrong = [k for k, kind in OPTIMIZER_KEYS.items() if not isinstance(state["optimizer"][k], kind)]
+    if wrong:
+        raise _damaged(file, f"has optimizer key(s) {wrong} of the wrong type")
     if not isinstance(state.get("callbacks", {}), dict):
         raise _damaged(file, "has training-state key 'callbacks' of the wrong type")
     return state
@@ -454,14 +463,21 @@ def _check_restorable(trainer, ckpt: Checkpoint, callbacks) -> None:
         raise ValueError(f"{where} {has} learning-rate scheduler state, but this trainer "
                          f"{'has no' if trainer.scheduler is None else 'has a'} scheduler: configure the same "
                          "scheduler as the run that saved it.")
-    if meta["scheduler"] is not None and set(meta["scheduler"]) != set(trainer.scheduler.state_dict()):
+    if meta["scheduler"] is not None and not _numbers_like(meta["scheduler"], trainer.scheduler.state_dict()):
         raise ValueError(f"{where} holds scheduler state {meta['scheduler']!r} this scheduler cannot restore.")
-    if trainer.scaler is not None and meta.get("scaler") and set(meta["scaler"]) != set(trainer.scaler.state_dict()):
+    if trainer.scaler is not None and meta.get("scaler") and not _numbers_like(meta["scaler"],
+                                                                               trainer.scaler.state_dict()):
         raise ValueError(f"{where} holds loss-scaler state {meta['scaler']!r} this scaler cannot restore.")
     try:  # on a throwaway generator of the same kind: the trainer's own stays untouched
         type(trainer._rng.bit_generator)().state = meta["rng"]
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"{where} holds an invalid shuffling RNG state ({exc}).") from exc
+
+
+def _numbers_like(saved, current: dict) -> bool:
+    """Whether ``saved`` has exactly the keys of state dict ``current``, each a number (as scheduler and scaler keep)."""
+    return (isinstance(saved, dict) and set(saved) == set(current)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in saved.values()))
 
 
 def restore(trainer, ckpt: Checkpoint, callbacks=()) -> None:
