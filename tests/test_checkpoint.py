@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -64,23 +68,288 @@ def test_mismatched_architecture_is_refused_and_nothing_changes(tmp_path):
     np.testing.assert_array_equal(xpnet.to_host(other.model.params), before)
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garble", "delete"])
-def test_damaged_files_raise_a_clear_error_naming_the_file(tmp_path, damage):
-    trainer, history, _ = _trained()
-    path = checkpoint.save(tmp_path, trainer, 0, history)
-    target = path / "trainer.safetensors"
-    if damage == "truncate":
-        target.write_bytes(target.read_bytes()[:-100])
-    elif damage == "garble":
-        data = bytearray(target.read_bytes())
-        data[8:40] = b"x" * 32
-        target.write_bytes(bytes(data))
-    else:
-        target.unlink()
-    snapshot = {p.name: p.read_bytes() for p in path.iterdir()}
-    with pytest.raises(ValueError, match=r"trainer.safetensors (is unreadable|is missing)"):
+# -- integrity: any damage is refused before anything is loaded --------------------------------
+def _small(seed=1, sizes=(4, 8, 3)):
+    X, y = blobs(n=32, features=4)
+    opt = xpnet.optim.AdamW(lr=0.01)
+    trainer = xpnet.Trainer(xpnet.MLP(list(sizes), dtype="float64", seed=seed), optimizer=opt,
+                            scheduler=xpnet.optim.StepLR(opt, 1, 0.5))
+    return trainer, trainer.fit(X, y, epochs=2, batch_size=16, verbose=False)
+
+
+def _snapshot(root):
+    return {p: (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
+
+
+def _refused(path, name, root):
+    """Loading ``path`` raises ValueError naming file ``name``, and writes nothing under ``root``."""
+    before = _snapshot(root)
+    with pytest.raises(ValueError, match=re.escape(name)):
         checkpoint.load(path)
-    assert {p.name: p.read_bytes() for p in path.iterdir()} == snapshot  # loading wrote nothing
+    with pytest.raises(ValueError, match=re.escape(name)):
+        checkpoint.load_model(path)
+    assert _snapshot(root) == before
+
+
+@pytest.fixture
+def saved(tmp_path):
+    trainer, history = _small()
+    return checkpoint.save(tmp_path / "ckpts", trainer, 0, history), tmp_path
+
+
+FILES = ["model.safetensors", "trainer.safetensors", "manifest.json"]
+
+
+def test_a_clean_checkpoint_has_a_manifest_and_loads_without_warnings(saved):
+    path, _ = saved
+    assert sorted(p.name for p in path.iterdir()) == sorted(FILES)
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == checkpoint.FORMAT == "xpnet-checkpoint-2"
+    assert manifest["files"]["model.safetensors"]["size"] == (path / "model.safetensors").stat().st_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        checkpoint.load(path)
+        checkpoint.load_model(path)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_every_flipped_byte_of_every_file_is_refused(saved, name):
+    path, root = saved
+    target = path / name
+    original = target.read_bytes()
+    for offset in range(len(original)):  # every byte: length field, header, metadata JSON, tensor data
+        for mask in (0x01, 0xFF) if offset % 7 == 0 else (0x01,):
+            data = bytearray(original)
+            data[offset] ^= mask
+            target.write_bytes(bytes(data))
+            with pytest.raises(ValueError, match=re.escape(name)):
+                checkpoint.load(path)
+    target.write_bytes(original)
+    checkpoint.load(path)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_truncated_deleted_emptied_or_replaced_files_are_refused(saved, name):
+    path, root = saved
+    target = path / name
+    original = target.read_bytes()
+    for length in sorted({0, 1, 7, 8, 9, 64, len(original) // 2, len(original) - 8, len(original) - 1}):
+        target.write_bytes(original[:length])
+        _refused(path, name, root)
+    target.write_bytes(original + b"\0")
+    _refused(path, name, root)
+    target.unlink()
+    _refused(path, name, root)
+    target.mkdir()
+    _refused(path, name, root)
+
+
+def test_weights_swapped_between_checkpoints_are_refused(saved):
+    path, root = saved
+    trainer, history = _small(sizes=(4, 5, 3))
+    other = checkpoint.save(root / "other", trainer, 0, history)
+    same, _ = _small(seed=2)
+    twin = checkpoint.save(root / "twin", same, 0, history)
+    for donor in (other, twin):  # a different architecture, and the same architecture with other weights
+        (path / "model.safetensors").write_bytes((donor / "model.safetensors").read_bytes())
+        _refused(path, "model.safetensors", root)
+
+
+@pytest.mark.parametrize("edit", ["size", "digest", "whitespace", "extra key", "not json", "drop file"])
+def test_edited_manifests_are_refused(saved, edit):
+    path, root = saved
+    file = path / "manifest.json"
+    manifest = json.loads(file.read_text())
+    entry = manifest["files"]["model.safetensors"]
+    if edit == "size":
+        entry["size"] += 1
+    elif edit == "digest":
+        entry["sha256"] = "0" * 64
+    elif edit == "extra key":
+        manifest["note"] = "hi"
+    elif edit == "drop file":
+        del manifest["files"]["trainer.safetensors"]
+    text = json.dumps(manifest, indent=1 if edit == "whitespace" else None, separators=(",", ":"))
+    file.write_text("[" if edit == "not json" else text + "\n")
+    _refused(path, "manifest.json", root)
+
+
+def test_a_resealed_manifest_of_the_wrong_shape_is_refused(saved):
+    path, root = saved
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["files"]["model.safetensors"]["size"] = "big"
+    (path / "manifest.json").write_bytes(checkpoint._manifest_bytes(manifest["files"]))
+    _refused(path, "manifest.json is damaged", root)
+
+
+def _rewrite(path, name, change_tensors=None, change_meta=None):
+    """Alter one file's contents and re-seal it (weights digest, manifest) so only the content checks can object."""
+    from safetensors.numpy import load_file, save_file
+
+    file = path / name
+    tensors = load_file(file)
+    with open(file, "rb") as fh:
+        meta = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))["__metadata__"]
+    if change_tensors:
+        change_tensors(tensors)
+    if change_meta:
+        change_meta(meta)
+    if name == "model.safetensors" and "sha256" in meta:
+        meta["sha256"] = checkpoint._tensor_digest(tensors, meta)
+    save_file(tensors, file, metadata=meta)
+    if (path / "manifest.json").exists():
+        files = {n: {"size": (path / n).stat().st_size, "sha256": hashlib.sha256((path / n).read_bytes()).hexdigest()}
+                 for n in ("model.safetensors", "trainer.safetensors")}
+        (path / "manifest.json").write_bytes(checkpoint._manifest_bytes(files))
+
+
+def _set(key, value):
+    return lambda d: d.__setitem__(key, value)
+
+
+def _edit_state(fn):
+    def change(meta):
+        state = json.loads(meta["json"])
+        fn(state)
+        meta["json"] = json.dumps(state)
+    return change
+
+
+@pytest.mark.parametrize("name, change_tensors, change_meta, message", [
+    ("model.safetensors", _set("layer0.W", np.zeros((5, 8))), None, r"tensor 'layer0.W' of shape \(5, 8\)"),
+    ("model.safetensors", _set("layer1.b", np.zeros(3, np.float32)), None, r"'layer1.b' .* dtype float32"),
+    ("model.safetensors", lambda t: t["layer0.W"].__setitem__((0, 0), np.nan), None, r"NaN .* 'layer0.W'"),
+    ("model.safetensors", lambda t: t.pop("layer1.b"), None, r"holds tensors .* need"),
+    ("model.safetensors", None, lambda m: m.pop("sizes"), r"lacks metadata key\(s\) \['sizes'\]"),
+    ("model.safetensors", None, _set("sizes", "[4, -8, 3]"), r"invalid layer sizes"),
+    ("model.safetensors", None, _set("format", "something-else"), r"is not an xpnet weights file"),
+    ("trainer.safetensors", lambda t: t["optimizer.exp_avg"].__setitem__(3, np.inf), None,
+     r"infinite values in tensor 'optimizer.exp_avg'"),
+    ("trainer.safetensors", None, _edit_state(lambda s: s.pop("rng")), r"lacks training-state key 'rng'"),
+    ("trainer.safetensors", None, _edit_state(lambda s: s["optimizer"].pop("lr")),
+     r"lacks optimizer key\(s\) \['lr'\]"),
+    ("trainer.safetensors", None, _edit_state(lambda s: s.update(epoch="3")), r"'epoch' of the wrong type"),
+    ("trainer.safetensors", None, _edit_state(lambda s: s["optimizer"].update(lr="fast")),
+     r"optimizer key\(s\) \['lr'\] of the wrong type"),
+    ("trainer.safetensors", None, lambda m: m.pop("json"), r"has no valid training state"),
+])
+def test_well_formed_but_wrong_contents_are_refused_naming_file_and_tensor(saved, name, change_tensors, change_meta,
+                                                                           message):
+    path, root = saved
+    _rewrite(path, name, change_tensors, change_meta)
+    with pytest.raises(ValueError, match=re.escape(name) + ".*" + message):
+        checkpoint.load(path)
+
+
+def test_a_bare_weights_file_carries_its_own_digest(tmp_path):
+    trainer, _ = _small()
+    file = tmp_path / "model.safetensors"
+    checkpoint.save_weights(file, trainer.model)
+    np.testing.assert_array_equal(checkpoint.load_model(file).params, trainer.model.params)
+    original = file.read_bytes()
+    for offset in range(len(original)):
+        data = bytearray(original)
+        data[offset] ^= 0x01
+        file.write_bytes(bytes(data))
+        with pytest.raises(ValueError, match=r"model.safetensors .*Nothing was loaded"):
+            checkpoint.load_model(file)
+    file.write_bytes(original[:-1])
+    with pytest.raises(ValueError, match=r"model.safetensors is unreadable"):
+        checkpoint.load_model(file)
+
+
+def _as_version_1(path):
+    """Turn a checkpoint into what xpnet-checkpoint-1 wrote: no manifest, no weights digest."""
+    (path / "manifest.json").unlink()
+
+    def old(meta):
+        meta["format"] = "xpnet-checkpoint-1"
+        meta.pop("sha256")
+    _rewrite(path, "model.safetensors", change_meta=old)
+
+
+def test_old_checkpoints_without_a_manifest_load_with_a_warning(saved):
+    path, _ = saved
+    _as_version_1(path)
+    with pytest.warns(checkpoint.IntegrityWarning, match="old format 'xpnet-checkpoint-1'"):
+        ckpt = checkpoint.load(path)
+    assert ckpt.epoch == 0
+    with pytest.warns(checkpoint.IntegrityWarning):
+        checkpoint.load_model(path / "model.safetensors")
+
+
+def test_a_new_checkpoint_without_its_manifest_is_refused(saved):
+    path, root = saved
+    (path / "manifest.json").unlink()
+    _refused(path, "manifest.json is missing", root)
+
+
+def _host_state(trainer):
+    return (xpnet.to_host(trainer.model.params).copy(), {k: xpnet.to_host(v).copy() for k, v in
+            trainer.optimizer.state.items()}, trainer.optimizer.lr, trainer.optimizer.step_count, trainer.step_count,
+            json.dumps(trainer._rng.bit_generator.state), json.dumps(trainer.scheduler.state_dict()))
+
+
+def _assert_same(a, b):
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1].keys() == b[1].keys() and all(np.array_equal(a[1][k], b[1][k]) for k in a[1])
+    assert a[2:] == b[2:]
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda c: c.state.update({"optimizer.exp_avg": np.zeros(5)}), r"'optimizer.exp_avg' of shape \(5,\).* 67 param"),
+    (lambda c: c.state.pop("optimizer.exp_avg"), r"holds optimizer buffers \['optimizer.exp_avg_sq'\]|"
+                                                 r"holds optimizer buffers \['exp_avg_sq'\]"),
+    (lambda c: c.trainer_meta.update(scheduler=None), r"has no learning-rate scheduler state, but this trainer has a"),
+    (lambda c: c.trainer_meta["optimizer"].update(type="SGD"), r"holds SGD state; this trainer uses AdamW"),
+    (lambda c: c.trainer_meta.update(loss="mse"), r"trained with loss 'mse'"),
+    (lambda c: c.trainer_meta.update(rng={"bit_generator": "nope"}), r"invalid shuffling RNG state"),
+    (lambda c: c.trainer_meta["scheduler"].pop("last_epoch"), r"scheduler state"),
+    (lambda c: c.trainer_meta["scheduler"].update(last_epoch="2"), r"scheduler state"),
+])
+def test_a_refused_restore_leaves_the_trainer_untouched(saved, damage, message):
+    path, _ = saved
+    ckpt = checkpoint.load(path)
+    damage(ckpt)
+    trainer, _ = _small(seed=5)
+    before = _host_state(trainer)
+    with pytest.raises(ValueError, match=message):
+        checkpoint.restore(trainer, ckpt)
+    _assert_same(_host_state(trainer), before)
+
+
+def _damage(path):
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-1] ^= 0x01
+    (path / "model.safetensors").write_bytes(bytes(data))
+
+
+def test_latest_intact_skips_damaged_checkpoints(tmp_path):
+    trainer, history = _small()
+    for epoch in range(3):
+        checkpoint.save(tmp_path, trainer, epoch, history)
+    assert checkpoint.latest_intact(tmp_path).name == "epoch-0002"
+    _damage(tmp_path / "epoch-0002")
+    (tmp_path / "epoch-0001" / "trainer.safetensors").unlink()
+    assert checkpoint.latest(tmp_path).name == "epoch-0002"
+    assert checkpoint.latest_intact(tmp_path).name == "epoch-0000"
+    assert not checkpoint.is_intact(tmp_path / "epoch-0002") and checkpoint.is_intact(tmp_path / "epoch-0000")
+    _damage(tmp_path / "epoch-0000")
+    assert checkpoint.latest_intact(tmp_path) is None
+    assert checkpoint.latest_intact(tmp_path / "nowhere") is None
+
+
+def test_prune_never_deletes_the_only_intact_checkpoint(tmp_path):
+    trainer, history = _small()
+    for epoch in range(5):
+        checkpoint.save(tmp_path, trainer, epoch, history)
+    _damage(tmp_path / "epoch-0003")
+    _damage(tmp_path / "epoch-0004")
+    checkpoint.prune(tmp_path, keep_last=2)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0002", "epoch-0003", "epoch-0004"]
+    checkpoint.save(tmp_path, trainer, 5, history)
+    checkpoint.prune(tmp_path, keep_last=1)
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0005"]
 
 
 def test_prune_keeps_the_newest_and_the_best(tmp_path):
@@ -138,3 +407,19 @@ def test_export_to_torch_sequential_gives_the_same_outputs():
     assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"}
     assert tuple(state["0.weight"].shape) == (16, 6)  # torch's (out, in)
     json.dumps({k: list(v.shape) for k, v in state.items()})
+
+
+def test_a_refused_callback_state_leaves_trainer_and_callback_untouched(tmp_path):
+    X, y = blobs(n=32, features=4)
+    trainer, _ = _small()
+    stopper = xpnet.callbacks.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
+    history = trainer.fit(X, y, epochs=2, batch_size=16, verbose=False, callbacks=[stopper])
+    ckpt = checkpoint.load(checkpoint.save(tmp_path, trainer, 1, history, callbacks=[stopper]))
+    ckpt.trainer_meta["callbacks"]["0:EarlyStopping"].pop("wait")
+    fresh, _ = _small(seed=5)
+    fresh_stopper = xpnet.callbacks.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
+    before = _host_state(fresh), dict(vars(fresh_stopper))
+    with pytest.raises(ValueError, match=r"for callback EarlyStopping that it cannot restore \(KeyError\('wait'\)\)"):
+        checkpoint.restore(fresh, ckpt, callbacks=[fresh_stopper])
+    _assert_same(_host_state(fresh), before[0])
+    assert vars(fresh_stopper) == before[1]

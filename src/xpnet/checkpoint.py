@@ -1,4 +1,4 @@
-"""Checkpoints: weights in safetensors, training state beside them, written atomically.
+"""Checkpoints: weights in safetensors, training state beside them, written atomically, verified on load.
 
 A checkpoint is a directory ``epoch-NNNN`` holding
 
@@ -6,26 +6,53 @@ A checkpoint is a directory ``epoch-NNNN`` holding
   readable by any safetensors tool; the architecture sits in its metadata;
 * ``trainer.safetensors`` -- optimizer state buffers (and early-stopping's best weights), with
   the optimizer's hyperparameters and step, the scheduler, the shuffling RNG state, the epoch,
-  the step count and the history in its metadata.
+  the step count and the history in its metadata;
+* ``manifest.json`` -- the size and SHA-256 of both files, and a SHA-256 of itself.
 
-Both files are written into a temporary directory, flushed and fsynced, and the directory is
+All files are written into a temporary directory, flushed and fsynced, and the directory is
 then renamed into place (atomic on POSIX), so a crash or kill at any moment leaves either the
 complete new checkpoint or none of it -- never a torn one -- and earlier checkpoints untouched.
+
+Integrity (format ``xpnet-checkpoint-2``): safetensors has no checksum, so a flipped bit in a
+tensor would otherwise load silently.  :func:`load` checks every byte of every file against the
+manifest before parsing anything, then checks what it parsed (tensor names, shapes, dtypes,
+finite values, the metadata keys a resume needs) and raises ``ValueError`` naming the file.
+A weights file on its own (a run's final ``model.safetensors``) carries a SHA-256 of its
+tensors and metadata in its safetensors metadata, checked by :func:`load_model`.
+
+Checkpoints written before the manifest existed (``xpnet-checkpoint-1``) still load, with an
+:class:`IntegrityWarning`: their contents are checked, but damage that leaves them well-formed
+cannot be detected.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 import shutil
 import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-FORMAT = "xpnet-checkpoint-1"
+FORMAT = "xpnet-checkpoint-2"
+OLD_FORMATS = ("xpnet-checkpoint-1",)  # no manifest, no weights digest: loaded with a warning
 PREFIX = "epoch-"
+MANIFEST = "manifest.json"
+FILES = ("model.safetensors", "trainer.safetensors")
+DIGEST_KEY = "sha256"  # weights-file metadata entry: SHA-256 of the tensors and the other metadata
+MODEL_KEYS = ("format", "sizes", "activation", "dtype", "init", "seed")
+TRAINER_KEYS = {"epoch": int, "step_count": int, "optimizer": dict, "rng": dict, "history": dict,
+                "history_epochs": list, "scheduler": (dict, type(None))}
+OPTIMIZER_KEYS = {"type": str, "lr": (int, float), "hparams": dict, "step_count": int}
+
+
+class IntegrityWarning(UserWarning):
+    """A checkpoint or weights file in an old format, whose integrity cannot be verified."""
 
 
 @dataclass
@@ -50,12 +77,18 @@ def _st():
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file, fsynced, renamed over it.  A failed
+    write (a full disk, an interrupt) removes the temporary file, so retries leave nothing behind."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -66,6 +99,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _canonical(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+
+
+# -- writing ------------------------------------------------------------------------------------
 def model_metadata(model) -> dict:
     from . import __version__
 
@@ -74,24 +116,31 @@ def model_metadata(model) -> dict:
             "layout": "layer{i}.W is (fan_in, fan_out); a layer computes x @ W + b"}
 
 
-def save_weights(path: Path, model) -> None:
-    """The model's weights alone, as one safetensors file (atomic)."""
+def _tensor_digest(tensors: dict, metadata: dict) -> str:
+    """SHA-256 over the metadata (less the digest itself) and every tensor's name, dtype, shape and bytes."""
+    h = hashlib.sha256(_canonical({k: v for k, v in metadata.items() if k != DIGEST_KEY}))
+    for name in sorted(tensors):
+        arr = np.ascontiguousarray(tensors[name])
+        h.update(_canonical([name, arr.dtype.str, list(arr.shape)]))
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _weights_bytes(model) -> bytes:
     tensors = {}
     for i, (W, b) in enumerate(model.get_weights()):
         tensors[f"layer{i}.W"], tensors[f"layer{i}.b"] = np.ascontiguousarray(W), b
-    _write_atomic(Path(path), _st().save(tensors, metadata=model_metadata(model)))
+    meta = model_metadata(model)
+    meta[DIGEST_KEY] = _tensor_digest(tensors, meta)
+    return _st().save(tensors, metadata=meta)
 
 
-def save(root: Path, trainer, epoch: int, history=None, callbacks=(), extra_meta: dict | None = None) -> Path:
-    """Write checkpoint ``root/epoch-NNNN`` atomically and return its path; ``extra_meta`` (JSON
-    values, e.g. a run's configuration) is stored with the training state."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{epoch:04d}"
-    tmp = root / f".tmp-{PREFIX}{epoch:04d}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_weights(tmp / "model.safetensors", trainer.model)
+def save_weights(path: Path, model) -> None:
+    """The model's weights alone, as one safetensors file (atomic) carrying its own SHA-256."""
+    _write_atomic(Path(path), _weights_bytes(model))
+
+
+def _trainer_bytes(trainer, epoch: int, history, callbacks, extra_meta: dict | None) -> bytes:
     state, meta = trainer.state_dict()
     meta.update(format=FORMAT, epoch=epoch, history=history.history if history is not None else {},
                 history_epochs=history.epoch if history is not None else [], **(extra_meta or {}))
@@ -104,21 +153,55 @@ def save(root: Path, trainer, epoch: int, history=None, callbacks=(), extra_meta
             tensors.update({f"callback{i}.{k}": v for k, v in cb_tensors.items()})
     if not tensors:  # safetensors needs at least one tensor
         tensors["_empty"] = np.zeros(0, dtype=np.float32)
-    _write_atomic(tmp / "trainer.safetensors", _st().save(tensors, metadata={"json": json.dumps(meta)}))
-    _fsync_dir(tmp)
-    if final.exists():  # re-saving an epoch (after a resume): replace it only once the new one is whole
-        old = root / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    return _st().save(tensors, metadata={"json": json.dumps(meta)})
+
+
+def _manifest_bytes(entries: dict) -> bytes:
+    """The manifest for ``{file: {"size", "sha256"}}``; its own SHA-256 covers the rest of it."""
+    body = {"format": FORMAT, "files": entries}
+    return _canonical({**body, "sha256": _sha256(_canonical(body))}) + b"\n"
+
+
+def save(root: Path, trainer, epoch: int, history=None, callbacks=(), extra_meta: dict | None = None) -> Path:
+    """Write checkpoint ``root/epoch-NNNN`` atomically and return its path; ``extra_meta`` (JSON
+    values, e.g. a run's configuration) is stored with the training state.  If writing fails
+    (a full disk, an interrupt) the half-written temporary directory is removed."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"{PREFIX}{epoch:04d}"
+    tmp = root / f".tmp-{PREFIX}{epoch:04d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        contents = dict(zip(FILES, (_weights_bytes(trainer.model),
+                                    _trainer_bytes(trainer, epoch, history, callbacks, extra_meta))))
+        for name, data in contents.items():
+            _write_atomic(tmp / name, data)
+        _write_atomic(tmp / MANIFEST, _manifest_bytes({n: {"size": len(d), "sha256": _sha256(d)}
+                                                       for n, d in contents.items()}))
+        _fsync_dir(tmp)
+        _move_into_place(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     _fsync_dir(root)
     return final
 
 
+def _move_into_place(tmp: Path, final: Path) -> None:
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    # re-saving an epoch (after a resume): the old one goes only once the new one is whole
+    old = final.parent / f".old-{final.name}-{os.getpid()}"
+    os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def list_checkpoints(root: Path) -> list[Path]:
-    """Complete checkpoints under ``root``, oldest first (temporary leftovers are ignored)."""
+    """Checkpoint directories under ``root``, oldest first (temporary leftovers are ignored;
+    their contents are not checked -- see :func:`latest_intact`)."""
     root = Path(root)
     if not root.is_dir():
         return []
@@ -126,64 +209,225 @@ def list_checkpoints(root: Path) -> list[Path]:
 
 
 def latest(root: Path) -> Path | None:
+    """The newest checkpoint directory, intact or not (see :func:`latest_intact`)."""
     found = list_checkpoints(root)
     return found[-1] if found else None
 
 
-def _read(file: Path):
-    """Tensors and metadata of one safetensors file, or a ValueError naming the file."""
-    if not file.is_file():
-        raise ValueError(f"checkpoint file {file} is missing: the checkpoint is incomplete or was moved.")
+def is_intact(path: Path) -> bool:
+    """Whether :func:`load` accepts the checkpoint (old-format ones count as intact)."""
     try:
-        data = file.read_bytes()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", IntegrityWarning)
+            load(path)
+    except ValueError:
+        return False
+    return True
+
+
+def latest_intact(root: Path) -> Path | None:
+    """The newest checkpoint under ``root`` that :func:`load` accepts, skipping damaged ones; None if none is."""
+    return next((p for p in reversed(list_checkpoints(root)) if is_intact(p)), None)
+
+
+# -- reading and checking -----------------------------------------------------------------------
+def _damaged(file: Path, why: str, fix: str | None = None) -> ValueError:
+    if fix is None:  # a file inside a checkpoint directory
+        fix = (f"Nothing was loaded. Resume from an earlier intact checkpoint instead "
+               f"(xpnet.checkpoint.latest_intact({str(file.parent.parent)!r}) finds the newest), "
+               f"or delete {file.parent} if no other copy of it exists.")
+    return ValueError(f"checkpoint file {file} {why}. {fix}")
+
+
+def _read_bytes(file: Path, fix=None) -> bytes:
+    if not file.exists():
+        raise _damaged(file, "is missing (the checkpoint is incomplete or was moved)", fix)
+    if not file.is_file():
+        raise _damaged(file, "is not a regular file", fix)
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise _damaged(file, f"cannot be read ({exc})", fix) from exc
+
+
+def _parse(file: Path, data: bytes, fix=None):
+    """Tensors and metadata of one safetensors file's bytes, or a ValueError naming the file."""
+    try:
         tensors = _st().load(data)
         (header_len,) = struct.unpack("<Q", data[:8])
         metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
     except Exception as exc:  # noqa: BLE001 - safetensors, struct and json each raise their own errors
-        raise ValueError(f"checkpoint file {file} is unreadable (truncated or corrupted): {exc}") from exc
+        raise _damaged(file, f"is unreadable (truncated or corrupted: {exc})", fix) from exc
     return tensors, metadata
 
 
-def load(path: Path) -> Checkpoint:
-    """Read a checkpoint directory (or its ``model.safetensors``); nothing is modified."""
+def _read_manifest(path: Path) -> dict | None:
+    """The checked ``{file: {"size", "sha256"}}`` of a checkpoint, or None where it has no manifest."""
+    file = path / MANIFEST
+    if not file.exists():
+        return None
+    data = _read_bytes(file)
+    try:  # byte-identical to the manifest its entries rebuild, self-digest included: no byte was altered
+        entries = json.loads(data)["files"]
+        intact = data == _manifest_bytes(entries)
+    except Exception:  # noqa: BLE001 - any failure to parse or rebuild it means it was altered
+        intact = False
+    if not (intact and _well_formed(entries)):
+        raise _damaged(file, "is damaged (it does not match its own SHA-256, or lacks entries)")
+    return entries
+
+
+def _well_formed(entries) -> bool:
+    return (isinstance(entries, dict) and sorted(entries) == sorted(FILES)
+            and all(isinstance(e, dict) and type(e.get("size")) is int and isinstance(e.get("sha256"), str)
+                    for e in entries.values()))
+
+
+def _verified_files(path: Path) -> dict[str, bytes]:
+    """The bytes of each checkpoint file, each checked against the manifest before any is parsed."""
+    entries = _read_manifest(path)
+    contents = {name: _read_bytes(path / name) for name in FILES}
+    if entries is None:
+        _, meta = _parse(path / FILES[0], contents[FILES[0]])
+        if meta.get("format") not in OLD_FORMATS:
+            raise _damaged(path / MANIFEST, "is missing (a checkpoint of this format always has one)")
+        warnings.warn(f"checkpoint {path} has the old format {meta['format']!r} without a manifest: "
+                      "its files are checked for consistency, but damage to them cannot always be detected.",
+                      IntegrityWarning, stacklevel=3)
+        return contents
+    for name, data in contents.items():
+        size, digest = entries[name]["size"], entries[name]["sha256"]
+        if len(data) != size:
+            raise _damaged(path / name, f"has {len(data)} bytes but its manifest records {size} "
+                           "(truncated or overwritten)")
+        if _sha256(data) != digest:
+            raise _damaged(path / name, "does not match the SHA-256 in its manifest (corrupted or replaced)")
+    return contents
+
+
+def _model_fields(file: Path, meta: dict, fix=None) -> tuple[list, str]:
+    """The sizes and dtype a weights file's metadata declares, checked."""
+    missing = [k for k in MODEL_KEYS if k not in meta]
+    if missing:
+        raise _damaged(file, f"lacks metadata key(s) {missing}", fix)
+    if meta["format"] not in (FORMAT, *OLD_FORMATS):
+        raise _damaged(file, f"is not an xpnet weights file (format {meta['format']!r}, expected {FORMAT!r})", fix)
+    try:
+        sizes = json.loads(meta["sizes"])
+        ok = isinstance(sizes, list) and len(sizes) >= 2 and all(type(s) is int and s > 0 for s in sizes)
+    except json.JSONDecodeError:
+        ok = False
+    if not ok:
+        raise _damaged(file, f"has invalid layer sizes {meta['sizes']!r} in its metadata", fix)
+    from .backend import FLOAT_DTYPES
+
+    if meta["dtype"] not in FLOAT_DTYPES:
+        raise _damaged(file, f"has invalid dtype {meta['dtype']!r} in its metadata", fix)
+    return sizes, meta["dtype"]
+
+
+def _check_finite(file: Path, tensors: dict, fix=None) -> None:
+    for name, arr in tensors.items():
+        if arr.dtype.kind != "f":
+            raise _damaged(file, f"holds tensor {name!r} of dtype {arr.dtype}, not floating point", fix)
+        if not np.isfinite(arr).all():
+            raise _damaged(file, f"holds NaN or infinite values in tensor {name!r} (the run had diverged when it "
+                           "was saved, or the file is corrupted)", fix)
+
+
+def _weights(file: Path, tensors: dict, meta: dict, fix=None) -> list:
+    """``[(W, b), ...]`` from a weights file, after checking its digest, tensor names, shapes, dtypes, values."""
+    sizes, dtype = _model_fields(file, meta, fix)
+    if meta["format"] == FORMAT and meta.get(DIGEST_KEY) != _tensor_digest(tensors, meta):
+        raise _damaged(file, "does not match the SHA-256 in its metadata (corrupted or edited)", fix)
+    expected = {}
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        expected[f"layer{i}.W"], expected[f"layer{i}.b"] = (fan_in, fan_out), (fan_out,)
+    if set(tensors) != set(expected):
+        raise _damaged(file, f"holds tensors {sorted(tensors)}; layer sizes {sizes} need {sorted(expected)}", fix)
+    for name, shape in expected.items():
+        if tensors[name].shape != shape or tensors[name].dtype != np.dtype(dtype):
+            raise _damaged(file, f"holds tensor {name!r} of shape {tensors[name].shape} and dtype "
+                           f"{tensors[name].dtype}; layer sizes {sizes} and dtype {dtype} need {shape}", fix)
+    _check_finite(file, tensors, fix)
+    return [(tensors[f"layer{i}.W"], tensors[f"layer{i}.b"]) for i in range(len(sizes) - 1)]
+
+
+def _trainer_meta(file: Path, meta: dict) -> dict:
+    """The training state in a trainer file's metadata, with every key a resume needs."""
+    try:
+        state = json.loads(meta["json"])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise _damaged(file, "has no valid training state in its metadata") from exc
+    if not isinstance(state, dict):
+        raise _damaged(file, "has no valid training state in its metadata")
+    for key, kind in TRAINER_KEYS.items():
+        if key not in state:
+            raise _damaged(file, f"lacks training-state key {key!r}")
+        if not isinstance(state[key], kind):
+            raise _damaged(file, f"has training-state key {key!r} of the wrong type ({type(state[key]).__name__})")
+    missing = [k for k in OPTIMIZER_KEYS if k not in state["optimizer"]]
+    if missing:
+        raise _damaged(file, f"lacks optimizer key(s) {missing}")
+    wrong = [k for k, kind in OPTIMIZER_KEYS.items() if not isinstance(state["optimizer"][k], kind)]
+    if wrong:
+        raise _damaged(file, f"has optimizer key(s) {wrong} of the wrong type")
+    if not isinstance(state.get("callbacks", {}), dict):
+        raise _damaged(file, "has training-state key 'callbacks' of the wrong type")
+    return state
+
+
+def _checkpoint_dir(path) -> Path:
     path = Path(path)
-    if path.is_file():
+    if path.is_file() and path.name in (*FILES, MANIFEST):
         path = path.parent
     if not path.is_dir():
-        raise ValueError(f"checkpoint {path} does not exist.")
-    tensors, model_meta = _read(path / "model.safetensors")
-    if model_meta.get("format") != FORMAT:
-        raise ValueError(f"checkpoint file {path / 'model.safetensors'} is not an xpnet checkpoint "
-                         f"(format {model_meta.get('format')!r}, expected {FORMAT!r}).")
-    n_layers = len(json.loads(model_meta["sizes"])) - 1
-    try:
-        weights = [(tensors[f"layer{i}.W"], tensors[f"layer{i}.b"]) for i in range(n_layers)]
-    except KeyError as exc:
-        raise ValueError(f"checkpoint file {path / 'model.safetensors'} lacks tensor {exc}.") from exc
-    state_tensors, state_meta = _read(path / "trainer.safetensors")
-    try:
-        trainer_meta = json.loads(state_meta["json"])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise ValueError(f"checkpoint file {path / 'trainer.safetensors'} has no valid training state.") from exc
-    return Checkpoint(path, weights, model_meta, state_tensors, trainer_meta)
+        raise ValueError(f"checkpoint {path} does not exist or is not a directory: pass an epoch-NNNN directory "
+                         "(xpnet.checkpoint.latest_intact(root) finds the newest intact one).")
+    return path
+
+
+def load(path: Path) -> Checkpoint:
+    """Read and check a checkpoint directory (or one of its files); nothing is modified.
+
+    Every file is checked against the manifest before anything is parsed, then the contents are
+    checked; any damage raises ``ValueError`` naming the file."""
+    path = _checkpoint_dir(path)
+    contents = _verified_files(path)
+    model_file, trainer_file = (path / name for name in FILES)
+    tensors, model_meta = _parse(model_file, contents[FILES[0]])
+    weights = _weights(model_file, tensors, model_meta)
+    state, meta = _parse(trainer_file, contents[FILES[1]])
+    trainer_meta = _trainer_meta(trainer_file, meta)
+    state.pop("_empty", None)
+    _check_finite(trainer_file, state)
+    return Checkpoint(path, weights, model_meta, state, trainer_meta)
 
 
 def load_model(path, device=None, xp=None):
     """An :class:`~xpnet.MLP` from a ``model.safetensors`` file (a run's final weights) or a
-    checkpoint directory, placed on ``device`` / ``xp``."""
+    checkpoint directory, placed on ``device`` / ``xp``; damage raises ``ValueError`` naming the file."""
     from .model import MLP
 
     path = Path(path)
-    file = path / "model.safetensors" if path.is_dir() else path
-    tensors, meta = _read(file)
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{file} is not an xpnet weights file (format {meta.get('format')!r}, expected {FORMAT!r}).")
-    model = MLP(json.loads(meta["sizes"]), activation=meta["activation"], dtype=meta["dtype"], init=meta["init"],
-                seed=int(meta["seed"]), device=device, xp=xp)
+    if path.is_dir():
+        ckpt = load(path)
+        file, weights, meta = ckpt.path / FILES[0], ckpt.weights, ckpt.model_meta
+    else:
+        file = path
+        fix = ("Nothing was loaded. Use a copy that is intact, or the weights of a checkpoint: "
+               "load_model(<run>/checkpoints/epoch-NNNN).")
+        tensors, meta = _parse(file, _read_bytes(file, fix), fix)
+        weights = _weights(file, tensors, meta, fix)
+        if meta["format"] != FORMAT:
+            warnings.warn(f"{file} has the old format {meta['format']!r} without a SHA-256: damage to it cannot "
+                          "always be detected.", IntegrityWarning, stacklevel=2)
     try:
-        model.set_weights([(tensors[f"layer{i}.W"], tensors[f"layer{i}.b"]) for i in range(len(model.slots))])
-    except KeyError as exc:
-        raise ValueError(f"{file} lacks tensor {exc}.") from exc
+        model = MLP(json.loads(meta["sizes"]), activation=meta["activation"], dtype=meta["dtype"],
+                    init=meta["init"], seed=int(meta["seed"]), device=device, xp=xp)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{file}: its metadata does not describe a model this xpnet can build ({exc}).") from exc
+    model.set_weights(weights)
     return model
 
 
@@ -196,28 +440,91 @@ def check_compatible(ckpt: Checkpoint, model) -> None:
                          f"dtype {theirs[2]}; this model has sizes {ours[0]}, activation {ours[1]!r}, dtype {ours[2]}.")
 
 
-def restore(trainer, ckpt: Checkpoint, callbacks=()) -> None:
-    """Put a checkpoint's weights and training state into ``trainer`` (checked first)."""
+def _prefixed(state: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _check_restorable(trainer, ckpt: Checkpoint, callbacks) -> None:
+    """Everything :func:`restore` will apply, checked against ``trainer`` before any of it is."""
     check_compatible(ckpt, trainer.model)
-    optimizer_state = {k[len("optimizer."):]: v for k, v in ckpt.state.items() if k.startswith("optimizer.")}
+    meta, where = ckpt.trainer_meta, f"checkpoint {ckpt.path}"
+    if meta.get("loss", trainer.loss.name) != trainer.loss.name:
+        raise ValueError(f"{where} was trained with loss {meta['loss']!r}; this trainer uses {trainer.loss.name!r}.")
+    opt = trainer.optimizer
+    if meta["optimizer"]["type"] != type(opt).__name__:
+        raise ValueError(f"{where} holds {meta['optimizer']['type']} state; this trainer uses {type(opt).__name__}.")
+    buffers = _prefixed(ckpt.state, "optimizer.")
+    if buffers and set(buffers) != set(opt.state_names):
+        raise ValueError(f"{where} holds optimizer buffers {sorted(buffers)}; this {type(opt).__name__} keeps "
+                         f"{sorted(opt.state_names)}.")
+    flat = ["optimizer."]  # prefixes of the state buffers shaped like the flat parameters
+    for i, cb in enumerate(callbacks):
+        saved = meta.get("callbacks", {}).get(f"{i}:{type(cb).__name__}")
+        if hasattr(cb, "load_state_dict") and saved is not None:
+            try:  # a dry run on a copy: the callback's own state stays untouched
+                copy.deepcopy(cb).load_state_dict(saved, _prefixed(ckpt.state, f"callback{i}."), trainer)
+            except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                raise ValueError(f"{where} holds state {saved!r} for callback {type(cb).__name__} that it cannot "
+                                 f"restore ({exc!r}).") from exc
+            flat.append(f"callback{i}.")
+    n_params = trainer.model.n_params
+    for name, buf in ckpt.state.items():
+        if not name.startswith(tuple(flat)):
+            continue
+        if buf.shape != (n_params,):
+            raise ValueError(f"{where} holds state {name!r} of shape {buf.shape}; this model has {n_params} "
+                             "parameters.")
+    if (trainer.scheduler is None) != (meta["scheduler"] is None):
+        has = "has" if meta["scheduler"] is not None else "has no"
+        raise ValueError(f"{where} {has} learning-rate scheduler state, but this trainer "
+                         f"{'has no' if trainer.scheduler is None else 'has a'} scheduler: configure the same "
+                         "scheduler as the run that saved it.")
+    if meta["scheduler"] is not None and not _numbers_like(meta["scheduler"], trainer.scheduler.state_dict()):
+        raise ValueError(f"{where} holds scheduler state {meta['scheduler']!r} this scheduler cannot restore.")
+    if trainer.scaler is not None and meta.get("scaler") and not _numbers_like(meta["scaler"],
+                                                                               trainer.scaler.state_dict()):
+        raise ValueError(f"{where} holds loss-scaler state {meta['scaler']!r} this scaler cannot restore.")
+    try:  # on a throwaway generator of the same kind: the trainer's own stays untouched
+        type(trainer._rng.bit_generator)().state = meta["rng"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{where} holds an invalid shuffling RNG state ({exc}).") from exc
+
+
+def _numbers_like(saved, current: dict) -> bool:
+    """Whether ``saved`` has exactly the keys of state dict ``current``, each a number (as scheduler and scaler keep)."""
+    return (isinstance(saved, dict) and set(saved) == set(current)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in saved.values()))
+
+
+def restore(trainer, ckpt: Checkpoint, callbacks=()) -> None:
+    """Put a checkpoint's weights and training state into ``trainer``.
+
+    Everything is checked first (architecture, loss, optimizer kind and buffer shapes, scheduler,
+    RNG, callback state), so a refused checkpoint raises ``ValueError`` and changes nothing."""
+    _check_restorable(trainer, ckpt, callbacks)
     trainer.model.set_weights(ckpt.weights)
-    trainer.load_state_dict(optimizer_state, ckpt.trainer_meta)
+    trainer.load_state_dict(_prefixed(ckpt.state, "optimizer."), ckpt.trainer_meta)
     saved = ckpt.trainer_meta.get("callbacks", {})
     for i, cb in enumerate(callbacks):
         key = f"{i}:{type(cb).__name__}"
         if hasattr(cb, "load_state_dict") and key in saved:
-            prefix = f"callback{i}."
-            cb.load_state_dict(saved[key], {k[len(prefix):]: v for k, v in ckpt.state.items() if k.startswith(prefix)},
-                               trainer)
+            cb.load_state_dict(saved[key], _prefixed(ckpt.state, f"callback{i}."), trainer)
 
 
 def prune(root: Path, keep_last: int, keep: set[str] = frozenset()) -> None:
     """Delete all but the newest ``keep_last`` checkpoints, sparing the names in ``keep``,
-    and the half-written leftovers of saving processes that no longer run."""
+    and the half-written leftovers of saving processes that no longer run.
+
+    If none of the checkpoints kept is intact, the newest intact one is spared too, so a
+    resume always has something to fall back to."""
     found = list_checkpoints(root)
-    for p in found[:-keep_last] if keep_last else found:
-        if p.name not in keep:
-            shutil.rmtree(p, ignore_errors=True)
+    doomed = [p for p in (found[:-keep_last] if keep_last else found) if p.name not in keep]
+    kept = [p for p in found if p not in doomed]
+    if doomed and not any(is_intact(p) for p in reversed(kept)):
+        spare = next((p for p in reversed(doomed) if is_intact(p)), None)
+        doomed = [p for p in doomed if p != spare]
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
     for p in Path(root).glob(".[to][ml][pd]-*"):  # .tmp-epoch-NNNN-PID, .old-epoch-NNNN-PID
         pid = p.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):

@@ -60,84 +60,297 @@ def synthetic(n_samples=2000, n_features=20, n_classes=4, regression=False, seed
     return centers[y] + rng.normal(size=(n_samples, n_features)), y.astype(np.int64)
 
 
-def _check_loaded(X, y, where: str, x_name="X", y_name="y"):
+# -- loading data files: every problem is a ValueError naming the file, what is wrong and the fix ----
+MAX_CLASSES = 100_000  # an output layer wider than this is a mistake (IDs, not class indices), not a model
+MISSING = {"", "na", "n/a", "nan", "null", "none"}
+_EXACT_INT = 2.0 ** 53  # float64 holds every integer up to here exactly
+
+
+def _check_loaded(X, y, where: str, x_name="X", y_name="y", columns=None):
+    """Features as float64 and targets as loaded, after checking shapes, dtypes and values.
+
+    ``columns`` names the feature columns in messages (CSV headers); otherwise they are numbered.
+    """
     if X.ndim != 2:
-        raise ValueError(f"{where}: {x_name} must be 2-D (samples, features), got shape {X.shape}.")
+        fix = " For one feature, reshape it with X.reshape(-1, 1)." if X.ndim == 1 else (
+            " Flatten each sample with X.reshape(len(X), -1)." if X.ndim > 2 else "")
+        raise ValueError(f"{where}: {x_name} must be 2-D (samples, features), got shape {X.shape}.{fix}")
     if y.ndim not in (1, 2):
-        raise ValueError(f"{where}: {y_name} must be 1-D or 2-D, got shape {y.shape}.")
+        raise ValueError(f"{where}: {y_name} must be 1-D (one target per sample) or 2-D (samples, targets), "
+                         f"got shape {y.shape}.")
     if X.shape[0] != y.shape[0]:
-        raise ValueError(f"{where}: {x_name} has {X.shape[0]} rows but {y_name} has {y.shape[0]}.")
-    if X.shape[0] == 0:
-        raise ValueError(f"{where}: no samples.")
-    if X.dtype.kind not in "fiu" or y.dtype.kind not in "fiub":
-        raise ValueError(f"{where}: {x_name} and {y_name} must be numeric (got {X.dtype} and {y.dtype}).")
-    bad = np.flatnonzero(~np.isfinite(X.astype(np.float64)).all(axis=0))
-    if bad.size:
-        raise ValueError(f"{where}: {x_name} has missing or infinite values in column(s) {bad[:10].tolist()}.")
+        raise ValueError(f"{where}: {x_name} has {X.shape[0]} rows but {y_name} has {y.shape[0]}; "
+                         "they need one row per sample each.")
+    if X.shape[0] == 0 or X.shape[1] == 0 or y.size == 0:
+        raise ValueError(f"{where}: no data ({x_name} has shape {X.shape}, {y_name} {y.shape}); "
+                         "it needs at least one sample, one feature and one target.")
+    for name, arr in ((x_name, X), (y_name, y)):
+        if arr.dtype.kind not in "fiub":
+            raise ValueError(f"{where}: {name} must be real numbers (int, float or bool), got dtype {arr.dtype}; "
+                             "convert it before saving, e.g. arr.astype(float)"
+                             + (" (complex values: store real and imaginary parts as two columns)."
+                                if arr.dtype.kind == "c" else "."))
+    X = X.astype(np.float64)
+    names = columns if columns is not None else list(range(X.shape[1]))
+    _check_columns(where, x_name, names, ~np.isfinite(X).all(axis=0), "has missing or infinite values",
+                   "fill or drop them first")
+    with np.errstate(over="ignore", invalid="ignore"):  # what standardising computes must stay finite
+        scale = np.isfinite(X.mean(axis=0)) & np.isfinite(X.std(axis=0))
+    _check_columns(where, x_name, names, ~scale, "has values too large to standardise (their mean or standard "
+                   "deviation overflows float64)", "rescale them, e.g. divide by a power of ten")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
-        raise ValueError(f"{where}: {y_name} has missing or infinite values.")
-    return X.astype(np.float64), y
+        raise ValueError(f"{where}: {y_name} has missing or infinite values; fill or drop those samples first.")
+    return X, y
+
+
+def _check_columns(where, x_name, names, bad, problem, fix):
+    bad = np.flatnonzero(bad)
+    if bad.size:
+        shown = [names[i] for i in bad[:10]]
+        raise ValueError(f"{where}: {x_name} {problem} in column(s) {shown}; {fix}.")
+
+
+def check_class_labels(y, where: str) -> int:
+    """The number of classes in class labels ``y`` (``max + 1``), after refusing labels that cannot be.
+
+    Labels must be integers (integer-valued floats are fine) from 0, and the number of classes
+    at most ``MAX_CLASSES`` (100,000) and at most ``max(1000, 10 * len(y))`` -- a larger maximum
+    means the labels are IDs rather than class indices, and sizing the output layer from them would
+    allocate a huge, mostly unused model.
+    """
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.size == 0 or y.dtype.kind not in "fiub":
+        raise ValueError(f"{where}: class labels must be a non-empty 1-D array of integers, got shape {y.shape} "
+                         f"and dtype {y.dtype}.")
+    if y.dtype.kind == "f" and not (np.isfinite(y).all() and np.all(y == np.round(y))):
+        raise ValueError(f"{where}: class labels must be whole numbers 0, 1, 2, ...; these have fractions or "
+                         "missing values. For continuous targets use --loss mse (or --loss bce for "
+                         "probabilities in [0, 1]); otherwise encode each class as an integer.")
+    low, high = float(y.min()), float(y.max())
+    if low < 0:
+        raise ValueError(f"{where}: class labels must be 0, 1, 2, ...; found {low:g}. Encode classes as 0..K-1, "
+                         "e.g. with numpy.unique(y, return_inverse=True)[1].")
+    limit = min(MAX_CLASSES, max(1000, 10 * y.size))
+    if high + 1 > limit:
+        raise ValueError(f"{where}: the largest class label is {high:g}, which would make {high + 1:.0f} output "
+                         f"classes for {y.size} samples (at most {limit} are allowed). Labels must be class "
+                         "indices 0..K-1, not IDs: re-encode them, e.g. with numpy.unique(y, return_inverse=True)[1].")
+    return int(high) + 1
+
+
+def targets_for_loss(y, loss_name: str, where: str):
+    """``y`` converted to what loss ``loss_name`` trains on, or a ValueError saying what to change.
+
+    * ``cross_entropy``: 1-D (or one-column) class labels -> int64 labels, checked by
+      :func:`check_class_labels`; a 2-D array with several columns is one-hot / probabilities
+      -> float64, each value in [0, 1];
+    * ``bce``: 0/1 labels or probabilities in [0, 1] (int, bool or float) -> float64, 1-D becomes one column;
+    * ``mse``: any finite numbers -> float64, 1-D becomes one column.
+    """
+    from .losses import get_loss
+
+    loss = get_loss(loss_name)
+    y = np.asarray(y)
+    if y.dtype.kind not in "fiub":
+        raise ValueError(f"{where}: targets must be numbers, got dtype {y.dtype}.")
+    if loss.integer_labels and (y.ndim == 1 or y.shape[1] == 1):
+        check_class_labels(y, where)
+        return y.reshape(-1).astype(np.int64)
+    y = y.astype(np.float64)
+    if loss.classification and not np.all((y >= 0) & (y <= 1)):
+        suggestion = ("class labels 0..K-1 with --loss cross_entropy, or --loss mse for continuous targets"
+                      if loss.name == "bce" else "--loss mse for continuous targets")
+        raise ValueError(f"{where}: --loss {loss.name} needs targets in [0, 1] (0/1 labels or probabilities); "
+                         f"found values from {y.min():g} to {y.max():g}. Use {suggestion}.")
+    return y[:, None] if y.ndim == 1 else y
+
+
+def _open_check(path: str, kind: str) -> None:
+    import os
+
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: does not exist; check the path of the {kind} file.")
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory; pass the {kind} file inside it.")
+
+
+def _magic(path: str) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(6)
+
+
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK"
 
 
 def load_npz(path):
     """Arrays ``X`` and ``y`` from an ``.npz`` file."""
     path = str(path)
+    _open_check(path, ".npz")
     try:
+        magic = _magic(path)
+        if not magic.startswith(ZIP_MAGIC):
+            hint = (" It is a single .npy array: use a pair of .npy files (--data npy --x-path/--y-path)."
+                    if magic == NPY_MAGIC else "")
+            raise ValueError(f"{path}: is not an .npz archive (no zip header).{hint} Save one with "
+                             "numpy.savez(path, X=features, y=targets).")
         with np.load(path, allow_pickle=False) as data:
             missing = [k for k in ("X", "y") if k not in data.files]
             if missing:
                 raise ValueError(f"{path}: lacks array(s) {missing}; it holds {data.files}. Save with "
                                  "numpy.savez(path, X=features, y=targets).")
-            return _check_loaded(data["X"], data["y"], path)
-    except (OSError, EOFError, ValueError) as exc:
-        if isinstance(exc, ValueError) and str(exc).startswith(path):
+            X, y = _npz_member(data, "X", path), _npz_member(data, "y", path)
+    except ValueError as exc:
+        if str(exc).startswith(path):
             raise
-        raise ValueError(f"{path}: cannot be read as .npz ({exc}).") from exc
+        raise ValueError(f"{path}: cannot be read as .npz ({exc}); re-save it with numpy.savez.") from exc
+    except Exception as exc:  # noqa: BLE001 - zipfile, zlib and numpy raise many kinds on a damaged archive
+        raise ValueError(f"{path}: cannot be read as .npz ({type(exc).__name__}: {exc}); the file is damaged or "
+                         "not written by numpy.savez: re-save it.") from exc
+    return _check_loaded(X, y, path)
+
+
+def _npz_member(data, name: str, path: str):
+    try:
+        return data[name]
+    except ValueError as exc:
+        if "allow_pickle" in str(exc):
+            raise ValueError(f"{path}: array {name!r} holds Python objects, which are not loaded (pickles can run "
+                             f"code); save it as a numeric array, e.g. {name}.astype(float).") from exc
+        raise
+
+
+def _load_npy(path: str):
+    _open_check(path, ".npy")
+    try:
+        magic = _magic(path)
+        if magic != NPY_MAGIC:
+            hint = (" It is an .npz archive: use --data npz --data-path." if magic.startswith(ZIP_MAGIC) else "")
+            raise ValueError(f"{path}: is not a .npy file (wrong magic bytes {magic!r}).{hint} "
+                             "Save one with numpy.save(path, array).")
+        # memory-mapped first: a header that promises more data than the file holds fails here, unallocated
+        return np.array(np.load(path, mmap_mode="r", allow_pickle=False))
+    except ValueError as exc:
+        if str(exc).startswith(path):
+            raise
+        if "allow_pickle" in str(exc) or "Python objects" in str(exc):  # numpy's words for a pickled array
+            raise ValueError(f"{path}: holds Python objects, which are not loaded (pickles can run code); save a "
+                             "numeric array, e.g. numpy.save(path, array.astype(float)).") from exc
+        raise ValueError(f"{path}: cannot be read as .npy ({exc}); the file is truncated or damaged: re-save it "
+                         "with numpy.save.") from exc
+    except Exception as exc:  # noqa: BLE001 - OSError, EOFError, mmap errors on a damaged file
+        raise ValueError(f"{path}: cannot be read as .npy ({type(exc).__name__}: {exc}); the file is truncated or "
+                         "damaged: re-save it with numpy.save.") from exc
 
 
 def load_npy_pair(x_path, y_path):
     """Features and targets from two ``.npy`` files."""
-    arrays = []
-    for p in (x_path, y_path):
+    X, y = (_load_npy(str(p)) for p in (x_path, y_path))
+    return _check_loaded(X, y, f"{x_path} + {y_path}", x_name=str(x_path), y_name=str(y_path))
+
+
+def _read_text(path: str) -> str:
+    """A CSV file's text: UTF-8 (a byte-order mark is dropped) or UTF-16 with a byte-order mark."""
+    _open_check(path, "CSV")
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read ({exc}).") from exc
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
         try:
-            arrays.append(np.load(str(p), allow_pickle=False))
-        except (OSError, ValueError, EOFError) as exc:
-            raise ValueError(f"{p}: cannot be read as .npy ({exc}).") from exc
-    return _check_loaded(arrays[0], arrays[1], f"{x_path} + {y_path}", x_name=str(x_path), y_name=str(y_path))
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path}: starts like UTF-16 but is not valid UTF-16 ({exc}); save it as UTF-8.") from exc
+    if b"\0" in raw:
+        raise ValueError(f"{path}: is not a text CSV file (it contains NUL bytes: binary data, or UTF-16 without a "
+                         "byte-order mark); export the data as UTF-8 CSV.")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{path}: is not UTF-8 text (byte 0x{raw[exc.start]:02x} on line {line}); re-save it as "
+                         "UTF-8, e.g. iconv -f LATIN1 -t UTF-8 in.csv > out.csv for a Latin-1/Windows file.") from exc
+
+
+def _csv_rows(text: str, path: str):
+    """``[(line number, fields), ...]`` of the non-blank rows, header first.
+
+    The delimiter is a comma; a header line with no comma selects ';' or a tab if it has one
+    (as spreadsheets in some locales write)."""
+    import csv
+
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    delimiter = next((d for d in ",;\t" if d in first), ",")
+    reader = csv.reader(text.splitlines(), delimiter=delimiter)
+    try:
+        rows = [(reader.line_num, r) for r in reader if any(f.strip() for f in r)]
+    except csv.Error as exc:
+        raise ValueError(f"{path}: is not valid CSV (line {reader.line_num}: {exc}).") from exc
+    if not rows:
+        raise ValueError(f"{path}: is empty; it needs a header row and at least one data row.")
+    return rows
+
+
+def _csv_header(fields, target, path: str):
+    header = [h.strip() for h in fields]
+    if not target:
+        raise ValueError(f"{path}: no target column given; name it with --target (columns: {header}).")
+    target = target.strip()
+    unnamed = [i + 1 for i, h in enumerate(header) if not h]
+    if unnamed:
+        raise ValueError(f"{path}: column(s) {unnamed} of the header have no name; give every column a name.")
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        which = "the target column" if target in dupes else "column(s)"
+        raise ValueError(f"{path}: {which} {dupes} appear more than once in the header; rename or drop the copies.")
+    if target not in header:
+        raise ValueError(f"{path}: has no target column {target!r}; its columns are {header}.")
+    if len(header) < 2:
+        raise ValueError(f"{path}: has only the target column {target!r}; it needs at least one feature column.")
+    return header, target
+
+
+def _csv_number(value: str, name: str, line: int, path: str) -> float:
+    v = value.strip()
+    if v.lower() in MISSING:
+        raise ValueError(f"{path}: column {name!r} has missing values (line {line}); fill or drop them first.")
+    try:
+        x = float(v)
+    except ValueError:
+        hint = " (decimal commas? write 1.5, not 1,5)" if "," in v else ""
+        raise ValueError(f"{path}: column {name!r} is not numeric: line {line} has {value!r}{hint}; "
+                         "encode it as numbers or drop the column.") from None
+    if not np.isfinite(x):
+        raise ValueError(f"{path}: column {name!r} has an infinite or out-of-range value {value!r} on line {line} "
+                         "(float64 holds magnitudes up to about 1.8e308); rescale or drop it.")
+    return x
 
 
 def load_csv(path, target: str):
-    """A CSV file with a header row; ``target`` names the target column, the rest are features."""
-    import csv
+    """A CSV file with a header row; ``target`` names the target column, the rest are features.
 
+    UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark; comma-separated, or
+    ';' / tab when the header has no comma; whitespace around names and values and quotes around
+    numbers are fine; blank lines are skipped.  Integer-valued targets become int64 labels.
+    """
     path = str(path)
-    try:
-        with open(path, newline="") as fh:
-            rows = list(csv.reader(fh))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot be read ({exc}).") from exc
+    rows = _csv_rows(_read_text(path), path)
+    header, target = _csv_header(rows[0][1], target, path)
     if len(rows) < 2:
-        raise ValueError(f"{path}: needs a header row and at least one data row.")
-    header = [h.strip() for h in rows[0]]
-    if target not in header:
-        raise ValueError(f"{path}: has no target column {target!r}; its columns are {header}.")
-    columns = list(zip(*[r for r in rows[1:] if r]))
-    if any(len(r) != len(header) for r in rows[1:] if r):
-        line = next(i + 2 for i, r in enumerate(rows[1:]) if r and len(r) != len(header))
-        raise ValueError(f"{path}: line {line} has a different number of fields than the header.")
-    parsed = {}
-    for name, values in zip(header, columns):
-        if any(v.strip() in ("", "NA", "NaN", "nan", "null") for v in values):
-            raise ValueError(f"{path}: column {name!r} has missing values; fill or drop them first.")
-        try:
-            parsed[name] = np.array([float(v) for v in values])
-        except ValueError as exc:
-            raise ValueError(f"{path}: column {name!r} is not numeric ({exc}).") from exc
+        raise ValueError(f"{path}: has a header but no data rows.")
+    for line, r in rows[1:]:
+        if len(r) != len(header):
+            raise ValueError(f"{path}: line {line} has {len(r)} fields but the header has {len(header)}; "
+                             "every row needs one value per column.")
+    parsed = {name: np.array([_csv_number(r[j], name, line, path) for line, r in rows[1:]])
+              for j, name in enumerate(header)}
     y = parsed.pop(target)
-    if np.all(y == np.round(y)):
+    if np.all(y == np.round(y)) and np.all(np.abs(y) < _EXACT_INT):
         y = y.astype(np.int64)
     X = np.stack(list(parsed.values()), axis=1)
-    return _check_loaded(X, y, path)
+    return _check_loaded(X, y, path, columns=list(parsed))
 
 
 def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
