@@ -274,8 +274,8 @@ def test_targets_for_loss_converts_or_explains():
 def test_split_is_stratified_seeded_and_standardised_on_train_only():
     cfg = {"source": "synthetic", "n_samples": 400, "n_features": 5, "n_classes": 4, "test_fraction": 0.25,
            "val_fraction": 0.1, "standardize": True}
-    parts = data.load_for_run(cfg, regression=False, seed=3)
-    again = data.load_for_run(cfg, regression=False, seed=3)
+    parts = data.load_for_run(cfg, "cross_entropy", seed=3)
+    again = data.load_for_run(cfg, "cross_entropy", seed=3)
     np.testing.assert_array_equal(parts["test"][0], again["test"][0])
     Xtr = parts["train"][0]
     np.testing.assert_allclose(Xtr.mean(axis=0), 0, atol=1e-12)

@@ -287,13 +287,13 @@ def test_a_full_disk_leaves_no_temporary_checkpoints(old_run, capsys, monkeypatc
 
     monkeypatch.setattr(os, "fsync", flaky_fsync)
     for _ in range(4):
-        assert main(["train", "--resume", str(old_run), "--quiet"]) == 1
+        assert main(["train", "--resume", str(old_run), "--quiet", "--accept-config-changes"]) == 1
         assert "no space left on the device" in _one_line(capsys.readouterr().err)
         hidden = [p for p in old_run.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
         assert hidden == []
     monkeypatch.setattr(os, "fsync", real_fsync)
     checkpoint.load(checkpoint.latest(old_run / "checkpoints"))
-    assert main(["train", "--resume", str(old_run), "--quiet"]) == 0
+    assert main(["train", "--resume", str(old_run), "--quiet", "--accept-config-changes"]) == 0
 
 
 # -- every train flag, fuzzed -------------------------------------------------------------------
@@ -341,3 +341,53 @@ def test_resume_refuses_an_edited_config_naming_the_keys(old_run, capsys):
 def test_accept_config_changes_needs_resume(tmp_path, capsys):
     assert main(["train", *FAST, "--run-dir", str(tmp_path / "r"), "--accept-config-changes"]) == 2
     assert "goes with --resume only" in capsys.readouterr().err
+
+
+# -- data files through the command line --------------------------------------------------------
+def _npz(path, X, y):
+    np.savez(path, X=X, y=y)
+    return path
+
+
+def test_integer_01_targets_train_with_bce(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 4))
+    data = _npz(tmp_path / "d.npz", X, (X[:, 0] > 0).astype(np.int64))
+    run = tmp_path / "run"
+    assert main(["train", "--data-path", str(data), "--loss", "bce", *FAST[2:], "--epochs", "20", "--lr", "0.01",
+                 "--batch-size", "16", "--run-dir", str(run)]) == 0
+    assert json.loads((run / "result.json").read_text())["test"]["accuracy"] > 0.8
+
+
+@pytest.mark.parametrize("y,loss,message", [
+    (np.linspace(0, 1, 50), "cross_entropy", "--loss mse"),
+    (np.arange(50) % 3, "bce", "needs targets in [0, 1]"),
+    (np.r_[np.zeros(49), 10**12].astype(np.int64), "cross_entropy", "classes"),
+])
+def test_targets_that_do_not_fit_the_loss_are_one_line(tmp_path, capsys, y, loss, message):
+    data = _npz(tmp_path / "d.npz", np.ones((50, 3)), y)
+    run = tmp_path / "run"
+    assert main(["train", "--data-path", str(data), "--loss", loss, *FAST[2:], "--run-dir", str(run)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "d.npz" in line and message in line
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip file at all", b"PK\x03\x04broken"])
+def test_a_file_that_is_not_npz_is_one_line(tmp_path, capsys, content):
+    (tmp_path / "d.npz").write_bytes(content)
+    assert main(["train", "--data-path", str(tmp_path / "d.npz"), *FAST[2:], "--run-dir", str(tmp_path / "r")]) == 2
+    assert "d.npz" in _one_line(capsys.readouterr().err)
+
+
+def test_resume_skips_a_damaged_last_checkpoint(old_run, capsys):
+    last = checkpoint.latest(old_run / "checkpoints")
+    weights = last / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    (old_run / "config.toml").write_text((old_run / "config.toml").read_text().replace("epochs = 3", "epochs = 4"))
+    assert main(["train", "--resume", str(old_run), "--quiet", "--accept-config-changes"]) == 0
+    err = capsys.readouterr().err
+    assert f"skipping damaged checkpoint(s) {last.name}" in err
+    assert json.loads((old_run / "history.json").read_text())["epoch"] == [1, 2, 3, 4]

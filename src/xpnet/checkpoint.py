@@ -405,11 +405,13 @@ def load(path: Path) -> Checkpoint:
 
 
 def load_model(path, device=None, xp=None):
-    """An :class:`~xpnet.MLP` from a ``model.safetensors`` file (a run's final weights) or a
-    checkpoint directory, placed on ``device`` / ``xp``; damage raises ``ValueError`` naming the file."""
+    """An :class:`~xpnet.MLP` from a ``model.safetensors`` file, a run directory (its final
+    weights) or a checkpoint directory, placed on ``device`` / ``xp``; damage raises ``ValueError`` naming the file."""
     from .model import MLP
 
     path = Path(path)
+    if path.is_dir() and not (path / MANIFEST).exists() and not (path / FILES[1]).exists():
+        path = path / FILES[0]  # a run directory: its final weights
     if path.is_dir():
         ckpt = load(path)
         file, weights, meta = ckpt.path / FILES[0], ckpt.weights, ckpt.model_meta

@@ -379,9 +379,13 @@ def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
     return out
 
 
-def load_for_run(data_cfg: dict, regression: bool, seed: int):
-    """The data a run configuration names, split and (optionally) standardised on the train split."""
-    source = data_cfg["source"]
+def load_for_run(data_cfg: dict, loss_name: str, seed: int):
+    """The data a run configuration names, with targets as ``loss_name`` needs them (see
+    :func:`targets_for_loss`), split and (optionally) standardised on the train split."""
+    from .losses import get_loss
+
+    source, regression = data_cfg["source"], not get_loss(loss_name).classification
+    where = data_cfg.get("y_path") if source == "npy" else data_cfg.get("path") if source in ("npz", "csv") else source
     if source == "digits":
         X, y = load_digits()
     elif source == "synthetic":
@@ -392,17 +396,13 @@ def load_for_run(data_cfg: dict, regression: bool, seed: int):
         X, y = load_npy_pair(data_cfg["x_path"], data_cfg["y_path"])
     else:
         X, y = load_csv(data_cfg["path"], data_cfg["target"])
-    if regression and y.dtype.kind != "f":
-        y = y.astype(np.float64)
-    if regression and y.ndim == 1:
-        y = y[:, None]
+    y = targets_for_loss(y, loss_name, str(where))
     parts = split(X, y, data_cfg["test_fraction"], data_cfg["val_fraction"], seed, stratify=not regression)
     if parts["train"][0].shape[0] == 0:
         raise ValueError(f"data: the split leaves no training samples (test_fraction {data_cfg['test_fraction']}, "
                          f"val_fraction {data_cfg['val_fraction']}).")
     if data_cfg["standardize"]:
-        mean = parts["train"][0].mean(axis=0)
-        std = parts["train"][0].std(axis=0)
-        std[std == 0] = 1.0
-        parts = {k: ((Xp - mean) / std, yp) for k, (Xp, yp) in parts.items()}
+        names = list(parts)
+        scaled = standardize(*(parts[k][0] for k in names))
+        parts = {k: (Xp, parts[k][1]) for k, Xp in zip(names, scaled)}
     return parts

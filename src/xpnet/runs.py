@@ -22,6 +22,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -192,17 +193,16 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = Tru
 
 def _load_data(config: dict):
     from .data import load_for_run
-    from .losses import get_loss
 
-    regression = not get_loss(config["train"]["loss"]).classification
-    return load_for_run(config["data"], regression, config["train"]["seed"])
+    return load_for_run(config["data"], config["train"]["loss"], config["train"]["seed"])
 
 
 def _n_outputs(config: dict, parts) -> int:
+    """Classes (labels were checked by ``data.targets_for_loss``) or target columns."""
     y_train = parts["train"][1]
-    if config["train"]["loss"] == "cross_entropy" and y_train.ndim == 1:
+    if y_train.ndim == 1:
         return int(max(v[1].max() for v in parts.values() if len(v[1])) + 1)
-    return 1 if y_train.ndim == 1 else y_train.shape[1]
+    return y_train.shape[1]
 
 
 def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool, accept_changes: bool):
@@ -228,10 +228,14 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
 
 
 def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, accept_changes: bool) -> int:
-    last = checkpoint.latest(run.path / "checkpoints")
+    last = checkpoint.latest_intact(run.path / "checkpoints")
     if last is None:
-        raise ValueError(f"--resume {run.path}: it has no complete checkpoint to resume from; start it "
+        raise ValueError(f"--resume {run.path}: it has no intact checkpoint to resume from; start it "
                          f"again with --run-dir {run.path} (a run that never completed an epoch is reused).")
+    newer = [p.name for p in checkpoint.list_checkpoints(run.path / "checkpoints") if p.name > last.name]
+    if newer:
+        print(f"warning: skipping damaged checkpoint(s) {', '.join(newer)}; resuming from {last.name}.",
+              file=sys.stderr)
     ckpt = checkpoint.load(last)
     changed = config_changes(ckpt.trainer_meta.get("run_config"), config)
     if changed and not accept_changes:
