@@ -242,3 +242,40 @@ def test_forward_refuses_a_batch_of_the_wrong_shape(x):
     model = xpnet.MLP([6, 4, 3], dtype="float64")
     with pytest.raises(ValueError, match=r"x must be a 2-D batch with 6 features"):
         model.forward(x)
+
+
+@pytest.mark.parametrize("bad", [3, -1, 2**40, -(2**62)])
+def test_train_step_on_host_arrays_refuses_labels_out_of_range(bad):
+    """NumPy arrays on the CPU are the model's own device, yet a step still scans them: a label
+    out of range once made the Numba loss kernel read out of bounds (a segfault)."""
+    X, y = blobs(n=16)
+    model = xpnet.MLP([6, 8, 3], dtype="float64")
+    trainer = xpnet.Trainer(model)
+    before = xpnet.to_host(model.params).copy()
+    y = y.copy()
+    y[5] = bad
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\]"):
+        trainer.train_step(X, y)
+    np.testing.assert_array_equal(xpnet.to_host(model.params), before)
+
+
+def test_train_step_on_host_arrays_refuses_nan_features():
+    X, y = blobs(n=16)
+    X[3, 2] = np.nan
+    model = xpnet.MLP([6, 8, 3], dtype="float64")
+    before = xpnet.to_host(model.params).copy()
+    with pytest.raises(ValueError, match="x contains NaN or inf"):
+        xpnet.Trainer(model).train_step(X, y)
+    np.testing.assert_array_equal(xpnet.to_host(model.params), before)
+
+
+@pytest.mark.parametrize("bad", [3, -1, 2**40])
+def test_cpu_loss_kernel_never_reads_outside_its_rows(bad):
+    """The fused cross-entropy kernel itself guards each label: no out-of-bounds read even when
+    called directly, past every validation."""
+    numba_ops = pytest.importorskip("xpnet.kernels.cpu")
+    model = xpnet.MLP([6, 8, 3], dtype="float64")
+    ops = numba_ops.NumbaOps(model.backend, "float64")
+    logits = np.zeros((4, 3))
+    with pytest.raises(ValueError, match=r"1 label\(s\) outside \[0, 2\]"):
+        ops.loss(xpnet.losses.get_loss("cross_entropy"), logits, np.array([0, 1, bad, 2]))
