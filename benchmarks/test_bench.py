@@ -44,7 +44,7 @@ def test_quick_sweep_writes_every_output(tmp_path):
     assert [r["batch_size"] for r in result["records"]] == [8, 32]
     for r in result["records"]:
         for key in ("batch_size", "samples_per_s", "ms_per_step", "gemm_floor_ms", "efficiency",
-                    "speedup_vs_reference", "environment"):
+                    "speedup_vs_reference", "environment", "relative_iqr", "noisy", "steps_per_round"):
             assert key in r, key
         assert "blas" in r["environment"] and r["environment"]["cpu"]
     assert (tmp_path / "results.json").is_file() and (tmp_path / "results.csv").is_file()

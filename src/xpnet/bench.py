@@ -86,6 +86,22 @@ class _Timer:
         end.synchronize()
         return cupy.cuda.get_elapsed_time(begin, end) / 1e3 / steps
 
+    def round(self, fn, steps: int, min_time: float = 0.0) -> tuple[float, int, float]:
+        """One timed round: ``steps`` calls, then on the CPU more calls until ``min_time`` has
+        passed, so that a calibration probe sped up or slowed down by another process cannot
+        shorten the round.  Returns (seconds per step, steps run, seconds)."""
+        if self.cuda or min_time <= 0:  # GPU: the calibrated count (events; no host-side clock)
+            per_step = self(fn, steps)
+            return per_step, steps, per_step * steps
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        ran = steps
+        while (elapsed := time.perf_counter() - start) < min_time:
+            fn()
+            ran += 1
+        return elapsed / ran, ran, elapsed
+
 
 # -- the implementations ---------------------------------------------------------------------------
 def _data(sizes, batch, seed=0):
@@ -459,7 +475,8 @@ def calibrate_steps(timer, fn, min_time: float, cap: int = MAX_STEPS_PER_ROUND) 
     """Steps per round so that a round of ``fn`` lasts at least ``min_time`` seconds.
 
     Probes 1, 4, 16, ... steps until a probe lasts a quarter of ``min_time`` (long enough to
-    extrapolate from), then scales up with a 5 % margin for drift.
+    extrapolate from), then probes that many once more and keeps the faster of the two -- one
+    disturbed probe would otherwise shrink every round -- and scales up with a 5 % margin.
     """
     n = 1
     while True:
@@ -467,6 +484,7 @@ def calibrate_steps(timer, fn, min_time: float, cap: int = MAX_STEPS_PER_ROUND) 
         if per_step * n >= min_time / 4 or n >= cap:
             break
         n = min(cap, n * 4)
+    per_step = max(min(per_step, timer(fn, n)), 1e-9)
     return int(min(cap, max(1, math.ceil(1.05 * min_time / per_step))))
 
 
@@ -495,23 +513,30 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3,
         for _ in range(warmup):
             fn()
         timer(fn, 1)
-    counts = {name: steps if steps is not None else calibrate_steps(timer, fn, min_time)
-              for name, fn in runners.items()}
     settle = 0.1 if not point.device.startswith("cuda") else 0.0
-    times = {k: [] for k in runners}
+    counts = {}
+    for name, fn in runners.items():
+        _run_for(fn, settle)  # as before a timed round (below): the probe must not pay another's threads
+        counts[name] = steps if steps is not None else calibrate_steps(timer, fn, min_time)
+    times, ran, lengths = ({k: [] for k in runners} for _ in range(3))
     for _ in range(rounds):
         for name, fn in runners.items():  # interleaved: drift affects all alike
             # Untimed steps first, for `settle` seconds: the previous library's BLAS / OpenMP
             # threads keep spinning for up to ~0.1 s after their last call and would steal the
             # cores from this one -- a cost no program that uses one library pays.
             _run_for(fn, settle)
-            times[name].append(timer(fn, counts[name]))
+            per_step, n, seconds = timer.round(fn, counts[name], min_time if steps is None else 0.0)
+            times[name].append(per_step)
+            ran[name].append(n)
+            lengths[name].append(seconds)
     stats = {name: spread(t) for name, t in times.items()}
-    return _record(point, rounds, counts, stats, flops, runners, trainer)
+    return _record(point, rounds, {k: min(v) for k, v in ran.items()}, stats, flops, runners, trainer,
+                   shortest={k: min(v) for k, v in lengths.items()})
 
 
-def _record(point, rounds, counts, stats, flops, runners, trainer) -> dict:
-    """The JSON record of one point from its per-implementation statistics."""
+def _record(point, rounds, counts, stats, flops, runners, trainer, shortest=None) -> dict:
+    """The JSON record of one point from its per-implementation statistics; ``counts`` are the
+    fewest steps a round of each implementation ran, ``shortest`` its shortest round in seconds."""
     rec = {"device": point.device, "sizes": point.sizes, "params": n_params(point.sizes),
            "batch_size": point.batch_size, "dtype": point.dtype, "precision": point.precision, "rounds": rounds,
            "steps_per_round": dict(counts)}
@@ -521,6 +546,8 @@ def _record(point, rounds, counts, stats, flops, runners, trainer) -> dict:
         entry = {"ms_per_step": st["median"] * 1e3, "iqr_ms": st["iqr"] * 1e3, "q1_ms": st["q1"] * 1e3,
                  "q3_ms": st["q3"] * 1e3, "relative_iqr": st["relative_iqr"], "noisy": st["noisy"],
                  "steps_per_round": counts[name]}
+        if shortest is not None:
+            entry["shortest_round_s"] = shortest[name]
         if name != "floor":
             entry.update(samples_per_s=point.batch_size / st["median"], gflops=flops / st["median"] / 1e9,
                          efficiency=floor / st["median"])
