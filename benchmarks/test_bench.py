@@ -39,12 +39,12 @@ def test_train_step(benchmark, device, impl, model, batch):
 
 def test_quick_sweep_writes_every_output(tmp_path):
     """The harness end to end on a tiny model: records, ratios, environment block, files."""
-    result = bench.run(device="cpu", sizes=[16, 32, 4], batch_sizes=[8, 32], rounds=2, steps=2,
+    result = bench.run(device="cpu", sizes=[16, 32, 4], batch_sizes=[8, 32], rounds=3, steps=2,
                        out=tmp_path, progress=False)
     assert [r["batch_size"] for r in result["records"]] == [8, 32]
     for r in result["records"]:
         for key in ("batch_size", "samples_per_s", "ms_per_step", "gemm_floor_ms", "efficiency",
-                    "speedup_vs_reference", "environment"):
+                    "speedup_vs_reference", "environment", "relative_iqr", "noisy", "steps_per_round"):
             assert key in r, key
         assert "blas" in r["environment"] and r["environment"]["cpu"]
     assert (tmp_path / "results.json").is_file() and (tmp_path / "results.csv").is_file()

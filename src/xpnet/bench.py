@@ -9,11 +9,17 @@ For every point (device x model x batch size) it times, interleaved in the same 
 * ``torch``     -- the same model and optimizer in PyTorch eager, when torch is installed.
 
 Each implementation is warmed up first (compilation, caches, memory pools), then timed in
-``rounds`` interleaved rounds of ``steps`` steps each (CUDA events on the GPU); a round's
-time per step is the round's total divided by ``steps``, and the reported value is the median
-over rounds with the inter-quartile spread.  Ratios -- efficiency = floor / step, speed-up over
-torch = torch / xpnet -- come from the same run, so they survive noisy shared machines;
-the regression gate (:func:`check_against`) compares only such ratios.
+``rounds`` interleaved rounds (CUDA events on the GPU).  Unless ``steps`` is given, each
+implementation's steps per round are calibrated so that one round lasts at least ``min_time``
+seconds: a handful of steps is too short to time on a shared machine.  A round's time per step
+is its total divided by its steps; the reported value is the median over rounds, with the
+inter-quartile range (IQR).  A point whose relative IQR (IQR / median) exceeds
+:data:`NOISY_RELATIVE_IQR` for some implementation is flagged ``noisy``.  Ratios -- efficiency =
+floor / step, speed-up over torch = torch / xpnet -- come from the same run, so they survive
+noisy shared machines; the regression gate (:func:`check_against`) compares only such ratios.
+
+Every argument, the output folder and the baseline are checked by :func:`check_arguments`
+before anything is timed, so a bad value never costs a timing run.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ import csv
 import datetime
 import json
 import os
+import math
 import platform
+import re
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +47,15 @@ PRESETS = {
 IMPLEMENTATIONS = ("xpnet", "reference", "torch")
 DEFAULT_BATCH_SIZES = tuple(2**k for k in range(5, 14))  # 32 ... 8192
 GATED_RATIOS = ("efficiency", "speedup_vs_torch", "speedup_vs_reference")
+DTYPES = ("float32", "float64")
+PRECISIONS = ("fp32", "tf32", "fp16")
+MIN_ROUNDS = 3  # fewer rounds give no meaningful quartiles
+DEFAULT_MIN_TIME = 0.2  # seconds per round per implementation: long enough for a timer and a scheduler
+MAX_STEPS_PER_ROUND = 1_000_000  # caps calibration (and a probe) for implausibly fast steps
+# A point is "noisy" when an implementation's IQR over rounds exceeds this fraction of its median:
+# its ratios then move by about as much between runs, which is close to a CI gate's tolerance.
+NOISY_RELATIVE_IQR = 0.10
+OUTPUT_FILES = ("results.json", "results.csv", "throughput.png", "efficiency.png")
 
 
 def n_params(sizes) -> int:
@@ -67,6 +85,22 @@ class _Timer:
         end.record()
         end.synchronize()
         return cupy.cuda.get_elapsed_time(begin, end) / 1e3 / steps
+
+    def round(self, fn, steps: int, min_time: float = 0.0) -> tuple[float, int, float]:
+        """One timed round: ``steps`` calls, then on the CPU more calls until ``min_time`` has
+        passed, so that a calibration probe sped up or slowed down by another process cannot
+        shorten the round.  Returns (seconds per step, steps run, seconds)."""
+        if self.cuda or min_time <= 0:  # GPU: the calibrated count (events; no host-side clock)
+            per_step = self(fn, steps)
+            return per_step, steps, per_step * steps
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        ran = steps
+        while (elapsed := time.perf_counter() - start) < min_time:
+            fn()
+            ran += 1
+        return elapsed / ran, ran, elapsed
 
 
 # -- the implementations ---------------------------------------------------------------------------
@@ -241,6 +275,164 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# -- arguments -------------------------------------------------------------------------------------
+@dataclass
+class Plan:
+    """What :func:`check_arguments` accepted: the sweep to time and the baseline to gate on."""
+    sizes: list
+    batch_sizes: list
+    impls: tuple
+    baseline: dict | None = None
+
+
+def check_arguments(device="cpu", sizes=None, preset="mnist", batch_sizes=DEFAULT_BATCH_SIZES,
+                    impls=IMPLEMENTATIONS, dtype="float32", rounds=7, steps=None, out=None, precision="fp32",
+                    min_time=DEFAULT_MIN_TIME, overwrite=False, check_against=None, tolerance=0.2) -> Plan:
+    """Refuse any bad argument with a ValueError naming the flag and the fix, before any timing.
+
+    The output folder is checked last, because checking it creates it (with a probe file, removed).
+    """
+    _check_int("--rounds", rounds, MIN_ROUNDS, f"at least {MIN_ROUNDS} rounds are needed for a meaningful IQR")
+    if steps is not None:
+        _check_int("--steps", steps, 1, "omit it to calibrate steps to --min-time")
+    _check_float("--min-time", min_time, lambda v: v > 0, "a positive number of seconds per round, e.g. 0.2")
+    _check_float("--tolerance", tolerance, lambda v: 0 <= v < 1, "a fraction in [0, 1), e.g. 0.35")
+    if preset not in PRESETS:
+        raise ValueError(f"--preset {preset!r} is unknown: use one of {', '.join(PRESETS)}, or give --sizes.")
+    sizes = list(PRESETS[preset] if sizes is None else sizes)
+    if len(sizes) < 2 or not all(_positive_int(v) for v in sizes):
+        raise ValueError(f"--sizes {sizes}: give at least 2 positive layer sizes (input, ..., output), "
+                         "e.g. 784,1024,10.")
+    batch_sizes = list(batch_sizes)
+    if not batch_sizes or not all(_positive_int(v) for v in batch_sizes):
+        raise ValueError(f"--batch-sizes {batch_sizes}: give one or more positive batch sizes, e.g. 64,256.")
+    impls = _check_impls(impls)
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r} is unknown: use {' or '.join(DTYPES)}.")
+    _check_device(device)
+    _check_precision(precision, device, dtype)
+    baseline = None
+    if check_against is not None:
+        baseline = load_baseline(check_against)
+        _check_baseline_matches(baseline, [_key_of(device, sizes, b, dtype, precision) for b in batch_sizes],
+                                check_against)
+    if out is not None:
+        check_out(out, overwrite)
+    return Plan(sizes, batch_sizes, impls, baseline)
+
+
+def _positive_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+
+
+def _check_int(flag, value, least, fix):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
+        raise ValueError(f"{flag} {value!r} is too small: {fix} (at least {least}).")
+
+
+def _check_float(flag, value, ok, fix):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
+    if not math.isfinite(v) or not ok(v):
+        raise ValueError(f"{flag} {value!r} is not allowed: give {fix}.")
+
+
+def _check_impls(impls) -> tuple:
+    if isinstance(impls, str):
+        impls = impls.split(",")
+    impls = tuple(dict.fromkeys(i.strip() for i in impls if i.strip()))  # unique, in order
+    unknown = [i for i in impls if i not in IMPLEMENTATIONS]
+    if unknown or not impls:
+        raise ValueError(f"--impls {','.join(impls) or '(empty)'}: unknown {unknown or 'none given'}; "
+                         f"use any of {', '.join(IMPLEMENTATIONS)}.")
+    return impls
+
+
+def _check_device(device) -> None:
+    if not isinstance(device, str) or not re.fullmatch(r"cpu|cuda(:\d+)?", device):
+        raise ValueError(f"--device {device!r} is not understood: use cpu, cuda or cuda:N (N = GPU index).")
+    if device.startswith("cuda"):
+        from .backend import resolve_backend
+
+        try:  # CuPy installed, a driver, a GPU with that index
+            resolve_backend(device)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"--device {device}: {exc}") from None
+
+
+def _check_precision(precision, device, dtype) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r} is unknown: use {', '.join(PRECISIONS)}.")
+    if precision != "fp32" and not device.startswith("cuda"):
+        raise ValueError(f"--precision {precision} is measured on the GPU only: use "
+                         "--device cuda, or --precision fp32 on the CPU (where it would be a float32 run or "
+                         "NumPy's slow float16).")
+    if precision != "fp32" and dtype != "float32":
+        raise ValueError(f"--precision {precision} needs --dtype float32 (its float32 weights are the master copy).")
+
+
+def check_out(out, overwrite=False) -> Path:
+    """The output folder: not a file, creatable and writable, and holding no earlier results unless
+    ``overwrite``.  A probe file (a fresh temporary name, so never a user's file) proves it writable."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is an existing file, not a folder: give a folder path.")
+    existing = [name for name in OUTPUT_FILES if (out / name).exists()]
+    if existing and not overwrite:
+        raise ValueError(f"--out {out} already holds {', '.join(existing)}: choose another --out, or pass "
+                         "--overwrite to replace them.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".xpnet-bench-probe-"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {out} cannot be written ({exc.strerror or exc}): choose a writable folder.") from None
+    return out
+
+
+def load_baseline(path) -> dict:
+    """A results.json of an earlier ``xpnet bench --out``: refused with the reason unless it is one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"--check-against {path} does not exist; create one with xpnet bench --out DIR and "
+                         "commit DIR/results.json.")
+    try:
+        baseline = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"--check-against {path} is not valid JSON ({exc}): give a results.json of xpnet bench.") \
+            from None
+    records = baseline.get("records") if isinstance(baseline, dict) else None
+    required = ("device", "sizes", "batch_size")
+    if (not isinstance(records, list) or not records
+            or not all(isinstance(r, dict) and all(k in r for k in required) for r in records)):
+        raise ValueError(f"--check-against {path} is not an xpnet bench results file: it needs a non-empty "
+                         f"\"records\" list whose entries hold {', '.join(required)}.")
+    if not any(ratio in r for r in records for ratio in GATED_RATIOS):
+        raise ValueError(f"--check-against {path} holds no ratio to gate on ({', '.join(GATED_RATIOS)}).")
+    return baseline
+
+
+def _key_of(device, sizes, batch_size, dtype="float32", precision="fp32") -> tuple:
+    return (device, tuple(sizes), batch_size, dtype, precision)
+
+
+def _record_key(r) -> tuple:
+    return _key_of(r["device"], r["sizes"], r["batch_size"], r.get("dtype", "float32"), r.get("precision", "fp32"))
+
+
+def _check_baseline_matches(baseline, planned, path) -> None:
+    held = {_record_key(r) for r in baseline["records"]}
+    if not held & set(planned):
+        def listing(keys):
+            return "; ".join(f"{d} {list(s)} batch {b} {t} {p}" for d, s, b, t, p in sorted(keys))
+
+        raise ValueError(f"--check-against {path} matches no point of this sweep ({listing(planned)}); "
+                         f"it holds: {listing(held)}. Give a baseline taken with the same device, sizes, "
+                         "batch sizes, dtype and precision.")
+
+
 # -- the sweep -------------------------------------------------------------------------------------
 @dataclass
 class Point:
@@ -266,8 +458,40 @@ def _fits(sizes, batch, device) -> bool:
     return need < 0.5 * avail
 
 
-def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3) -> dict:
-    """Time one point; returns a JSON-ready record."""
+def spread(seconds_per_step) -> dict:
+    """Median, quartiles and relative IQR of one implementation's per-round times (seconds per step);
+    ``noisy`` when the relative IQR exceeds :data:`NOISY_RELATIVE_IQR`."""
+    t = np.asarray(seconds_per_step, dtype=float)
+    if t.size < MIN_ROUNDS or not np.all(np.isfinite(t)) or np.any(t <= 0):
+        raise RuntimeError(f"timing gave {t.size} round time(s) {t.tolist()}: need {MIN_ROUNDS}+ positive, "
+                           "finite ones.")
+    q1, median, q3 = (float(v) for v in np.percentile(t, [25, 50, 75]))
+    relative = (q3 - q1) / median
+    return {"median": median, "q1": q1, "q3": q3, "iqr": q3 - q1, "relative_iqr": relative,
+            "noisy": relative > NOISY_RELATIVE_IQR}
+
+
+def calibrate_steps(timer, fn, min_time: float, cap: int = MAX_STEPS_PER_ROUND) -> int:
+    """Steps per round so that a round of ``fn`` lasts at least ``min_time`` seconds.
+
+    Probes 1, 4, 16, ... steps until a probe lasts a quarter of ``min_time`` (long enough to
+    extrapolate from), then probes that many once more and keeps the faster of the two -- one
+    disturbed probe would otherwise shrink every round -- and scales up with a 5 % margin.
+    """
+    n = 1
+    while True:
+        per_step = max(timer(fn, n), 1e-9)
+        if per_step * n >= min_time / 4 or n >= cap:
+            break
+        n = min(cap, n * 4)
+    per_step = max(min(per_step, timer(fn, n)), 1e-9)
+    return int(min(cap, max(1, math.ceil(1.05 * min_time / per_step))))
+
+
+def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3,
+            min_time=DEFAULT_MIN_TIME) -> dict:
+    """Time one point; returns a JSON-ready record.  ``steps=None`` calibrates each implementation's
+    steps per round to ``min_time`` seconds (see :func:`calibrate_steps`)."""
     timer = _Timer(point.device)
     flops = 6.0 * n_params(point.sizes) * point.batch_size
     runners = {"floor": _floor_step(point.sizes, point.batch_size, point.device, point.dtype, point.precision)}
@@ -289,38 +513,54 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3)
         for _ in range(warmup):
             fn()
         timer(fn, 1)
-    if steps is None:  # aim for ~50 ms per round and implementation, at least 2 steps
-        probe = timer(runners["floor"], 2)
-        steps = int(max(2, min(200, 0.05 / max(probe, 1e-6))))
     settle = 0.1 if not point.device.startswith("cuda") else 0.0
-    times = {k: [] for k in runners}
+    counts = {}
+    for name, fn in runners.items():
+        _run_for(fn, settle)  # as before a timed round (below): the probe must not pay another's threads
+        counts[name] = steps if steps is not None else calibrate_steps(timer, fn, min_time)
+    times, ran, lengths = ({k: [] for k in runners} for _ in range(3))
     for _ in range(rounds):
         for name, fn in runners.items():  # interleaved: drift affects all alike
             # Untimed steps first, for `settle` seconds: the previous library's BLAS / OpenMP
             # threads keep spinning for up to ~0.1 s after their last call and would steal the
             # cores from this one -- a cost no program that uses one library pays.
             _run_for(fn, settle)
-            times[name].append(timer(fn, steps))
+            per_step, n, seconds = timer.round(fn, counts[name], min_time if steps is None else 0.0)
+            times[name].append(per_step)
+            ran[name].append(n)
+            lengths[name].append(seconds)
+    stats = {name: spread(t) for name, t in times.items()}
+    return _record(point, rounds, {k: min(v) for k, v in ran.items()}, stats, flops, runners, trainer,
+                   shortest={k: min(v) for k, v in lengths.items()})
+
+
+def _record(point, rounds, counts, stats, flops, runners, trainer, shortest=None) -> dict:
+    """The JSON record of one point from its per-implementation statistics; ``counts`` are the
+    fewest steps a round of each implementation ran, ``shortest`` its shortest round in seconds."""
     rec = {"device": point.device, "sizes": point.sizes, "params": n_params(point.sizes),
            "batch_size": point.batch_size, "dtype": point.dtype, "precision": point.precision, "rounds": rounds,
-           "steps_per_round": steps}
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    rec["gemm_floor_ms"] = med["floor"] * 1e3
-    for impl in runners:
-        if impl == "floor":
-            continue
-        q1, q3 = np.percentile(times[impl], [25, 75])
-        rec[impl] = {"ms_per_step": med[impl] * 1e3, "iqr_ms": (q3 - q1) * 1e3,
-                     "samples_per_s": point.batch_size / med[impl], "gflops": flops / med[impl] / 1e9,
-                     "efficiency": med["floor"] / med[impl]}
+           "steps_per_round": dict(counts)}
+    floor = stats["floor"]["median"]
+    rec["gemm_floor_ms"] = floor * 1e3
+    for name, st in stats.items():
+        entry = {"ms_per_step": st["median"] * 1e3, "iqr_ms": st["iqr"] * 1e3, "q1_ms": st["q1"] * 1e3,
+                 "q3_ms": st["q3"] * 1e3, "relative_iqr": st["relative_iqr"], "noisy": st["noisy"],
+                 "steps_per_round": counts[name]}
+        if shortest is not None:
+            entry["shortest_round_s"] = shortest[name]
+        if name != "floor":
+            entry.update(samples_per_s=point.batch_size / st["median"], gflops=flops / st["median"] / 1e9,
+                         efficiency=floor / st["median"])
+        rec[name] = entry
+    rec["noisy"] = [name for name, st in stats.items() if st["noisy"]]
     if "xpnet" in rec:
         x = rec["xpnet"]
-        rec.update(ms_per_step=x["ms_per_step"], samples_per_s=x["samples_per_s"], gflops=x["gflops"],
-                   efficiency=x["efficiency"])
+        rec.update(ms_per_step=x["ms_per_step"], iqr_ms=x["iqr_ms"], relative_iqr=x["relative_iqr"],
+                   samples_per_s=x["samples_per_s"], gflops=x["gflops"], efficiency=x["efficiency"])
         if "torch" in rec:
-            rec["speedup_vs_torch"] = med["torch"] / med["xpnet"]
+            rec["speedup_vs_torch"] = stats["torch"]["median"] / stats["xpnet"]["median"]
         if "reference" in rec:
-            rec["speedup_vs_reference"] = med["reference"] / med["xpnet"]
+            rec["speedup_vs_reference"] = stats["reference"]["median"] / stats["xpnet"]["median"]
         if trainer is not None and trainer.ops.name != "reference":  # launches matter on the GPU most
             before = trainer.ops.launches
             runners["xpnet"]()
@@ -329,24 +569,23 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3)
 
 
 def run(device="cpu", sizes=None, preset="mnist", batch_sizes=DEFAULT_BATCH_SIZES, impls=IMPLEMENTATIONS,
-        dtype="float32", rounds=7, steps=None, out=None, progress=True, precision="fp32") -> dict:
+        dtype="float32", rounds=7, steps=None, out=None, progress=True, precision="fp32",
+        min_time=DEFAULT_MIN_TIME, overwrite=False, check_against=None, tolerance=0.2) -> dict:
     """Sweep batch sizes for one model on one device; optionally write JSON, CSV and PNG to ``out``.
 
     ``precision`` (``fp32``, ``tf32``, ``fp16``) applies to xpnet, PyTorch (TF32 matmuls / AMP with
-    GradScaler) and the GEMM floor alike; ``tf32`` and ``fp16`` are GPU-only here.
+    GradScaler) and the GEMM floor alike; ``tf32`` and ``fp16`` are GPU-only here.  With
+    ``check_against`` (a baseline results.json) the result carries a ``gate`` entry (see :func:`gate`).
+    Every argument is checked (:func:`check_arguments`) before anything is timed.
     """
-    if precision not in ("fp32", "tf32", "fp16"):
-        raise ValueError(f"precision={precision!r} is unknown: use fp32, tf32 or fp16.")
-    if precision != "fp32" and not device.startswith("cuda"):
-        raise ValueError(f"precision={precision!r} is measured on the GPU only: use --device cuda "
-                         "(on the CPU it is a float32 run or NumPy's slow float16).")
-    if sizes is None:
-        if preset not in PRESETS:
-            raise ValueError(f"preset={preset!r} is unknown: use one of {', '.join(PRESETS)}, or give sizes.")
-        sizes = PRESETS[preset]
+    plan = check_arguments(device=device, sizes=sizes, preset=preset, batch_sizes=batch_sizes, impls=impls,
+                           dtype=dtype, rounds=rounds, steps=steps, out=out, precision=precision,
+                           min_time=min_time, overwrite=overwrite, check_against=check_against,
+                           tolerance=tolerance)
+    sizes = plan.sizes
     _threads_alike(device)
     env = environment(device)
-    points = [Point(device, list(sizes), b, dtype, precision) for b in batch_sizes]
+    points = [Point(device, list(sizes), b, dtype, precision) for b in plan.batch_sizes]
     skipped = [p.batch_size for p in points if not _fits(p.sizes, p.batch_size, device)]
     points = [p for p in points if p.batch_size not in skipped]
     records = []
@@ -356,13 +595,17 @@ def run(device="cpu", sizes=None, preset="mnist", batch_sizes=DEFAULT_BATCH_SIZE
 
         bar = tqdm(points, desc=f"xpnet bench {device} {sizes}", unit="point")
     for p in bar if bar is not None else points:
-        records.append(measure(p, impls, rounds, steps))
+        records.append(measure(p, plan.impls, rounds, steps, min_time=min_time))
         if bar is not None:
             r = records[-1]
             bar.set_postfix(batch=p.batch_size, ms=f"{r.get('ms_per_step', float('nan')):.3g}")
-    result = {"environment": env, "records": records, "skipped_batch_sizes": skipped}
+    result = {"environment": env, "records": records, "skipped_batch_sizes": skipped,
+              "min_time_s": min_time, "noisy_relative_iqr": NOISY_RELATIVE_IQR}
     for r in records:
         r["environment"] = env  # each record stands alone in the JSON
+    if plan.baseline is not None:
+        result["gate"] = {"baseline": str(check_against), "tolerance": tolerance,
+                          **gate(result, plan.baseline, tolerance)}
     if out is not None:
         write_results(result, Path(out))
     return result
@@ -383,27 +626,35 @@ def _threads_alike(device: str) -> None:
 
 
 # -- output ----------------------------------------------------------------------------------------
-COLUMNS = ("device", "precision", "batch_size", "ms_per_step", "samples_per_s", "gflops", "gemm_floor_ms", "efficiency",
-           "speedup_vs_torch", "speedup_vs_reference", "launches_per_step")
+COLUMNS = ("device", "precision", "batch_size", "ms_per_step", "iqr_ms", "relative_iqr", "samples_per_s", "gflops",
+           "gemm_floor_ms", "efficiency", "speedup_vs_torch", "speedup_vs_reference", "launches_per_step")
+NOISY_MARK = "!"
 
 
 def table(result: dict) -> str:
-    """A readable text table of a sweep."""
-    head = ["batch", "xpnet ms", "samples/s", "GFLOP/s", "floor ms", "step/floor", "vs torch", "vs ref", "launches"]
+    """A readable text table of a sweep; noisy points are marked, with a footnote."""
+    head = ["batch", "xpnet ms", "IQR", "samples/s", "GFLOP/s", "floor ms", "step/floor", "vs torch", "vs ref",
+            "launches", "noisy"]
     rows = []
     for r in result["records"]:
-        rows.append([str(r["batch_size"]), _f(r.get("ms_per_step")), _f(r.get("samples_per_s"), 0),
-                     _f(r.get("gflops"), 1), _f(r.get("gemm_floor_ms")), _f(1 / r["efficiency"] if r.get("efficiency")
-                                                                              else None, 2),
+        noisy = r.get("noisy") or []
+        rows.append([str(r["batch_size"]), _f(r.get("ms_per_step")), _pct(r.get("relative_iqr")),
+                     _f(r.get("samples_per_s"), 0), _f(r.get("gflops"), 1), _f(r.get("gemm_floor_ms")),
+                     _f(1 / r["efficiency"] if r.get("efficiency") else None, 2),
                      _x(r.get("speedup_vs_torch")), _x(r.get("speedup_vs_reference")),
-                     str(r.get("launches_per_step", "-"))])
+                     str(r.get("launches_per_step", "-")), f"{NOISY_MARK} {','.join(noisy)}" if noisy else ""])
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(head)]
-    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths[:-1]) + "  {}"
     env = result["environment"]
     precision = result["records"][0].get("precision", "fp32") if result["records"] else "fp32"
     lines = [f"{env.get('gpu') or env['cpu']} | {_blas(env)} | numpy {env['numpy']} numba {env.get('numba')} "
-             f"torch {env.get('torch')} | {precision} | {env['date']}", fmt.format(*head)]
-    lines += [fmt.format(*row) for row in rows]
+             f"torch {env.get('torch')} | {precision} | {env['date']}", fmt.format(*head).rstrip()]
+    lines += [fmt.format(*row).rstrip() for row in rows]
+    lines.append("IQR: inter-quartile range of xpnet's round times, relative to their median.")
+    if any(r.get("noisy") for r in result["records"]):
+        lines.append(f"{NOISY_MARK} noisy: relative IQR above {NOISY_RELATIVE_IQR:.0%} for the named "
+                     "implementations; their ratios are less trustworthy (raise --min-time or --rounds, or use a "
+                     "quieter machine).")
     return "\n".join(lines)
 
 
@@ -425,21 +676,45 @@ def _x(v):
     return "-" if v is None else f"{v:.2f}x"
 
 
+def _pct(v):
+    return "-" if v is None else f"±{v:.1%}"
+
+
+CSV_EXTRA = ("noisy", "floor_iqr_ms", "torch_ms", "torch_iqr_ms", "reference_ms", "reference_iqr_ms")
+
+
 def write_results(result: dict, out: Path) -> None:
     """``results.json``, ``results.csv`` and (with matplotlib) ``throughput.png`` / ``efficiency.png``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=2))
     with open(out / "results.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["sizes", *COLUMNS, "torch_ms", "reference_ms"])
+        writer.writerow(["sizes", *COLUMNS, *CSV_EXTRA])
         for r in result["records"]:
             writer.writerow(["-".join(map(str, r["sizes"])), *(r.get(c) for c in COLUMNS),
-                             r.get("torch", {}).get("ms_per_step"), r.get("reference", {}).get("ms_per_step")])
+                             " ".join(r.get("noisy") or []), r.get("floor", {}).get("iqr_ms"),
+                             r.get("torch", {}).get("ms_per_step"), r.get("torch", {}).get("iqr_ms"),
+                             r.get("reference", {}).get("ms_per_step"), r.get("reference", {}).get("iqr_ms")])
     plot(result, out)
 
 
+def error_bars(recs, impl: str, key: str) -> np.ndarray:
+    """(2, n) distances from the median value to the values at the round-time quartiles, for
+    ``samples_per_s`` or ``efficiency`` (a slower quartile gives the lower bar); zero when absent."""
+    bars = np.zeros((2, len(recs)))
+    for i, r in enumerate(recs):
+        e = r[impl]
+        if "q1_ms" not in e or "q3_ms" not in e:
+            continue
+        scale = r["batch_size"] * 1e3 if key == "samples_per_s" else r["gemm_floor_ms"]
+        low, high = scale / e["q3_ms"], scale / e["q1_ms"]
+        bars[:, i] = e[key] - low, high - e[key]
+    return np.clip(bars, 0, None)
+
+
 def plot(result: dict, out: Path) -> list[Path]:
-    """``throughput.png`` (samples/s vs batch size) and ``efficiency.png`` (floor / step)."""
+    """``throughput.png`` (samples/s vs batch size) and ``efficiency.png`` (floor / step), with
+    error bars from the quartiles of the round times."""
     try:
         import matplotlib
 
@@ -460,7 +735,8 @@ def plot(result: dict, out: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         for impl in ("xpnet", "reference", "torch"):
             if impl in recs[0]:
-                ax.plot(batches, [r[impl][key] for r in recs], marker="o", label=impl)
+                ax.errorbar(batches, [r[impl][key] for r in recs], yerr=error_bars(recs, impl, key), marker="o",
+                            capsize=3, label=impl)
         ax.plot(batches, reference, ls="--", color="gray", label="GEMM floor")
         ax.set(xscale="log", xlabel="batch size", ylabel=ylabel, title=title)
         if key == "samples_per_s":
@@ -481,19 +757,39 @@ def check_against(result: dict, baseline: dict, tolerance: float = 0.2) -> list[
     """Compare same-run ratios with a committed baseline; return one line per regression.
 
     A ratio regresses when it falls below ``baseline * (1 - tolerance)``.  Absolute times are
-    never compared: shared CI machines are too noisy for them.
+    never compared: shared CI machines are too noisy for them.  A line names the noisy
+    implementations of either run, since a noisy point's ratio may have moved by noise alone.
     """
-    def key(r):
-        return (r["device"], tuple(r["sizes"]), r["batch_size"], r.get("dtype", "float32"), r.get("precision", "fp32"))
-
-    base = {key(r): r for r in baseline["records"]}
+    base = {_record_key(r): r for r in baseline["records"]}
     problems = []
     for r in result["records"]:
-        b = base.get(key(r))
+        b = base.get(_record_key(r))
         if b is None:
             continue
+        note = _noise_note(r, b)
         for ratio in GATED_RATIOS:
             if ratio in r and ratio in b and r[ratio] < b[ratio] * (1 - tolerance):
                 problems.append(f"{r['device']} {r['sizes']} batch {r['batch_size']}: {ratio} {r[ratio]:.3f} < "
-                                f"baseline {b[ratio]:.3f} - {tolerance:.0%}")
+                                f"baseline {b[ratio]:.3f} - {tolerance:.0%}{note}")
     return problems
+
+
+def gate(result: dict, baseline: dict, tolerance: float = 0.2) -> dict:
+    """The regression gate's verdict: ``problems`` (regressions, plus a line when no point of the
+    run matched the baseline -- a gate that compared nothing must not pass), ``compared`` (points)
+    and ``noisy`` (one line per compared point that was noisy in this run or the baseline)."""
+    base = {_record_key(r): r for r in baseline["records"]}
+    pairs = [(r, base[_record_key(r)]) for r in result["records"] if _record_key(r) in base]
+    problems = check_against(result, baseline, tolerance)
+    if not pairs:
+        problems.append("no point of this run matched the baseline, so nothing was compared")
+    noisy = [f"{r['device']} {r['sizes']} batch {r['batch_size']}:{_noise_note(r, b)}" for r, b in pairs
+             if _noise_note(r, b)]
+    return {"compared": len(pairs), "problems": problems, "noisy": noisy}
+
+
+def _noise_note(run_rec: dict, base_rec: dict) -> str:
+    parts = [f"{label} {', '.join(rec['noisy'])}" for label, rec in (("noisy in this run:", run_rec),
+                                                                    ("noisy in baseline:", base_rec))
+             if rec.get("noisy")]
+    return f" [{'; '.join(parts)}; relative IQR > {NOISY_RELATIVE_IQR:.0%}]" if parts else ""

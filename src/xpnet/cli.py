@@ -69,12 +69,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     b.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
                    help="tf32 / fp16 (mixed, vs PyTorch AMP) on the GPU")
-    b.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds per point (median reported)")
-    b.add_argument("--steps", type=int, default=None, help="steps per round (default: about 50 ms per round)")
+    b.add_argument("--rounds", type=int, default=7,
+                   help="interleaved timing rounds per point, at least 3 (median and IQR reported)")
+    b.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+                   help="calibrate steps so each round of each implementation lasts at least this long "
+                        "(default 0.2)")
+    b.add_argument("--steps", type=int, default=None,
+                   help="fixed steps per round for every implementation (default: calibrated to --min-time)")
     b.add_argument("--out", default=None, help="folder for results.json, results.csv and PNG plots")
+    b.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     b.add_argument("--check-against", default=None, metavar="BASELINE_JSON",
                    help="fail (exit 1) if a same-run ratio fell below this baseline by more than --tolerance")
-    b.add_argument("--tolerance", type=float, default=0.2)
+    b.add_argument("--tolerance", type=float, default=0.2, help="allowed fall of a ratio, in [0, 1) (default 0.2)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
 
     e = sub.add_parser("export", help="write a run's weights as a torch.nn.Sequential state dict (needs torch)")
@@ -135,42 +141,40 @@ def cmd_train(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    import json
-    from pathlib import Path
-
     from . import bench
 
-    impls = tuple(i.strip() for i in args.impls.split(",") if i.strip())
-    unknown = set(impls) - set(bench.IMPLEMENTATIONS)
-    if unknown:
-        raise SystemExit(f"--impls: unknown {sorted(unknown)}; use any of {', '.join(bench.IMPLEMENTATIONS)}")
-    baseline = None
-    if args.check_against:  # read it first: a missing baseline fails before minutes of timing
-        path = Path(args.check_against)
-        if not path.is_file():
-            raise SystemExit(f"--check-against: {path} does not exist; create one with xpnet bench --out DIR "
-                             "and commit DIR/results.json")
-        baseline = json.loads(path.read_text())
-    try:
+    if args.steps is not None and args.min_time is not None:
+        print("xpnet bench: give --steps (fixed steps per round) or --min-time (calibrated), not both.",
+              file=sys.stderr)
+        return 2
+    try:  # every argument, --out and the baseline are checked inside run, before any timing
         result = bench.run(device=args.device, sizes=args.sizes, preset=args.preset or "mnist",
-                           batch_sizes=args.batch_sizes or bench.DEFAULT_BATCH_SIZES, impls=impls, dtype=args.dtype,
-                           rounds=args.rounds, steps=args.steps, out=args.out, progress=not args.quiet,
-                           precision=args.precision)
-    except (ValueError, RuntimeError) as exc:
-        print(f"xpnet bench: {exc}", file=sys.stderr)
+                           batch_sizes=bench.DEFAULT_BATCH_SIZES if args.batch_sizes is None else args.batch_sizes,
+                           impls=args.impls, dtype=args.dtype, rounds=args.rounds, steps=args.steps, out=args.out,
+                           progress=not args.quiet, precision=args.precision,
+                           min_time=bench.DEFAULT_MIN_TIME if args.min_time is None else args.min_time,
+                           overwrite=args.overwrite, check_against=args.check_against, tolerance=args.tolerance)
+    except (ValueError, RuntimeError, OSError, MemoryError) as exc:
+        print(f"xpnet bench: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback; the type says where to look
+        print(f"xpnet bench: unexpected {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(bench.table(result))
     if result["skipped_batch_sizes"]:
         print(f"skipped (would not fit in memory): batch sizes {result['skipped_batch_sizes']}")
     if args.out:
         print(f"results written to {args.out}/results.json, results.csv and PNG plots (with matplotlib)")
-    if baseline is not None:
-        problems = bench.check_against(result, baseline, args.tolerance)
-        for line in problems:
-            print(f"REGRESSION {line}")
-        print(f"regression gate: {len(problems)} ratio(s) below baseline - {args.tolerance:.0%}")
-        return 1 if problems else 0
-    return 0
+    verdict = result.get("gate")
+    if verdict is None:
+        return 0
+    for line in verdict["problems"]:
+        print(f"REGRESSION {line}")
+    for line in verdict["noisy"]:
+        print(f"NOISY {line}")
+    print(f"regression gate: {verdict['compared']} point(s) compared, {len(verdict['problems'])} problem(s) "
+          f"(ratios below baseline - {args.tolerance:.0%}), {len(verdict['noisy'])} noisy point(s)")
+    return 1 if verdict["problems"] else 0
 
 
 def cmd_export(args) -> int:
