@@ -55,7 +55,7 @@ sweep_rc=0
 for entry in "${sweeps[@]}"; do
   name=${entry%%|*}
   # shellcheck disable=SC2086  # the arguments are meant to split
-  timeout 60 "$py" -m xpnet bench --device "$device" ${entry#*|} --rounds 5 --quiet --out "$out/$name" \
+  timeout 60 "$py" -m xpnet bench --device "$device" ${entry#*|} --rounds 5 --min-time 0.1 --quiet --out "$out/$name" \
     >"$out/$name.txt" 2>&1
   rc=$?
   echo "$name: exit $rc" >>"$out/sweeps.status"

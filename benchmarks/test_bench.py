@@ -50,3 +50,24 @@ def test_quick_sweep_writes_every_output(tmp_path):
     assert (tmp_path / "results.json").is_file() and (tmp_path / "results.csv").is_file()
     pytest.importorskip("matplotlib")
     assert (tmp_path / "throughput.png").is_file() and (tmp_path / "efficiency.png").is_file()
+
+
+def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh is run on a GPU machine only rarely; its logic (tests, sweeps with
+    the bench flags it passes, the summary) runs here on every CI run in its CPU dry-run mode."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if shutil.which("bash") is None:
+        pytest.skip("needs bash")
+    script = Path(__file__).with_name("gpu_check.sh")
+    env = {**os.environ, "XPNET_GPU_CHECK_DEVICE": "cpu", "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True, env=env,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "mnist: exit 0" in summary and "small-fp32: exit 0" in summary
+    assert (tmp_path / "out" / "mnist" / "results.json").is_file()
