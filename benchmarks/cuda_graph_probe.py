@@ -18,9 +18,9 @@ import numpy as np
 
 def _time(fn, steps, rounds=7):
     """Median over rounds of microseconds per call, timed with CUDA events (bench's timer)."""
-    from xpnet.bench import _Timer
+    from xpnet.bench import Timer
 
-    timer = _Timer("cuda")
+    timer = Timer("cuda")
     for _ in range(3):
         fn()
     return float(np.median([timer(fn, steps) for _ in range(rounds)])) * 1e6

@@ -24,7 +24,7 @@ def test_train_step(benchmark, device, impl, model, batch):
     sizes = MODELS[model]
     step, trainer = bench._xpnet_step(sizes, batch, device, "float32", impl)
     floor = bench._floor_step(sizes, batch, device, "float32")
-    timer = bench._Timer(device)
+    timer = bench.Timer(device)
     for fn in (step, floor):
         fn()
     # the GEMM floor of the same shapes, timed in the same run, so efficiency is a same-run ratio

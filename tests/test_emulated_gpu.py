@@ -210,13 +210,9 @@ def train(device, dtype, optimizer, loss="cross_entropy", clip=None, precision="
         y = np.eye(4)[y] * 2.0 - 1.0
     elif loss == "bce":
         y = np.eye(4)[y]
-    if device == "reference":
-        xpnet.set_kernel_mode("reference")
-    try:
-        model = xpnet.MLP([10, 24, 16, 4], activation=activation, dtype=dtype, seed=3,
-                          device=None if device == "reference" else device)
-    finally:
-        xpnet.set_kernel_mode("auto")
+    model = xpnet.MLP([10, 24, 16, 4], activation=activation, dtype=dtype, seed=3,
+                      device=None if device == "reference" else device,
+                      kernels="reference" if device == "reference" else "auto")
     trainer = xpnet.Trainer(model, loss=loss, optimizer=optimizer, clip_grad_norm=clip, precision=precision)
     history = trainer.fit(X, y, epochs=epochs, batch_size=16, verbose=False, data_on_device=data_on_device)
     return xpnet.to_host(model.params).astype(np.float64), history, trainer

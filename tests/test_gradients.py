@@ -30,8 +30,8 @@ def _problem(loss: str, seed=0):
 
 def _loss_and_grads(model, trainer, X, y):
     """Analytic loss and flat gradient from xpnet's own forward/backward."""
-    Xd, yd = trainer._data(X, y)
-    loss, _ = trainer._forward_backward(Xd, yd)
+    Xd, yd = trainer.prepare(X, y)
+    loss, _ = trainer.forward_backward(Xd, yd)
     return float(loss), xpnet.to_host(model.grads).copy()
 
 

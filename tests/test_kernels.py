@@ -215,49 +215,98 @@ def test_whole_training_parity_fused_vs_reference(dtype, rtol, activation):
     X, y = blobs(n=96, features=10, classes=4)
     weights = []
     for mode in ("reference", "auto"):
-        xpnet.set_kernel_mode(mode)
-        try:
-            model = xpnet.MLP([10, 24, 16, 4], activation=activation, dtype=dtype, seed=3)
-            trainer = xpnet.Trainer(model, optimizer=optim.AdamW(lr=0.01), clip_grad_norm=1.0)
-            trainer.fit(X, y, epochs=2, batch_size=16, verbose=False)
-            assert model.ops.name == ("reference" if mode == "reference" else "numba")
-            weights.append(xpnet.to_host(model.params))
-        finally:
-            xpnet.set_kernel_mode("auto")
+        model = xpnet.MLP([10, 24, 16, 4], activation=activation, dtype=dtype, seed=3, kernels=mode)
+        trainer = xpnet.Trainer(model, optimizer=optim.AdamW(lr=0.01), clip_grad_norm=1.0)
+        trainer.fit(X, y, epochs=2, batch_size=16, verbose=False)
+        assert model.ops.name == ("reference" if mode == "reference" else "numba")
+        weights.append(xpnet.to_host(model.params))
     if dtype == "float64":
         np.testing.assert_allclose(weights[1], weights[0], rtol=rtol, atol=1e-14)
     else:  # float32: the fused kernels compute in float64 inside, so compare the weights as a vector
         assert np.linalg.norm(weights[1] - weights[0]) <= rtol * np.linalg.norm(weights[0])
 
 
-def test_reference_mode_switch_and_env_value(monkeypatch):
+def test_kernel_choice_is_checked_and_env_value_read_when_resolving(monkeypatch):
     from xpnet import kernels
 
-    with pytest.raises(ValueError, match="kernel mode 'fast' is unknown"):
-        xpnet.set_kernel_mode("fast")
-    monkeypatch.setattr(kernels, "_mode", "bogus")
+    with pytest.raises(ValueError, match="kernels='fast' is unknown: use one of auto, reference"):
+        xpnet.MLP([2, 2], kernels="fast")
+    with pytest.raises(ValueError, match="kernels='fast' is unknown"):
+        with xpnet.use_kernels("fast"):
+            pass
+    monkeypatch.setenv("XPNET_KERNELS", "bogus")  # read when a default is resolved, not at import
     with pytest.raises(ValueError, match="XPNET_KERNELS='bogus' is unknown"):
         xpnet.MLP([2, 2])
+    assert xpnet.MLP([2, 2], kernels="auto").ops.name == "numba"  # an explicit choice needs no default
+    monkeypatch.setenv("XPNET_KERNELS", "reference")
+    assert kernels.default_kernels() == "reference"
+    model = xpnet.MLP([2, 2])
+    assert model.kernels == "reference" and model.ops.name == "reference"
+
+
+def test_kernel_choice_is_per_model_without_globals():
+    ref = xpnet.MLP([3, 2], kernels="reference")
+    fused = xpnet.MLP([3, 2])  # same thread, right after: the fused set
+    assert isinstance(ref.ops, ReferenceOps) and type(ref.ops) is ReferenceOps and ref.kernels == "reference"
+    assert fused.ops.name == "numba" and fused.kernels == "auto"
+    assert xpnet.Trainer(ref).ops.name == "reference" and xpnet.Trainer(fused).ops.name == "numba"
+
+
+def test_use_kernels_is_scoped_restored_on_exceptions_and_not_seen_by_new_threads():
+    import threading
+
+    from xpnet import kernels
+
+    with xpnet.use_kernels("reference"):
+        assert xpnet.MLP([3, 2]).ops.name == "reference"
+        assert xpnet.MLP([3, 2], kernels="auto").ops.name == "numba"  # an explicit argument wins
+        with xpnet.use_kernels("auto"):
+            assert xpnet.MLP([3, 2]).ops.name == "numba"
+        assert kernels.default_kernels() == "reference"  # the inner block restored the outer one
+        seen = {}
+        thread = threading.Thread(target=lambda: seen.update(ops=xpnet.MLP([3, 2]).ops.name,
+                                                             mode=kernels.default_kernels()))
+        thread.start()
+        thread.join()
+        assert seen == {"ops": "numba", "mode": "auto"}  # a new thread starts without the override
+    assert kernels.default_kernels() == "auto"
+    with pytest.raises(RuntimeError, match="boom"):
+        with xpnet.use_kernels("reference"):
+            raise RuntimeError("boom")
+    assert kernels.default_kernels() == "auto" and xpnet.MLP([3, 2]).ops.name == "numba"
+
+
+def test_set_and_get_kernel_mode_are_deprecated_shims():
+    import contextvars
+
+    from xpnet import kernels
+
+    def in_a_fresh_context():
+        with pytest.warns(DeprecationWarning, match="set_kernel_mode is deprecated"):
+            xpnet.set_kernel_mode("reference")
+        with pytest.warns(DeprecationWarning, match="get_kernel_mode is deprecated"):
+            assert xpnet.get_kernel_mode() == "reference"
+        assert xpnet.MLP([3, 2]).ops.name == "reference"
+        with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="kernel mode 'fast' is unknown"):
+            xpnet.set_kernel_mode("fast")
+
+    contextvars.copy_context().run(in_a_fresh_context)  # the shim acts through the context variable
+    assert kernels.default_kernels() == "auto"
 
 
 def test_reference_path_when_numba_is_missing(monkeypatch):
-    import builtins
-
     from xpnet import kernels
 
-    real_import = builtins.__import__
+    def no_numba():
+        raise ImportError("No module named 'numba'")
 
-    def no_numba(name, *args, **kwargs):
-        if name.endswith("cpu") and args and args[2] and "NumbaOps" in args[2]:
-            raise ImportError("No module named 'numba'")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", no_numba)
-    monkeypatch.setattr(kernels, "_warned_numba", False)
+    kernels._warn_numba_missing.cache_clear()  # re-arm the once-per-reason warning (no module flag)
     with pytest.warns(RuntimeWarning, match="Numba is not available"):
-        model = xpnet.MLP([3, 2])
-    assert model.ops.name == "reference"
-    xpnet.MLP([3, 2])  # says so once only: no second warning (warnings are errors here)
+        assert kernels.numba_ops_class(load=no_numba) is None
+    assert kernels.numba_ops_class(load=no_numba) is None  # says so once only (warnings are errors here)
+    monkeypatch.setattr(kernels, "numba_ops_class", lambda: None)  # Numba absent for the dispatcher
+    model = xpnet.MLP([3, 2])
+    assert model.ops.name == "reference" and model.kernels == "auto"
 
 
 def test_steady_state_step_allocates_no_arrays():
@@ -270,17 +319,17 @@ def test_steady_state_step_allocates_no_arrays():
     trainer = xpnet.Trainer(xpnet.MLP([64, 128, 128, 10]), optimizer=optim.Adam(), clip_grad_norm=1.0)
     assert trainer.ops.uses_workspace
     trainer.fit(X, y, epochs=1, batch_size=64, verbose=False)  # warm-up: workspaces, kernels
-    Xd, yd = trainer._data(X[:64], y[:64])
+    Xd, yd = trainer.prepare(X[:64], y[:64])
     one_buffer = 64 * 128 * 4
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         for _ in range(10):
-            trainer._forward_backward(Xd, yd)
-            trainer._update()
+            trainer.forward_backward(Xd, yd)
+            trainer.update()
         peak_step = tracemalloc.get_traced_memory()[1] - base
-        Xall, yall = trainer._data(X, y)
+        Xall, yall = trainer.prepare(X, y)
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         trainer._epoch(Xall, yall, 256, 64, True, [])  # one epoch of fit: shuffle, gather, 4 steps

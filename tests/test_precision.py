@@ -29,9 +29,9 @@ def test_fp16_keeps_float32_master_weights_and_float16_compute():
     trainer = _trainer()
     X, y = blobs(n=32)
     loss = trainer.train_step(X, y)
-    assert trainer.model.params.dtype == np.float32 and trainer._mixed.params16.dtype == np.float16
+    assert trainer.model.params.dtype == np.float32 and trainer.precision_step.params16.dtype == np.float16
     assert loss.dtype == np.float32 and np.isfinite(float(loss))
-    np.testing.assert_array_equal(trainer._mixed.params16, trainer.model.params.astype(np.float16))
+    np.testing.assert_array_equal(trainer.precision_step.params16, trainer.model.params.astype(np.float16))
 
 
 def test_overflow_skips_the_step_and_halves_the_scale():
@@ -94,8 +94,8 @@ def test_unsupported_precisions_are_refused_clearly():
         xpnet.Trainer(xpnet.MLP([4, 2], dtype="float64"), precision="fp16")
 
 
-def test_tf32_on_the_cpu_warns_once_and_runs_float32(monkeypatch):
-    monkeypatch.setattr(precision, "_warned_tf32_cpu", False)
+def test_tf32_on_the_cpu_warns_once_and_runs_float32():
+    precision._warn_tf32_cpu.cache_clear()  # re-arm the once-per-process warning (no module flag)
     with pytest.warns(RuntimeWarning, match="precision='tf32' only changes matrix products on NVIDIA GPUs"):
         trainer = _trainer("tf32")
     _trainer("tf32")  # no second warning (warnings are errors in this suite)
@@ -112,12 +112,12 @@ def test_launches_per_step_are_counted():
     X, y = blobs(n=64)
     for sizes in ([6, 3], [6, 16, 3], [6, 16, 16, 16, 3]):
         trainer = xpnet.Trainer(xpnet.MLP(sizes), optimizer=xpnet.optim.Adam())
-        Xd, yd = trainer._data(X, y)
-        trainer._forward_backward(Xd, yd)
-        trainer._update()
+        Xd, yd = trainer.prepare(X, y)
+        trainer.forward_backward(Xd, yd)
+        trainer.update()
         before = trainer.ops.launches
-        trainer._forward_backward(Xd, yd)
-        trainer._update()
+        trainer.forward_backward(Xd, yd)
+        trainer.update()
         layers = len(sizes) - 1
         assert trainer.ops.launches - before == 5 * layers + 1, sizes
 

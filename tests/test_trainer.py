@@ -175,3 +175,60 @@ def test_streaming_from_host_gives_the_same_training_as_device_resident(where):
         weights.append(xpnet.to_host(trainer.model.params))
     np.testing.assert_array_equal(weights[1], weights[0])
     assert histories[1].history == histories[0].history
+
+
+# -- the public step API -------------------------------------------------------------------------------
+def test_public_step_api_matches_train_step():
+    """prepare + step (the benchmarks' fast path) and forward_backward + update give train_step's result."""
+    X, y = blobs(n=32)
+    trainers = [xpnet.Trainer(xpnet.MLP([6, 16, 3], dtype="float64", seed=4), optimizer=xpnet.optim.Adam(lr=0.01),
+                              clip_grad_norm=1.0) for _ in range(3)]
+    losses = [float(trainers[0].train_step(X, y))]
+    Xd, yd = trainers[1].prepare(X, y)
+    losses.append(float(trainers[1].step(Xd, yd)))
+    with trainers[2].model.backend.context():
+        loss, logits = trainers[2].forward_backward(Xd, yd)
+        assert logits.shape == (32, 3)
+        assert trainers[2].update() is True
+    losses.append(float(loss))
+    assert losses[0] == losses[1] == losses[2]
+    assert [t.step_count for t in trainers] == [1, 1, 1]
+    for t in trainers[1:]:
+        np.testing.assert_array_equal(t.model.params, trainers[0].model.params)
+    with pytest.raises(ValueError):
+        trainers[1].prepare(X[:, :5], y)
+
+
+def test_trainer_holds_a_precision_strategy_built_from_its_parts():
+    from xpnet.precision import FP32Step, MixedPrecisionStep
+
+    model = xpnet.MLP([6, 16, 3])
+    fp32, fp16 = xpnet.Trainer(model), xpnet.Trainer(model, precision="fp16")
+    assert type(fp32.precision_step) is FP32Step and fp32.scaler is None
+    assert isinstance(fp16.precision_step, MixedPrecisionStep) and fp16.scaler is fp16.precision_step.scaler
+    step = fp16.precision_step
+    assert (step.model, step.loss, step.optimizer, step.ops) == (model, fp16.loss, fp16.optimizer, fp16.ops)
+
+
+def test_two_trainers_on_one_model_keep_their_own_kernel_set_and_precision():
+    import warnings
+
+    X, y = blobs(n=32)
+    model = xpnet.MLP([6, 16, 3], seed=5)
+    model_ops = model.ops
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # tf32 on the CPU says it runs float32
+        t32 = xpnet.Trainer(model, precision="tf32")
+    fp16 = xpnet.Trainer(model, precision="fp16")
+    fp32 = xpnet.Trainer(model, precision="fp32")
+    assert model.ops is model_ops and not model.ops.tf32  # no trainer wrote to the model
+    assert t32.ops.tf32 and not fp32.ops.tf32 and not fp16.ops.tf32
+    assert len({id(t.ops) for t in (t32, fp16, fp32)}) == 3 and model.ops not in (t32.ops, fp16.ops, fp32.ops)
+    for _ in range(2):
+        fp16.train_step(X, y)
+        fp32.train_step(X, y)
+        t32.train_step(X, y)
+    assert fp16.scaler is not None and fp32.scaler is None and t32.scaler is None
+    assert (t32.precision, fp16.precision, fp32.precision) == ("tf32", "fp16", "fp32")
+    assert model.ops is model_ops and not model.ops.tf32 and t32.ops.tf32 and not fp32.ops.tf32
+    assert [t.step_count for t in (t32, fp16, fp32)] == [2, 2, 2]

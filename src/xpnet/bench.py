@@ -63,7 +63,7 @@ def n_params(sizes) -> int:
 
 
 # -- timing ----------------------------------------------------------------------------------------
-class _Timer:
+class Timer:
     """Wall-clock on the CPU; CUDA events (and a final synchronise) on the GPU."""
 
     def __init__(self, device: str):
@@ -103,6 +103,9 @@ class _Timer:
         return elapsed / ran, ran, elapsed
 
 
+_Timer = Timer  # the old private name, kept for scripts written against it
+
+
 # -- the implementations ---------------------------------------------------------------------------
 def _data(sizes, batch, seed=0):
     r = np.random.default_rng(seed)
@@ -110,23 +113,15 @@ def _data(sizes, batch, seed=0):
 
 
 def _xpnet_step(sizes, batch, device, dtype, kernels, precision="fp32"):
-    from . import MLP, Trainer, kernels as kmod
+    from . import MLP, Trainer
     from .optim import Adam
 
-    previous = kmod.get_kernel_mode()
-    kmod.set_kernel_mode("reference" if kernels == "reference" else "auto")
-    try:
-        trainer = Trainer(MLP(sizes, dtype=dtype, device=device, seed=0), optimizer=Adam(lr=1e-4),
-                          precision=precision)
-    finally:
-        kmod.set_kernel_mode(previous)
-    X, y = trainer._data(*_data(sizes, batch))  # device-resident batch, as fit keeps it
-    ctx = trainer.model.backend.context
+    model = MLP(sizes, dtype=dtype, device=device, seed=0, kernels="reference" if kernels == "reference" else "auto")
+    trainer = Trainer(model, optimizer=Adam(lr=1e-4), precision=precision)
+    X, y = trainer.prepare(*_data(sizes, batch))  # device-resident batch, as fit keeps it
 
     def step():
-        with ctx():
-            trainer._forward_backward(X, y)
-            trainer._update()
+        trainer.step(X, y)
 
     return step, trainer
 
@@ -492,7 +487,7 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3,
             min_time=DEFAULT_MIN_TIME) -> dict:
     """Time one point; returns a JSON-ready record.  ``steps=None`` calibrates each implementation's
     steps per round to ``min_time`` seconds (see :func:`calibrate_steps`)."""
-    timer = _Timer(point.device)
+    timer = Timer(point.device)
     flops = 6.0 * n_params(point.sizes) * point.batch_size
     runners = {"floor": _floor_step(point.sizes, point.batch_size, point.device, point.dtype, point.precision)}
     trainer = None

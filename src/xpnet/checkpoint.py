@@ -76,7 +76,7 @@ def _st():
     return st
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a temporary file, fsynced, renamed over it.  A failed
     write (a full disk, an interrupt) removes the temporary file, so retries leave nothing behind."""
     tmp = path.with_name(path.name + ".tmp")
@@ -89,6 +89,9 @@ def _write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+_write_atomic = write_atomic  # the old private name, kept for code written against it
 
 
 def _fsync_dir(path: Path) -> None:
@@ -137,7 +140,7 @@ def _weights_bytes(model) -> bytes:
 
 def save_weights(path: Path, model) -> None:
     """The model's weights alone, as one safetensors file (atomic) carrying its own SHA-256."""
-    _write_atomic(Path(path), _weights_bytes(model))
+    write_atomic(Path(path), _weights_bytes(model))
 
 
 def _trainer_bytes(trainer, epoch: int, history, callbacks, extra_meta: dict | None) -> bytes:
@@ -176,8 +179,8 @@ def save(root: Path, trainer, epoch: int, history=None, callbacks=(), extra_meta
         contents = dict(zip(FILES, (_weights_bytes(trainer.model),
                                     _trainer_bytes(trainer, epoch, history, callbacks, extra_meta))))
         for name, data in contents.items():
-            _write_atomic(tmp / name, data)
-        _write_atomic(tmp / MANIFEST, _manifest_bytes({n: {"size": len(d), "sha256": _sha256(d)}
+            write_atomic(tmp / name, data)
+        write_atomic(tmp / MANIFEST, _manifest_bytes({n: {"size": len(d), "sha256": _sha256(d)}
                                                        for n, d in contents.items()}))
         _fsync_dir(tmp)
         _move_into_place(tmp, final)

@@ -211,9 +211,9 @@ def cmd_info(args) -> int:
 
     import numpy as np
 
-    from .kernels import get_kernel_mode
+    from .kernels import default_kernels
 
-    print(f"xpnet kernel mode: {get_kernel_mode()}")
+    print(f"xpnet kernel mode: {default_kernels()}")
     for name in ("numpy", "array_api_compat", "numba", "cupy", "torch", "array_api_strict"):
         try:
             mod = importlib.import_module(name)

@@ -16,7 +16,7 @@ import numpy as np
 from .activations import get_activation
 from .backend import check_dtype, resolve_backend, to_host
 from .initializers import check_init, default_init, draw_weights
-from .kernels import ops_for
+from .kernels import ops_for, resolve_kernels
 from .validation import check_int, host_memory_bytes, invalid
 
 
@@ -89,20 +89,27 @@ class MLP:
         ``"cpu"`` (NumPy, default), ``"cuda"`` / ``"cuda:N"`` (CuPy), or a device of ``xp``.
     xp : array-API namespace, optional
         Any array-API library (array-api-strict, torch via array-api-compat, ...).
+    kernels : ``"auto"``, ``"reference"`` or None
+        ``"auto"``: the fused kernels where available; ``"reference"``: the array-API reference
+        math only (for debugging and comparisons).  ``None`` (default) takes the innermost
+        ``xpnet.use_kernels(...)`` block, else ``XPNET_KERNELS``, else ``"auto"``; the resolved
+        choice is kept in ``self.kernels``.
     """
 
-    def __init__(self, sizes, activation="relu", dtype="float32", seed=0, init=None, device=None, xp=None):
+    def __init__(self, sizes, activation="relu", dtype="float32", seed=0, init=None, device=None, xp=None,
+                 kernels=None):
         self.sizes = _check_sizes(sizes)
         self.activation = get_activation(activation)
         self.dtype = check_dtype(dtype)
         self.init = default_init(self.activation.init) if init is None else check_init(init)
+        self.kernels = resolve_kernels(kernels)
         seed = check_int("seed", seed, low=0, allow_none=True)
         # None draws a seed, kept in self.seed so the run can be repeated
         self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
         n_params = sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
         _check_memory(self.sizes, n_params, np.dtype(self.dtype).itemsize)
         self.backend = resolve_backend(device, xp)
-        self.ops = ops_for(self.backend, self.dtype)
+        self.ops = ops_for(self.backend, self.dtype, self.kernels)
 
         self.slots: list[LayerSlot] = []
         offset = 0

@@ -9,21 +9,32 @@
   (:class:`GradScaler`).  The same code runs on NumPy float16 on the CPU (slowly), which is
   how its logic is tested without a GPU.
 * ``bf16`` -- refused with a clear error: neither CuPy nor NumPy has a bfloat16 array type.
+
+Each precision is a step strategy built from the model, loss, optimizer and kernel set (never
+from the trainer): :class:`FP32Step` (fp32, and tf32 with a TF32-configured kernel set) and
+:class:`MixedPrecisionStep` (fp16).  Both offer ``forward_backward(x, y) -> (loss, logits)``
+and ``update() -> bool``; :func:`step_for` picks one for a precision name.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 from .validation import check_choice, check_int, check_real
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
-_warned_tf32_cpu = False
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_tf32_cpu() -> None:
+    """Warn once per process (cached; no module flag).  ``_warn_tf32_cpu.cache_clear()`` re-arms it."""
+    warnings.warn("precision='tf32' only changes matrix products on NVIDIA GPUs; on this backend it runs "
+                  "float32.", RuntimeWarning, stacklevel=4)
 
 
 def check_precision(precision: str, model) -> str:
     """Validate ``precision`` for ``model`` before anything is built."""
-    global _warned_tf32_cpu
     check_choice("precision", precision, PRECISIONS)
     if precision == "bf16":
         raise ValueError("precision='bf16' is not supported: CuPy and NumPy have no bfloat16 array type. "
@@ -31,10 +42,8 @@ def check_precision(precision: str, model) -> str:
     if precision in ("tf32", "fp16") and model.dtype != "float32":
         raise ValueError(f"precision={precision!r} needs a float32 model (its float32 weights are the master "
                          f"copy), not {model.dtype}: build the MLP with dtype='float32'.")
-    if precision == "tf32" and model.backend.kind != "cupy" and not _warned_tf32_cpu:
-        warnings.warn("precision='tf32' only changes matrix products on NVIDIA GPUs; on this backend it runs "
-                      "float32.", RuntimeWarning, stacklevel=3)
-        _warned_tf32_cpu = True
+    if precision == "tf32" and model.backend.kind != "cupy":
+        _warn_tf32_cpu()
     return precision
 
 
@@ -76,35 +85,91 @@ class GradScaler:
             setattr(self, key, value)
 
 
-class MixedPrecision:
-    """The fp16 training step: float16 copy of the weights, float16 forward and backward,
-    float32 loss, float32 master update with loss scaling."""
+def _max_norm(clip_grad_norm):
+    return None if clip_grad_norm is None else float(clip_grad_norm)
 
-    def __init__(self, trainer):
+
+class FP32Step:
+    """The step in the model's own dtype (``fp32``; ``tf32`` when ``ops`` is TF32-configured).
+
+    ``ops`` is the caller's own kernel set (``model.ops.configured(tf32=...)``); nothing here
+    writes to the model's, loss's or optimizer's attributes -- the model's buffers and the
+    optimizer's state change only through their own methods."""
+
+    scaler = None
+
+    def __init__(self, model, loss, optimizer, ops, clip_grad_norm=None):
+        self.model, self.loss, self.optimizer, self.ops = model, loss, optimizer, ops
+        self.max_norm = _max_norm(clip_grad_norm)
+
+    def forward_backward(self, x, y):
+        """Loss (0-d, on the device) and logits of batch ``(x, y)``; gradients into ``model.grads``."""
+        logits, tape = self.model.forward(x, tape=True, ops=self.ops)
+        loss, dlogits = self.ops.loss(self.loss, logits, y)
+        self.model.backward(dlogits, tape, ops=self.ops)
+        return loss, logits
+
+    def update(self) -> bool:
+        """One optimizer step from ``model.grads`` (clipped first if asked); always applied."""
+        self.optimizer.step(self.model.params, self.model.grads, self.ops, self.max_norm)
+        return True
+
+
+class MixedPrecisionStep(FP32Step):
+    """The fp16 training step: float16 copy of the weights, float16 forward and backward,
+    float32 loss, float32 master update with dynamic loss scaling (:attr:`scaler`)."""
+
+    def __init__(self, model, loss, optimizer, ops, clip_grad_norm=None, scaler=None):
         from .kernels import ops_for
 
-        model = trainer.model
-        self.model, self.ops = model, trainer.ops
-        self.half = ops_for(model.backend, "float16")
+        super().__init__(model, loss, optimizer, ops, clip_grad_norm)
+        self.half = ops_for(model.backend, "float16", getattr(model, "kernels", None))
         self.params16 = self.half.empty((model.n_params,))
         self.grads16 = self.half.empty((model.n_params,))
-        self.scaler = GradScaler()
+        self.scaler = GradScaler() if scaler is None else scaler
 
-    def forward_backward(self, trainer, x, y):
+    def forward_backward(self, x, y):
         m, half, ops = self.model, self.half, self.ops
         half.cast_into(m.params, self.params16)
         x16 = half.cast(x, "x16")
         logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half)
         logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as AMP does
-        loss, dlogits = ops.loss(trainer.loss, logits, y)
+        loss, dlogits = ops.loss(self.loss, logits, y)
         dlogits16 = half.scale_cast(dlogits, self.scaler.scale, "dlogits16")
         m.backward(dlogits16, tape, params=self.params16, grads=self.grads16, ops=half)
         return loss, logits
 
-    def update(self, trainer, max_norm):
-        """Unscale the float16 gradients into the float32 buffer; step unless any is inf or NaN."""
+    def update(self) -> bool:
+        """Unscale the float16 gradients into the float32 buffer; step unless any is inf or NaN.
+        Returns whether the step was applied."""
         found_inf = self.ops.unscale_into(self.grads16, self.model.grads, 1.0 / self.scaler.scale)
         self.scaler.update(found_inf)
         if not found_inf:
-            trainer.optimizer.step(self.model.params, self.model.grads, self.ops, max_norm)
+            self.optimizer.step(self.model.params, self.model.grads, self.ops, self.max_norm)
         return not found_inf
+
+
+def step_for(precision, model, loss, optimizer, ops, clip_grad_norm=None) -> FP32Step:
+    """The step strategy of a checked ``precision`` (see :func:`check_precision`); ``ops`` must
+    already be TF32-configured for ``"tf32"``."""
+    cls = MixedPrecisionStep if precision == "fp16" else FP32Step
+    return cls(model, loss, optimizer, ops, clip_grad_norm)
+
+
+class MixedPrecision(MixedPrecisionStep):
+    """Deprecated: the old trainer-bound fp16 step; use :class:`MixedPrecisionStep`."""
+
+    def __init__(self, trainer):
+        warnings.warn("xpnet.precision.MixedPrecision is deprecated: use MixedPrecisionStep(model, loss, "
+                      "optimizer, ops, clip_grad_norm).", DeprecationWarning, stacklevel=2)
+        super().__init__(trainer.model, trainer.loss, trainer.optimizer, trainer.ops, trainer.clip_grad_norm)
+
+    def forward_backward(self, *args):
+        """``(x, y)``, or the old ``(trainer, x, y)``."""
+        return super().forward_backward(*args[-2:])
+
+    def update(self, *args) -> bool:
+        """``()``, or the old ``(trainer, max_norm)`` (``max_norm`` then replaces the clip value)."""
+        if len(args) == 2:
+            self.max_norm = _max_norm(args[1])
+        return super().update()

@@ -33,7 +33,7 @@ from .rundir import RUN_MARKER, RunDir  # noqa: F401 - RUN_MARKER is part of thi
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    checkpoint._write_atomic(path, text.encode())
+    checkpoint.write_atomic(path, text.encode())
 
 
 def default_run_dir(root="runs", name="run") -> Path:

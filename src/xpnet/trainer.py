@@ -16,7 +16,7 @@ import numpy as np
 from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
 from .losses import get_loss
 from .optim import get_optimizer
-from .precision import MixedPrecision, check_precision
+from .precision import check_precision, step_for
 from .validation import (DeviceChecks, check_bool, check_features, check_positive_int, check_real, check_same_library,
                          check_targets)
 
@@ -96,7 +96,10 @@ class Trainer:
         self.precision = check_precision(precision, model)
         # this trainer's own kernel set: TF32 (or not) is fixed here and never leaks to other trainers
         self.ops = model.ops.configured(tf32=self.precision == "tf32")
-        self._mixed = MixedPrecision(self) if self.precision == "fp16" else None
+        # the precision strategy: built from the parts, never from this trainer; the step code
+        # below calls it and never branches on the precision
+        self.precision_step = step_for(self.precision, model, self.loss, self.optimizer, self.ops,
+                                       self.clip_grad_norm)
         self.step_count = 0
         self.stop_training = False
         self.stop_reason: str | None = None
@@ -111,7 +114,12 @@ class Trainer:
         self._interrupt = reason
 
     # -- data -------------------------------------------------------------------------
-    def _data(self, X, y, names=("X", "y"), full=True, place=True):
+    def prepare(self, X, y, names=("X", "y"), full=True, place=True):
+        """``(X, y)`` validated for this model and loss and (``place``) put on the model's device.
+
+        Host arrays are checked in full; ``full=False`` checks arrays already on the device for
+        shape and dtype only (no device read).  The result is what :meth:`step` and
+        :meth:`forward_backward` take."""
         check_same_library(**{names[0]: X, names[1]: y})
         m = self.model
         checks = DeviceChecks(self.ops)  # device arrays: scanned on the device, one host read for both
@@ -132,32 +140,33 @@ class Trainer:
         Host inputs are fully validated; arrays already on the model's device are checked
         for shape and dtype only, so the step never waits on the GPU.
         """
-        x, y = self._data(x, y, ("x", "y"), full=False)
+        x, y = self.prepare(x, y, ("x", "y"), full=False)
+        return self.step(x, y)
+
+    def step(self, x, y):
+        """:meth:`forward_backward` then :meth:`update` on a batch from :meth:`prepare` (no checks:
+        the fast path for benchmarks); returns the loss as a 0-d array on the model's device."""
         with self.model.backend.context():
-            loss, _ = self._forward_backward(x, y)
-            self._update()
+            loss, _ = self.forward_backward(x, y)
+            self.update()
         return loss
 
-    def _forward_backward(self, x, y):
-        if self._mixed is not None:
-            return self._mixed.forward_backward(self, x, y)
-        logits, tape = self.model.forward(x, tape=True, ops=self.ops)
-        loss, dlogits = self.ops.loss(self.loss, logits, y)
-        self.model.backward(dlogits, tape, ops=self.ops)
-        return loss, logits
+    def forward_backward(self, x, y):
+        """``(loss, logits)`` of a prepared batch; the gradients land in ``model.grads``
+        (in this trainer's precision and kernel set).  Call inside ``model.backend.context()``."""
+        return self.precision_step.forward_backward(x, y)
 
-    def _update(self):
-        max_norm = None if self.clip_grad_norm is None else float(self.clip_grad_norm)
-        if self._mixed is not None:
-            self._mixed.update(self, max_norm)  # skips the step on inf/NaN gradients
-        else:
-            self.optimizer.step(self.model.params, self.model.grads, self.ops, max_norm)
+    def update(self) -> bool:
+        """Apply the gradients of the last :meth:`forward_backward` (clipped if asked); returns
+        False when fp16 loss scaling skipped the step (inf/NaN gradients).  Counts the step."""
+        applied = self.precision_step.update()
         self.step_count += 1
+        return applied
 
     @property
     def scaler(self):
         """The loss scaler of ``precision="fp16"`` (None otherwise)."""
-        return self._mixed.scaler if self._mixed is not None else None
+        return self.precision_step.scaler
 
     # -- epochs -------------------------------------------------------------------------
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
@@ -178,71 +187,88 @@ class Trainer:
         epochs, batch_size = check_positive_int("epochs", epochs), check_positive_int("batch_size", batch_size)
         _check_fit_options(epochs, shuffle, validation_data, validation_split, callbacks, initial_epoch, history,
                            data_on_device)
-        if data_on_device is None:
-            data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
-        X, y = self._data(X, y, place=bool(data_on_device))
-        if validation_split:
-            n_val = int(round(X.shape[0] * validation_split))
-            if n_val == 0 or n_val == X.shape[0]:
-                raise ValueError(f"validation_split={validation_split} leaves {n_val} of {X.shape[0]} samples "
-                                 "for validation: use a fraction that leaves samples on both sides.")
-            X, y, validation_data = X[:-n_val, ...], y[:-n_val, ...], (X[-n_val:, ...], y[-n_val:, ...])
-        elif validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("validation_data must be a pair (X_val, y_val).")
-            validation_data = self._data(*validation_data, names=("validation_data[0]", "validation_data[1]"),
-                                         place=bool(data_on_device))
-
-        callbacks = list(callbacks)
-        if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
-            callbacks.insert(0, TerminateOnNaN())
-        if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
-            callbacks.append(ProgressBar())
-        n = X.shape[0]
-        self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-n // batch_size), "batch_size": batch_size,
-                         "initial_epoch": initial_epoch}
+        X, y, validation_data = self._prepare_fit_data(X, y, validation_data, validation_split, data_on_device)
+        callbacks = self._callbacks_for(callbacks, verbose)
+        self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-X.shape[0] // batch_size),
+                         "batch_size": batch_size, "initial_epoch": initial_epoch}
         self.stop_training, self.stop_reason, self._interrupt = False, None, None
         history = History() if history is None else history
-        guard = next(c for c in callbacks if isinstance(c, TerminateOnNaN))
-        backend = self.model.backend
         for c in callbacks:
             c.on_train_begin(self)
         try:
-            with backend.context():
-                for epoch in range(initial_epoch, epochs):
-                    self.epoch = epoch
-                    logs = self._epoch(X, y, n, batch_size, shuffle, callbacks)
-                    if logs is None:  # stopped inside the epoch (NaN loss or interrupt)
-                        break
-                    if validation_data is not None:
-                        logs.update({f"val_{k}": v for k, v in self._evaluate(*validation_data).items()})
-                    logs["lr"] = self.optimizer.lr
-                    if self.scheduler is not None:
-                        self.scheduler.step()
-                    history.append(epoch, logs)
-                    for c in callbacks:
-                        c.on_epoch_end(self, epoch, logs)
-                    if self.stop_training:
-                        break
-                if guard.diverged:
-                    self.stop_reason = guard.recover(self, lambda: self._evaluate(X, y)["loss"])
-                    history.diverged = True
-                    warnings.warn(self.stop_reason, RuntimeWarning, stacklevel=2)
-                elif self._interrupt is not None:
-                    self.stop_reason = (f"{self._interrupt}: stopped after step {self.step_count} in epoch "
-                                        f"{self.epoch + 1}; that epoch's steps are dropped")
-                    history.interrupted = True
+            with self.model.backend.context():
+                self._run_epochs(X, y, validation_data, range(initial_epoch, epochs), batch_size, shuffle,
+                                 callbacks, history)
+                self._finish(X, y, callbacks, history)
         finally:
             for c in callbacks:
                 c.on_train_end(self)
         history.stop_reason = self.stop_reason
         return history
 
+    def _prepare_fit_data(self, X, y, validation_data, validation_split, data_on_device):
+        """Training and validation data checked and placed (or left on the host to stream)."""
+        if data_on_device is None:
+            data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
+        X, y = self.prepare(X, y, place=bool(data_on_device))
+        if validation_split:
+            n_val = int(round(X.shape[0] * validation_split))
+            if n_val == 0 or n_val == X.shape[0]:
+                raise ValueError(f"validation_split={validation_split} leaves {n_val} of {X.shape[0]} samples "
+                                 "for validation: use a fraction that leaves samples on both sides.")
+            return X[:-n_val, ...], y[:-n_val, ...], (X[-n_val:, ...], y[-n_val:, ...])
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("validation_data must be a pair (X_val, y_val).")
+            validation_data = self.prepare(*validation_data, names=("validation_data[0]", "validation_data[1]"),
+                                           place=bool(data_on_device))
+        return X, y, validation_data
+
+    @staticmethod
+    def _callbacks_for(callbacks, verbose) -> list:
+        """The user's callbacks, with a NaN guard first (unless given) and a progress bar (if verbose)."""
+        callbacks = list(callbacks)
+        if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
+            callbacks.insert(0, TerminateOnNaN())
+        if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
+            callbacks.append(ProgressBar())
+        return callbacks
+
+    def _run_epochs(self, X, y, validation_data, epochs, batch_size, shuffle, callbacks, history) -> None:
+        """The epochs in ``epochs``, until one is stopped inside (NaN loss, interrupt) or a callback
+        sets ``stop_training``."""
+        for epoch in epochs:
+            self.epoch = epoch
+            logs = self._epoch(X, y, X.shape[0], batch_size, shuffle, callbacks)
+            if logs is None:  # stopped inside the epoch (NaN loss or interrupt)
+                return
+            if validation_data is not None:
+                logs.update({f"val_{k}": v for k, v in self._evaluate(*validation_data).items()})
+            logs["lr"] = self.optimizer.lr
+            if self.scheduler is not None:
+                self.scheduler.step()
+            history.append(epoch, logs)
+            for c in callbacks:
+                c.on_epoch_end(self, epoch, logs)
+            if self.stop_training:
+                return
+
+    def _finish(self, X, y, callbacks, history) -> None:
+        """After the epochs: recover from divergence, or record an interrupt."""
+        guard = next(c for c in callbacks if isinstance(c, TerminateOnNaN))
+        if guard.diverged:
+            self.stop_reason = guard.recover(self, lambda: self._evaluate(X, y)["loss"])
+            history.diverged = True
+            warnings.warn(self.stop_reason, RuntimeWarning, stacklevel=3)
+        elif self._interrupt is not None:
+            self.stop_reason = (f"{self._interrupt}: stopped after step {self.step_count} in epoch "
+                                f"{self.epoch + 1}; that epoch's steps are dropped")
+            history.interrupted = True
+
     def _epoch(self, X, y, n, batch_size, shuffle, callbacks):
-        backend, xp = self.model.backend, self.model.backend.xp
+        backend = self.model.backend
         host_order = self._rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
-        total = xp.zeros((), dtype=self.model.params.dtype, device=backend.device)
-        correct = xp.zeros((), dtype=self.model.params.dtype, device=backend.device)
+        totals = self._zero_totals()
         if backend.owns(X):  # device-resident: the host-drawn permutation is applied on the device
             order = backend.from_host(host_order) if shuffle else None
             batches = self._resident_batches(X, y, order, n, batch_size)
@@ -250,23 +276,41 @@ class Trainer:
             batches = self.ops.stream_batches(X, y, host_order, batch_size)
         try:
             for start, stop, xb, yb in batches:
-                loss, logits = self._forward_backward(xb, yb)
+                loss, logits = self.forward_backward(xb, yb)
                 if not all([c.on_step_loss(self, loss) for c in callbacks]):
                     return None
-                self._update()
+                self.update()
                 if self._interrupt is not None:
                     return None
-                total = total + loss * float(stop - start)
-                if "accuracy" in self.metrics:
-                    correct = correct + self._n_correct(logits, yb)
+                totals = self._tally(totals, loss, logits, yb, stop - start)
         finally:
             if hasattr(batches, "close"):
                 batches.close()  # a stream of batches stops its copies before its buffers go
-        self.ops.check_device_errors()  # e.g. labels out of range met by a loss kernel on the GPU
-        logs = {"loss": float(total) / n}
+        return self._metrics(totals, n, y)
+
+    # -- metrics: one accumulation for training epochs and evaluation ----------------------
+    def _zero_totals(self):
+        """``(sum of loss * batch size, correct count)`` as device scalars: nothing is read back per batch."""
+        xp, backend = self.model.backend.xp, self.model.backend
+        return tuple(xp.zeros((), dtype=self.model.params.dtype, device=backend.device) for _ in range(2))
+
+    def _tally(self, totals, loss, logits, y, count: int):
+        """``totals`` plus one batch of ``count`` samples: its loss times ``count`` and (for
+        accuracy) its correct predictions."""
+        total, correct = totals
+        total = total + loss * float(count)
         if "accuracy" in self.metrics:
-            logs["accuracy"] = float(correct) / (n * (1 if self.loss.integer_labels else y.shape[1]))
-        return logs
+            correct = correct + self._n_correct(logits, y)
+        return total, correct
+
+    def _metrics(self, totals, n: int, y) -> dict:
+        """Mean loss (and accuracy) over ``n`` samples from ``totals`` (one host read each); device
+        errors met by a kernel (e.g. labels out of range) are raised here."""
+        self.ops.check_device_errors()
+        out = {"loss": float(totals[0]) / n}
+        if "accuracy" in self.metrics:
+            out["accuracy"] = float(totals[1]) / (n * (1 if self.loss.integer_labels else y.shape[1]))
+        return out
 
     def _resident_batches(self, X, y, order, n, batch_size):
         for start, stop in _batches(n, batch_size):
@@ -320,25 +364,18 @@ class Trainer:
     def evaluate(self, X, y, batch_size=1024) -> dict:
         """Mean loss (and accuracy for classification) over ``(X, y)``, as Python floats."""
         batch_size = check_positive_int("batch_size", batch_size)
-        X, y = self._data(X, y)
+        X, y = self.prepare(X, y)
         with self.model.backend.context():
             return self._evaluate(X, y, batch_size)
 
     def _evaluate(self, X, y, batch_size=1024) -> dict:
-        n = X.shape[0]
-        total = correct = 0.0
-        for start, stop in _batches(n, batch_size):
+        totals = self._zero_totals()
+        for start, stop in _batches(X.shape[0], batch_size):
             xb, yb = self._on_device(X[start:stop, ...]), self._on_device(y[start:stop, ...])
             logits = self.model.forward(xb, ops=self.ops)
             loss, _ = self.ops.loss(self.loss, logits, yb)
-            total = total + loss * float(xb.shape[0])
-            if "accuracy" in self.metrics:
-                correct = correct + self._n_correct(logits, yb)
-        self.ops.check_device_errors()
-        out = {"loss": float(total) / n}
-        if "accuracy" in self.metrics:
-            out["accuracy"] = float(correct) / (n * (1 if self.loss.integer_labels else y.shape[1]))
-        return out
+            totals = self._tally(totals, loss, logits, yb, stop - start)
+        return self._metrics(totals, X.shape[0], y)
 
     def predict(self, X, batch_size=1024):
         """Network outputs (logits) for ``X``, as an array on the model's device."""
