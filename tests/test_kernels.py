@@ -231,9 +231,8 @@ def test_kernel_choice_is_checked_and_env_value_read_when_resolving(monkeypatch)
 
     with pytest.raises(ValueError, match="kernels='fast' is unknown: use one of auto, reference"):
         xpnet.MLP([2, 2], kernels="fast")
-    with pytest.raises(ValueError, match="kernels='fast' is unknown"):
-        with xpnet.use_kernels("fast"):
-            pass
+    with pytest.raises(ValueError, match="kernels='fast' is unknown"), xpnet.use_kernels("fast"):
+        pass
     monkeypatch.setenv("XPNET_KERNELS", "bogus")  # read when a default is resolved, not at import
     with pytest.raises(ValueError, match="XPNET_KERNELS='bogus' is unknown"):
         xpnet.MLP([2, 2])
@@ -270,9 +269,8 @@ def test_use_kernels_is_scoped_restored_on_exceptions_and_not_seen_by_new_thread
         thread.join()
         assert seen == {"ops": "numba", "mode": "auto"}  # a new thread starts without the override
     assert kernels.default_kernels() == "auto"
-    with pytest.raises(RuntimeError, match="boom"):
-        with xpnet.use_kernels("reference"):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), xpnet.use_kernels("reference"):
+        raise RuntimeError("boom")
     assert kernels.default_kernels() == "auto" and xpnet.MLP([3, 2]).ops.name == "numba"
 
 

@@ -26,7 +26,7 @@ from .validation import check_choice, check_int, check_real
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_tf32_cpu() -> None:
     """Warn once per process (cached; no module flag).  ``_warn_tf32_cpu.cache_clear()`` re-arms it."""
     warnings.warn("precision='tf32' only changes matrix products on NVIDIA GPUs; on this backend it runs "

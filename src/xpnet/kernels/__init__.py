@@ -101,7 +101,7 @@ def _import_numba_ops():
     return importlib.import_module(f"{__name__}.cpu").NumbaOps
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _warn_numba_missing(reason: str) -> None:
     """Warn once per reason (cached; no module flag).  ``_warn_numba_missing.cache_clear()`` re-arms it."""
     warnings.warn(f"Numba is not available ({reason}); xpnet runs its reference kernels on the CPU, "
