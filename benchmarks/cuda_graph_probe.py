@@ -30,9 +30,9 @@ def probe(sizes, batch, steps=200):
     import cupy
     import torch
 
-    from xpnet import bench
+    from xpnet.bench import harness
 
-    step, trainer = bench._xpnet_step(sizes, batch, "cuda", "float32", "xpnet")
+    step, trainer = harness.xpnet_step(sizes, batch, "cuda", "float32", "xpnet")
     before = trainer.ops.launches
     step()
     launches = trainer.ops.launches - before
@@ -41,7 +41,7 @@ def probe(sizes, batch, steps=200):
     launch_us = _time(lambda: empty(dummy, size=1), steps)
     xpnet_us = _time(step, steps)
 
-    torch_step = bench._torch_step(sizes, batch, "cuda", "float32")
+    torch_step = harness.torch_step(sizes, batch, "cuda", "float32")
     torch_us = _time(torch_step, steps)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

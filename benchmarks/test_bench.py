@@ -9,9 +9,10 @@ records samples/s and the same-run efficiency against the GEMM floor in ``extra_
 from __future__ import annotations
 
 import pytest
-
 from bench_devices import DEVICES
+
 from xpnet import bench
+from xpnet.bench import harness
 
 MODELS = {"small": bench.PRESETS["small"], "mnist": bench.PRESETS["mnist"]}
 
@@ -22,8 +23,8 @@ MODELS = {"small": bench.PRESETS["small"], "mnist": bench.PRESETS["mnist"]}
 @pytest.mark.parametrize("device", DEVICES)
 def test_train_step(benchmark, device, impl, model, batch):
     sizes = MODELS[model]
-    step, trainer = bench._xpnet_step(sizes, batch, device, "float32", impl)
-    floor = bench._floor_step(sizes, batch, device, "float32")
+    step, trainer = harness.xpnet_step(sizes, batch, device, "float32", impl)
+    floor = harness.floor_step(sizes, batch, device, "float32")
     timer = bench.Timer(device)
     for fn in (step, floor):
         fn()

@@ -12,6 +12,7 @@ import pytest
 
 from xpnet import bench
 from xpnet.backend import gpu_available
+from xpnet.bench import harness, report
 from xpnet.cli import main
 
 BASELINE = Path(__file__).resolve().parents[1] / "benchmarks" / "baseline-cpu.json"
@@ -24,8 +25,8 @@ def no_timing(monkeypatch):
     def timed(*args, **kwargs):
         raise AssertionError("timing started before the arguments were refused")
 
-    monkeypatch.setattr(bench, "measure", timed)
-    monkeypatch.setattr(bench, "calibrate_steps", timed)
+    monkeypatch.setattr(harness, "measure", timed)
+    monkeypatch.setattr(harness, "calibrate_steps", timed)
 
 
 def _result(eff, speedup, noisy=()):
@@ -175,9 +176,9 @@ class FakeClock:
 
 def test_measure_calibrates_each_implementation_to_min_time(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock))
-    monkeypatch.setattr(bench, "_floor_step", lambda *a: clock.step(0.001))
-    monkeypatch.setattr(bench, "_xpnet_step", lambda *a: (clock.step(0.003), None))
+    monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(harness, "floor_step", lambda *a: clock.step(0.001))
+    monkeypatch.setattr(harness, "xpnet_step", lambda *a: (clock.step(0.003), None))
     rec = bench.measure(bench.Point("cpu", [4, 8, 2], 4), impls=("xpnet", "reference"), rounds=3, min_time=0.05)
     for name in ("floor", "xpnet", "reference"):
         per_step = rec[name]["ms_per_step"] / 1e3
@@ -190,7 +191,7 @@ def test_measure_calibrates_each_implementation_to_min_time(monkeypatch):
 
 def test_a_round_runs_on_until_min_time_when_calibration_was_fooled(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=clock))
     # a probe disturbed by another process: 10x too slow, so too few steps were calibrated
     per_step, ran, seconds = bench.Timer("cpu").round(clock.step(0.001), 5, min_time=0.05)
     assert ran in (50, 51) and seconds >= 0.05 and per_step == pytest.approx(0.001)  # 51: float rounding
@@ -198,9 +199,9 @@ def test_a_round_runs_on_until_min_time_when_calibration_was_fooled(monkeypatch)
 
 def test_fixed_steps_are_used_as_given(monkeypatch):
     clock = FakeClock()
-    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=clock))
-    monkeypatch.setattr(bench, "_floor_step", lambda *a: clock.step(0.001))
-    monkeypatch.setattr(bench, "_xpnet_step", lambda *a: (clock.step(0.002), None))
+    monkeypatch.setattr(harness, "time", SimpleNamespace(perf_counter=clock))
+    monkeypatch.setattr(harness, "floor_step", lambda *a: clock.step(0.001))
+    monkeypatch.setattr(harness, "xpnet_step", lambda *a: (clock.step(0.002), None))
     rec = bench.measure(bench.Point("cpu", [4, 8, 2], 4), impls=("xpnet",), rounds=3, steps=1)
     assert rec["steps_per_round"] == {"floor": 1, "xpnet": 1} and rec["samples_per_s"] == pytest.approx(2000)
 
@@ -234,7 +235,7 @@ def _synthetic_result():
         stats = {"floor": bench.spread([0.5] * 3), "xpnet": bench.spread([0.99, 1.0, 1.01]),
                  "torch": bench.spread(torch_times)}
         counts = {name: 10 for name in stats}
-        records.append(bench._record(bench.Point("cpu", [4, 8, 2], batch), 3, counts, stats, 1.0, {}, None))
+        records.append(harness._record(bench.Point("cpu", [4, 8, 2], batch), 3, counts, stats, 1.0, {}, None))
     return {"environment": ENV, "records": records, "skipped_batch_sizes": []}
 
 
@@ -255,7 +256,7 @@ def test_table_shows_iqr_and_marks_noisy_points():
 
 
 def test_csv_holds_iqr_and_noisy(tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "plot", lambda result, out: [])
+    monkeypatch.setattr(report, "plot", lambda result, out: [])
     bench.write_results(_synthetic_result(), tmp_path)
     import csv
 
@@ -341,7 +342,7 @@ def test_cli_failure_during_timing_is_one_line_not_a_traceback(monkeypatch, tmp_
     def broken(*args, **kwargs):
         raise TypeError("something broke\nacross lines")
 
-    monkeypatch.setattr(bench, "measure", broken)
+    monkeypatch.setattr(harness, "measure", broken)
     assert main(["bench", *SMALL]) == 2
     err = capsys.readouterr().err
     assert err == "xpnet bench: unexpected TypeError: something broke across lines\n"
