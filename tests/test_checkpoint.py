@@ -19,7 +19,7 @@ import pytest
 
 import xpnet
 from conftest import blobs
-from xpnet import checkpoint
+from xpnet.io import checkpoint, export
 
 
 def _trained(sizes=(6, 16, 3), epochs=2, **kw):
@@ -362,7 +362,7 @@ def test_prune_keeps_the_newest_and_the_best(tmp_path):
 
 SAVER = textwrap.dedent("""
     import sys, numpy as np, xpnet
-    from xpnet import checkpoint
+    from xpnet.io import checkpoint
     root = sys.argv[1]
     trainer = xpnet.Trainer(xpnet.MLP([512, 1024, 512, 10], dtype="float64"), optimizer=xpnet.optim.Adam())
     X = np.zeros((4, 512)); y = np.zeros(4, dtype=np.int64)
@@ -399,11 +399,11 @@ def test_a_kill_during_saving_never_leaves_a_torn_checkpoint(tmp_path, delay):
 def test_export_to_torch_sequential_gives_the_same_outputs():
     torch = pytest.importorskip("torch")
     trainer, _, (X, _) = _trained(sizes=(6, 16, 12, 3), activation="gelu")
-    seq = checkpoint.to_torch(trainer.model)
+    seq = export.to_torch(trainer.model)
     with torch.no_grad():
         theirs = seq(torch.tensor(X)).numpy()
     np.testing.assert_allclose(theirs, xpnet.to_host(trainer.predict(X)), rtol=1e-12, atol=1e-12)
-    state = checkpoint.to_torch_state_dict(trainer.model)
+    state = export.to_torch_state_dict(trainer.model)
     assert set(state) == {"0.weight", "0.bias", "2.weight", "2.bias", "4.weight", "4.bias"}
     assert tuple(state["0.weight"].shape) == (16, 6)  # torch's (out, in)
     json.dumps({k: list(v.shape) for k, v in state.items()})
@@ -412,12 +412,12 @@ def test_export_to_torch_sequential_gives_the_same_outputs():
 def test_a_refused_callback_state_leaves_trainer_and_callback_untouched(tmp_path):
     X, y = blobs(n=32, features=4)
     trainer, _ = _small()
-    stopper = xpnet.callbacks.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
+    stopper = xpnet.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
     history = trainer.fit(X, y, epochs=2, batch_size=16, verbose=False, callbacks=[stopper])
     ckpt = checkpoint.load(checkpoint.save(tmp_path, trainer, 1, history, callbacks=[stopper]))
     ckpt.trainer_meta["callbacks"]["0:EarlyStopping"].pop("wait")
     fresh, _ = _small(seed=5)
-    fresh_stopper = xpnet.callbacks.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
+    fresh_stopper = xpnet.EarlyStopping(monitor="loss", patience=3, restore_best_weights=True)
     before = _host_state(fresh), dict(vars(fresh_stopper))
     with pytest.raises(ValueError, match=r"for callback EarlyStopping that it cannot restore \(KeyError\('wait'\)\)"):
         checkpoint.restore(fresh, ckpt, callbacks=[fresh_stopper])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from xpnet import config
+from xpnet.cli import config
 
 
 def test_defaults_are_valid_and_round_trip_through_toml(tmp_path):

@@ -321,7 +321,7 @@ def test_device_inputs_validated_on_the_device(emu):
 
 
 def test_streaming_stopped_early_leaves_no_copy_in_flight(emu):
-    from xpnet.callbacks import Callback
+    from xpnet.train.callbacks import Callback
 
     class StopAtStep(Callback):
         def on_step_loss(self, trainer, loss):

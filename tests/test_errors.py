@@ -223,7 +223,7 @@ def test_divergence_in_the_first_epoch_restores_the_initial_weights():
 
 
 @pytest.mark.parametrize("kwargs,pattern", [
-    ({"callbacks": [1]}, r"callbacks contains 1, which is not an xpnet.callbacks.Callback"),
+    ({"callbacks": [1]}, r"callbacks contains 1, which is not an xpnet.train.Callback"),
     ({"shuffle": "no"}, r"shuffle='no' is invalid: use True or False"),
     ({"data_on_device": "yes"}, r"data_on_device='yes' is invalid"),
     ({"history": 5}, r"history=5 is invalid: pass the History of an earlier fit"),

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 import xpnet
 from xpnet import data, optim
-from xpnet.callbacks import EarlyStopping, ProgressBar, TerminateOnNaN
-from xpnet.precision import GradScaler, check_precision
+from xpnet.train.callbacks import EarlyStopping, ProgressBar, TerminateOnNaN
+from xpnet.train.precision import GradScaler, check_precision
 from xpnet.validation import HyperparameterError, check_int, check_real
 
 NAN, INF = float("nan"), float("inf")

@@ -7,8 +7,9 @@ import pytest
 
 import xpnet
 from conftest import blobs
-from xpnet import checkpoint, precision
-from xpnet.precision import GradScaler
+from xpnet.io import checkpoint
+from xpnet.train import precision
+from xpnet.train.precision import GradScaler
 
 
 def _trainer(prec="fp16", **kw):

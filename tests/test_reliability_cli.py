@@ -17,9 +17,10 @@ import pytest
 from safetensors.numpy import load_file
 
 import xpnet
-from xpnet import checkpoint, runs
+from xpnet.cli import runs
+from xpnet.io import checkpoint
 from xpnet.cli import main
-from xpnet.rundir import RunDir
+from xpnet.cli.rundir import RunDir
 
 FAST = ["--data", "synthetic", "--hidden", "16", "--epochs", "3", "--batch-size", "64", "--quiet"]
 

@@ -113,7 +113,8 @@ def test_resume_refuses_extra_flags(tmp_path, capsys):
 
 def test_export_a_run_to_torch(tmp_path, capsys):
     torch = pytest.importorskip("torch")
-    from xpnet.checkpoint import load_model, to_torch
+    from xpnet.io.checkpoint import load_model
+    from xpnet.io.export import to_torch
 
     run = tmp_path / "run"
     assert main(["train", *FAST, "--run-dir", str(run), "--activation", "tanh"]) == 0
@@ -130,7 +131,7 @@ def test_export_a_run_to_torch(tmp_path, capsys):
 
 
 def test_fp16_run_checkpoints_its_loss_scaler(tmp_path):
-    from xpnet import checkpoint
+    from xpnet.io import checkpoint
 
     run = tmp_path / "run"
     assert main(["train", *FAST, "--precision", "fp16", "--run-dir", str(run)]) == 0

@@ -83,7 +83,7 @@ def test_early_stopping_restores_best_weights():
     trainer = xpnet.Trainer(model, optimizer=xpnet.optim.SGD(lr=0.5, momentum=0.9))
     snapshots = []
 
-    class Record(xpnet.callbacks.Callback):
+    class Record(xpnet.train.Callback):
         def on_epoch_end(self, trainer, epoch, logs):
             snapshots.append(xpnet.to_host(trainer.model.params).copy())
 
@@ -200,7 +200,7 @@ def test_public_step_api_matches_train_step():
 
 
 def test_trainer_holds_a_precision_strategy_built_from_its_parts():
-    from xpnet.precision import FP32Step, MixedPrecisionStep
+    from xpnet.train.precision import FP32Step, MixedPrecisionStep
 
     model = xpnet.MLP([6, 16, 3])
     fp32, fp16 = xpnet.Trainer(model), xpnet.Trainer(model, precision="fp16")

@@ -2,21 +2,37 @@
 
 The same code trains on NumPy (CPU) and CuPy (CUDA GPUs), with fused kernels for the
 hot elementwise work.  Start with :class:`MLP` and :class:`Trainer`.
+
+Library: ``backend``, ``kernels``, the network pieces (``activations``, ``losses``,
+``initializers``, ``model``), ``optim`` (optimizers, schedules, loss scaling), ``train``
+(trainer, callbacks, precision strategies), ``io`` (checkpoints, exports), ``data``,
+``sklearn``.  Application: ``cli`` (``xpnet train``, runs, configs) and ``bench``.
 """
 
-from . import callbacks, checkpoint, optim, precision
+from . import _moved
+from . import io, optim, train
 from .activations import ACTIVATIONS
 from .backend import to_host
-from .callbacks import EarlyStopping, History, ProgressBar, TerminateOnNaN
 from .kernels import get_kernel_mode, set_kernel_mode, use_kernels
 from .losses import LOSSES
 from .model import MLP
-from .trainer import Trainer
+from .train.callbacks import EarlyStopping, History, ProgressBar, TerminateOnNaN
+from .train.trainer import Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ACTIVATIONS", "LOSSES", "MLP", "Trainer", "EarlyStopping", "TerminateOnNaN", "ProgressBar", "History",
-    "callbacks", "checkpoint", "optim", "precision", "to_host", "use_kernels", "set_kernel_mode", "get_kernel_mode",
-    "__version__",
+    "ACTIVATIONS", "LOSSES", "MLP", "EarlyStopping", "History", "ProgressBar", "TerminateOnNaN", "Trainer",
+    "__version__", "get_kernel_mode", "io", "optim", "set_kernel_mode", "to_host", "train", "use_kernels",
 ]
+
+_moved.install()
+
+
+def __getattr__(name: str):
+    """``xpnet.checkpoint``, ``xpnet.callbacks``, ... : the moved modules under their old names (deprecated)."""
+    if f"{__name__}.{name}" in _moved.MOVED:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,7 +23,7 @@ from numbers import Integral, Real
 from . import MLP, Trainer
 from .activations import ACTIVATIONS
 from .backend import FLOAT_DTYPES
-from .callbacks import Callback
+from .train.callbacks import Callback
 from .optim import OPTIMIZERS
 from .validation import check_int
 

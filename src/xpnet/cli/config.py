@@ -18,10 +18,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from .activations import ACTIVATIONS
-from .initializers import INITIALIZERS
-from .losses import LOSSES
-from .optim import OPTIMIZERS
+from ..activations import ACTIVATIONS
+from ..initializers import INITIALIZERS
+from ..losses import LOSSES
+from ..optim import OPTIMIZERS
 
 DATA_SOURCES = ("digits", "synthetic", "npz", "npy", "csv")
 SCHEDULES = ("constant", "cosine", "step", "exponential")

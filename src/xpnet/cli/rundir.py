@@ -42,7 +42,7 @@ def foreign_entries(path: Path) -> list[str]:
 
 def has_trained(path: Path) -> bool:
     """Whether the run in ``path`` completed an epoch (a checkpoint or final weights exist)."""
-    from .checkpoint import list_checkpoints
+    from ..io.checkpoint import list_checkpoints
 
     return (path / "model.safetensors").exists() or bool(list_checkpoints(path / "checkpoints"))
 

@@ -14,10 +14,10 @@ import warnings
 import numpy as np
 
 from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
-from .losses import get_loss
-from .optim import get_optimizer
+from ..losses import get_loss
+from ..optim import get_optimizer
 from .precision import check_precision, step_for
-from .validation import (DeviceChecks, check_bool, check_features, check_positive_int, check_real, check_same_library,
+from ..validation import (DeviceChecks, check_bool, check_features, check_positive_int, check_real, check_same_library,
                          check_targets)
 
 METRICS = ("accuracy",)
@@ -44,7 +44,7 @@ def _check_fit_options(epochs, shuffle, validation_data, validation_split, callb
         raise TypeError(f"history={history!r} is invalid: pass the History of an earlier fit, or None.")
     bad = [c for c in callbacks if not isinstance(c, Callback)]
     if bad:
-        raise TypeError(f"callbacks contains {bad[0]!r}, which is not an xpnet.callbacks.Callback: subclass "
+        raise TypeError(f"callbacks contains {bad[0]!r}, which is not an xpnet.train.Callback: subclass "
                         "Callback and override the hooks you need.")
 
 
@@ -61,14 +61,14 @@ class Trainer:
     scheduler : an ``xpnet.optim`` lr scheduler built on ``optimizer``; stepped once per epoch.
     clip_grad_norm : clip the global gradient norm to this value before each update.
     precision : ``"fp32"`` (default), ``"tf32"`` (tensor-core matrix products on NVIDIA GPUs) or
-        ``"fp16"`` (mixed precision with dynamic loss scaling, as PyTorch AMP); see ``xpnet.precision``.
+        ``"fp16"`` (mixed precision with dynamic loss scaling, as PyTorch AMP); see ``xpnet.train.precision``.
     """
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, scheduler=None,
                  clip_grad_norm=None, precision="fp32"):
-        from .lr_scheduler import LRScheduler
-        from .model import MLP
-        from .validation import check_real, invalid
+        from ..lr_scheduler import LRScheduler
+        from ..model import MLP
+        from ..validation import check_real, invalid
 
         # every argument is checked before anything is built (the model is never touched here)
         if not isinstance(model, MLP):

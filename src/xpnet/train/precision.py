@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import warnings
 
-from .validation import check_choice, check_int, check_real
+from ..validation import check_choice, check_int, check_real
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -120,7 +120,7 @@ class MixedPrecisionStep(FP32Step):
     float32 loss, float32 master update with dynamic loss scaling (:attr:`scaler`)."""
 
     def __init__(self, model, loss, optimizer, ops, clip_grad_norm=None, scaler=None):
-        from .kernels import ops_for
+        from ..kernels import ops_for
 
         super().__init__(model, loss, optimizer, ops, clip_grad_norm)
         self.half = ops_for(model.backend, "float16", getattr(model, "kernels", None))
@@ -160,7 +160,7 @@ class MixedPrecision(MixedPrecisionStep):
     """Deprecated: the old trainer-bound fp16 step; use :class:`MixedPrecisionStep`."""
 
     def __init__(self, trainer):
-        warnings.warn("xpnet.precision.MixedPrecision is deprecated: use MixedPrecisionStep(model, loss, "
+        warnings.warn("xpnet.train.precision.MixedPrecision is deprecated: use MixedPrecisionStep(model, loss, "
                       "optimizer, ops, clip_grad_norm).", DeprecationWarning, stacklevel=2)
         super().__init__(trainer.model, trainer.loss, trainer.optimizer, trainer.ops, trainer.clip_grad_norm)
 

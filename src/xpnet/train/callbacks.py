@@ -40,7 +40,7 @@ class TerminateOnNaN(Callback):
     """
 
     def __init__(self, check_every: int | None = None):
-        from .validation import check_int
+        from ..validation import check_int
 
         self.check_every = check_int("check_every", check_every, low=1, allow_none=True)
 
@@ -128,7 +128,7 @@ class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras semantics)."""
 
     def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", restore_best_weights=False):
-        from .validation import check_bool, check_choice, check_int, check_real, check_str
+        from ..validation import check_bool, check_choice, check_int, check_real, check_str
 
         check_choice("mode", mode, ("auto", "min", "max"))
         self.monitor, self.patience = check_str("monitor", monitor), check_int("patience", patience, low=0)
@@ -166,7 +166,7 @@ class EarlyStopping(Callback):
 
     def state_dict(self) -> tuple[dict, dict]:
         """``(metadata, arrays)`` for checkpoints: a resumed run stops where this one would."""
-        from .backend import to_host
+        from ..backend import to_host
 
         arrays = {"best_params": to_host(self.best_params).copy()} if self.best_params is not None else {}
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}, arrays
@@ -186,7 +186,7 @@ class ProgressBar(Callback):
     """
 
     def __init__(self, refresh_s: float = 0.25, **tqdm_kwargs):
-        from .validation import check_real
+        from ..validation import check_real
 
         self.refresh_s = check_real("refresh_s", refresh_s, low=0)
         self.tqdm_kwargs = tqdm_kwargs

@@ -9,7 +9,7 @@ Layout of a run directory::
     model.safetensors    the final weights
     result.json          test metrics of the final model
 
-Where a run may go, and what happens to the directory when it fails, is ``xpnet.rundir``'s job.
+Where a run may go, and what happens to the directory when it fails, is ``xpnet.cli.rundir``'s job.
 """
 
 from __future__ import annotations
@@ -26,10 +26,9 @@ import sys
 import threading
 from pathlib import Path
 
-from . import checkpoint
-from .callbacks import Callback, EarlyStopping
+from ..io import checkpoint
+from ..train.callbacks import Callback, EarlyStopping
 from .rundir import RUN_MARKER, RunDir  # noqa: F401 - RUN_MARKER is part of this module's API
-
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -135,8 +134,8 @@ def plot_curves(run_dir: Path, history) -> Path | None:
 
 def build(config: dict, data_shapes):
     """Model, trainer and callbacks for a configuration (before any data is seen)."""
-    from . import MLP, Trainer
-    from .optim import OPTIMIZERS, CosineAnnealingLR, ExponentialLR, LinearLR, SequentialLR, StepLR
+    from .. import MLP, Trainer
+    from ..optim import OPTIMIZERS, CosineAnnealingLR, ExponentialLR, LinearLR, SequentialLR, StepLR
 
     m, t = config["model"], config["train"]
     n_features, n_outputs = data_shapes
@@ -172,7 +171,7 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = Tru
     ``status`` is ``"completed"``, ``"diverged"`` or ``"interrupted"`` (SIGINT / SIGTERM).
 
     Data and model are built first, so a bad data file or config fails before the run
-    directory is created or touched; see :mod:`xpnet.rundir` for what a failure leaves.
+    directory is created or touched; see :mod:`xpnet.cli.rundir` for what a failure leaves.
     A resumed run whose ``config.toml`` was edited since it started is refused (the changed
     keys are named) unless ``accept_config_changes``.
     """
@@ -192,7 +191,7 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = Tru
 
 
 def _load_data(config: dict):
-    from .data import load_for_run
+    from ..data import load_for_run
 
     return load_for_run(config["data"], config["train"]["loss"], config["train"]["seed"])
 
@@ -206,8 +205,8 @@ def _n_outputs(config: dict, parts) -> int:
 
 
 def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool, accept_changes: bool):
+    from ..train.callbacks import History
     from . import config as config_mod
-    from .callbacks import History
 
     history, initial_epoch = History(), 0
     if resume:

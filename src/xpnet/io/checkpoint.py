@@ -112,7 +112,7 @@ def _canonical(obj) -> bytes:
 
 # -- writing ------------------------------------------------------------------------------------
 def model_metadata(model) -> dict:
-    from . import __version__
+    from .. import __version__
 
     return {"format": FORMAT, "xpnet_version": __version__, "sizes": json.dumps(model.sizes),
             "activation": model.activation.name, "dtype": model.dtype, "init": model.init, "seed": str(model.seed),
@@ -237,7 +237,7 @@ def latest_intact(root: Path) -> Path | None:
 def _damaged(file: Path, why: str, fix: str | None = None) -> ValueError:
     if fix is None:  # a file inside a checkpoint directory
         fix = (f"Nothing was loaded. Resume from an earlier intact checkpoint instead "
-               f"(xpnet.checkpoint.latest_intact({str(file.parent.parent)!r}) finds the newest), "
+               f"(xpnet.io.checkpoint.latest_intact({str(file.parent.parent)!r}) finds the newest), "
                f"or delete {file.parent} if no other copy of it exists.")
     return ValueError(f"checkpoint file {file} {why}. {fix}")
 
@@ -322,7 +322,7 @@ def _model_fields(file: Path, meta: dict, fix=None) -> tuple[list, str]:
         ok = False
     if not ok:
         raise _damaged(file, f"has invalid layer sizes {meta['sizes']!r} in its metadata", fix)
-    from .backend import FLOAT_DTYPES
+    from ..backend import FLOAT_DTYPES
 
     if meta["dtype"] not in FLOAT_DTYPES:
         raise _damaged(file, f"has invalid dtype {meta['dtype']!r} in its metadata", fix)
@@ -386,7 +386,7 @@ def _checkpoint_dir(path) -> Path:
         path = path.parent
     if not path.is_dir():
         raise ValueError(f"checkpoint {path} does not exist or is not a directory: pass an epoch-NNNN directory "
-                         "(xpnet.checkpoint.latest_intact(root) finds the newest intact one).")
+                         "(xpnet.io.checkpoint.latest_intact(root) finds the newest intact one).")
     return path
 
 
@@ -410,7 +410,7 @@ def load(path: Path) -> Checkpoint:
 def load_model(path, device=None, xp=None):
     """An :class:`~xpnet.MLP` from a ``model.safetensors`` file, a run directory (its final
     weights) or a checkpoint directory, placed on ``device`` / ``xp``; damage raises ``ValueError`` naming the file."""
-    from .model import MLP
+    from ..model import MLP
 
     path = Path(path)
     if path.is_dir() and not (path / MANIFEST).exists() and not (path / FILES[1]).exists():
@@ -546,31 +546,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-# -- moving models into the wider ecosystem ---------------------------------------------------
 def to_torch_state_dict(model) -> dict:
-    """The weights as a ``torch.nn.Sequential`` state dict (``Linear`` layers at even indices)."""
-    import torch
+    """Deprecated: :func:`xpnet.io.export.to_torch_state_dict`."""
+    from . import export
 
-    state = {}
-    for i, (W, b) in enumerate(model.get_weights()):
-        state[f"{2 * i}.weight"] = torch.from_numpy(np.ascontiguousarray(W.T))  # torch stores (out, in)
-        state[f"{2 * i}.bias"] = torch.from_numpy(b)
-    return state
+    warnings.warn("checkpoint.to_torch_state_dict moved to xpnet.io.export.", DeprecationWarning, stacklevel=2)
+    return export.to_torch_state_dict(model)
 
 
 def to_torch(model):
-    """A ``torch.nn.Sequential`` equal to ``model`` (Linear, activation, ..., Linear)."""
-    import torch
+    """Deprecated: :func:`xpnet.io.export.to_torch`."""
+    from . import export
 
-    acts = {"identity": torch.nn.Identity, "relu": torch.nn.ReLU, "leaky_relu": lambda: torch.nn.LeakyReLU(0.01),
-            "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "gelu": lambda: torch.nn.GELU(approximate="tanh"),
-            "silu": torch.nn.SiLU, "elu": torch.nn.ELU, "softplus": torch.nn.Softplus}
-    layers = []
-    dtype = getattr(torch, model.dtype)
-    for i, (a, b) in enumerate(zip(model.sizes[:-1], model.sizes[1:])):
-        layers.append(torch.nn.Linear(a, b, dtype=dtype))
-        if i < len(model.sizes) - 2:
-            layers.append(acts[model.activation.name]())
-    seq = torch.nn.Sequential(*layers)
-    seq.load_state_dict(to_torch_state_dict(model))
-    return seq
+    warnings.warn("checkpoint.to_torch moved to xpnet.io.export.", DeprecationWarning, stacklevel=2)
+    return export.to_torch(model)

@@ -1,0 +1,157 @@
+"""What each ``xpnet`` subcommand does; errors propagate to :func:`xpnet.cli.main`, which reports them."""
+
+from __future__ import annotations
+
+import sys
+import time
+import warnings
+
+from .exit_codes import EXIT_DIVERGED, EXIT_INTERRUPTED
+
+
+def cmd_train(args) -> int:
+    from pathlib import Path
+
+    from . import config as config_mod
+    from . import runs
+    from .rundir import RunDir
+
+    overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
+    if args.accept_config_changes and not args.resume:
+        raise ValueError("--accept-config-changes goes with --resume only.")
+    if args.resume:
+        run_dir = Path(args.resume)
+        if overrides or args.config or args.overwrite or args.run_dir:
+            raise ValueError("--resume continues a run exactly as configured: give no --config or other flags "
+                             "(edit RUN_DIR/config.toml and add --accept-config-changes to change it).")
+        RunDir.resume(run_dir).close()  # not a run directory, or in use: say so before loading anything
+        config = config_mod.load(run_dir / runs.RUN_MARKER)
+    else:
+        config = config_mod.load(args.config, overrides)
+        run_dir = Path(args.run_dir or config["run"]["dir"] or runs.default_run_dir(name=config["data"]["source"]))
+        RunDir.check_start(run_dir, args.overwrite)  # refused before any data is loaded
+    m, t = config["model"], config["train"]
+    print(f"run {run_dir}: data {config['data']['source']}, hidden {m['hidden']} {m['activation']}, "
+          f"{t['optimizer']} lr={t['lr']} {t['schedule']}, {t['epochs']} epochs x batch {t['batch_size']}, "
+          f"{m['device']} {m['dtype']}")
+    start = time.perf_counter()
+    with warnings.catch_warnings():  # the divergence message is printed below, once
+        warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
+        result = runs.train(config, run_dir, resume=bool(args.resume), verbose=not args.quiet,
+                            overwrite=args.overwrite, accept_config_changes=args.accept_config_changes)
+    if result["status"] == "interrupted":
+        print(f"xpnet train: {result['stop_reason']}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if result["stop_reason"]:
+        print(result["stop_reason"], file=sys.stderr if result["status"] == "diverged" else sys.stdout)
+    print(f"trained {result['epochs_run']} epochs in {time.perf_counter() - start:.1f} s; "
+          f"kernels={result['trainer'].ops.name}; files in {run_dir}")
+    final = result.get("test", result["train"])
+    name = "test" if "test" in result else "train"
+    if "accuracy" in final:
+        print(f"{name} loss {final['loss']:.4f}  {name} accuracy {final['accuracy']:.4f}")
+    else:
+        print(f"{name} loss {final['loss']:.6g}")
+    if result["status"] == "diverged":
+        print("xpnet train: the run diverged (result.json says so); see the message above.", file=sys.stderr)
+        return EXIT_DIVERGED
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .. import bench
+
+    if args.steps is not None and args.min_time is not None:
+        print("xpnet bench: give --steps (fixed steps per round) or --min-time (calibrated), not both.",
+              file=sys.stderr)
+        return 2
+    try:  # every argument, --out and the baseline are checked inside run, before any timing
+        result = bench.run(device=args.device, sizes=args.sizes, preset=args.preset or "mnist",
+                           batch_sizes=bench.DEFAULT_BATCH_SIZES if args.batch_sizes is None else args.batch_sizes,
+                           impls=args.impls, dtype=args.dtype, rounds=args.rounds, steps=args.steps, out=args.out,
+                           progress=not args.quiet, precision=args.precision,
+                           min_time=bench.DEFAULT_MIN_TIME if args.min_time is None else args.min_time,
+                           overwrite=args.overwrite, check_against=args.check_against, tolerance=args.tolerance)
+    except (ValueError, RuntimeError, OSError, MemoryError) as exc:
+        print(f"xpnet bench: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback; the type says where to look
+        print(f"xpnet bench: unexpected {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    print(bench.table(result))
+    if result["skipped_batch_sizes"]:
+        print(f"skipped (would not fit in memory): batch sizes {result['skipped_batch_sizes']}")
+    if args.out:
+        print(f"results written to {args.out}/results.json, results.csv and PNG plots (with matplotlib)")
+    verdict = result.get("gate")
+    if verdict is None:
+        return 0
+    for line in verdict["problems"]:
+        print(f"REGRESSION {line}")
+    for line in verdict["noisy"]:
+        print(f"NOISY {line}")
+    print(f"regression gate: {verdict['compared']} point(s) compared, {len(verdict['problems'])} problem(s) "
+          f"(ratios below baseline - {args.tolerance:.0%}), {len(verdict['noisy'])} noisy point(s)")
+    return 1 if verdict["problems"] else 0
+
+
+def cmd_export(args) -> int:
+    import os
+    from pathlib import Path
+
+    from ..io.checkpoint import load_model
+    from ..io.export import to_torch_state_dict
+
+    out = Path(args.out)
+    if out.exists():
+        raise ValueError(f"{out} exists; nothing was written. Choose another --out.")
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: its folder {out.parent} does not exist; create it first.")
+    try:
+        import torch
+    except ImportError:
+        raise ValueError("export needs PyTorch: pip install torch.") from None
+    model = load_model(args.source)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:  # written beside the target and renamed: a failure never leaves a partial file at --out
+        torch.save(to_torch_state_dict(model), tmp)
+        if out.exists():
+            raise ValueError(f"{out} appeared while exporting; nothing was overwritten.")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    layers = ", ".join(f"Linear({a}, {b})" for a, b in zip(model.sizes[:-1], model.sizes[1:]))
+    print(f"wrote {out}: nn.Sequential state dict of {layers} with {model.activation.name} between them")
+    return 0
+
+
+def cmd_info(args) -> int:
+    import importlib
+
+    import numpy as np
+
+    from ..kernels import default_kernels
+
+    print(f"xpnet kernel mode: {default_kernels()}")
+    for name in ("numpy", "array_api_compat", "numba", "cupy", "torch", "array_api_strict"):
+        try:
+            mod = importlib.import_module(name)
+            print(f"{name:18s} {getattr(mod, '__version__', '?')}")
+        except Exception as exc:  # noqa: BLE001 - report, don't fail
+            print(f"{name:18s} not available ({type(exc).__name__})")
+    try:
+        import cupy
+
+        for i in range(cupy.cuda.runtime.getDeviceCount()):
+            print(f"cuda:{i:<13d} {cupy.cuda.runtime.getDeviceProperties(i)['name'].decode()}")
+    except Exception:  # noqa: BLE001
+        print("cuda               no GPU available")
+    try:
+        from threadpoolctl import threadpool_info
+
+        for pool in threadpool_info():
+            print(f"blas               {pool.get('internal_api')} {pool.get('version')} "
+                  f"core={pool.get('architecture')} threads={pool.get('num_threads')}")
+    except ImportError:
+        print(f"blas               (install threadpoolctl for details) numpy {np.__version__}")
+    return 0

@@ -1,0 +1,92 @@
+"""The ``xpnet`` argument parser: ``train`` (one flag per config key), ``bench``, ``export``, ``info``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 128,128, got {text!r}") from exc
+
+
+TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
+    ("--data", "data.source", str, "digits, synthetic, npz, npy or csv"),
+    ("--data-path", "data.path", str, ".npz file (arrays X, y) or .csv file"),
+    ("--x-path", "data.x_path", str, ".npy features"), ("--y-path", "data.y_path", str, ".npy targets"),
+    ("--target", "data.target", str, "CSV target column"),
+    ("--test-fraction", "data.test_fraction", float, None), ("--val-fraction", "data.val_fraction", float, None),
+    ("--hidden", "model.hidden", _sizes, "hidden layer sizes, e.g. 256,256"),
+    ("--activation", "model.activation", str, None), ("--init", "model.init", str, None),
+    ("--dtype", "model.dtype", str, "float32 or float64"), ("--device", "model.device", str, "cpu, cuda, cuda:N"),
+    ("--loss", "train.loss", str, "cross_entropy, mse or bce"),
+    ("--optimizer", "train.optimizer", str, "sgd, adagrad, rmsprop, adam, adamw"),
+    ("--lr", "train.lr", float, None), ("--weight-decay", "train.weight_decay", float, None),
+    ("--momentum", "train.momentum", float, None),
+    ("--schedule", "train.schedule", str, "constant, cosine, step or exponential"),
+    ("--warmup-epochs", "train.warmup_epochs", int, None), ("--epochs", "train.epochs", int, None),
+    ("--batch-size", "train.batch_size", int, None), ("--seed", "train.seed", int, None),
+    ("--clip-grad-norm", "train.clip_grad_norm", float, None), ("--patience", "train.patience", int, None),
+    ("--precision", "train.precision", str, "fp32, tf32 or fp16 (mixed precision)"),
+    ("--keep-last", "run.keep_last", int, "checkpoints to keep (the best is kept too)"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xpnet", description="Train multilayer perceptrons on any array-API backend.")
+    sub = parser.add_subparsers(dest="command")
+    _add_train(sub)
+    _add_bench(sub)
+    e = sub.add_parser("export", help="write a run's weights as a torch.nn.Sequential state dict (needs torch)")
+    e.add_argument("source", help="a run directory, a checkpoint directory or a model.safetensors file")
+    e.add_argument("--out", required=True, help="the .pt file to write (refused if it exists)")
+    sub.add_parser("info", help="backends, devices and kernel mode found on this machine")
+    return parser
+
+
+def _add_train(sub) -> None:
+    t = sub.add_parser("train", help="train an MLP from a TOML config and/or flags (default: the bundled digits)",
+                       description="Flags override the --config file, which overrides the defaults. Each run "
+                                   "writes a run directory: config, history, curves, checkpoints.")
+    t.add_argument("--config", help="TOML file with [data], [model], [train] and [run] tables")
+    t.add_argument("--run-dir", help="where this run's files go (default runs/<data>-<timestamp>)")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace an existing xpnet run directory (swapped in only when the new run has completed "
+                        "its first epoch; a folder holding other files is refused)")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--accept-config-changes", action="store_true",
+                   help="with --resume: continue although RUN_DIR/config.toml was edited since the run started")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    for flag, key, typ, text in TRAIN_FLAGS:
+        t.add_argument(flag, dest=f"cfg:{key}", type=typ, default=None, metavar=key.split(".")[1].upper(),
+                       help=f"{text + '; ' if text else ''}config key {key}")
+    t.add_argument("--early-stopping", dest="cfg:train.early_stopping", action="store_const", const=True,
+                   default=None, help="stop when the monitored loss stops improving (restores the best weights)")
+
+
+def _add_bench(sub) -> None:
+    b = sub.add_parser("bench", help="training-step throughput vs the GEMM floor and PyTorch")
+    b.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    group = b.add_mutually_exclusive_group()
+    group.add_argument("--preset", default=None, help="model preset: small, mnist, wide, large (default mnist)")
+    group.add_argument("--sizes", type=_sizes, default=None, help="explicit layer sizes, e.g. 784,1024,10")
+    b.add_argument("--batch-sizes", type=_sizes, default=None, help="e.g. 32,128,512 (default 32..8192 that fit)")
+    b.add_argument("--impls", default="xpnet,reference,torch", help="comma-separated: xpnet, reference, torch")
+    b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    b.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
+                   help="tf32 / fp16 (mixed, vs PyTorch AMP) on the GPU")
+    b.add_argument("--rounds", type=int, default=7,
+                   help="interleaved timing rounds per point, at least 3 (median and IQR reported)")
+    b.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+                   help="calibrate steps so each round of each implementation lasts at least this long "
+                        "(default 0.2)")
+    b.add_argument("--steps", type=int, default=None,
+                   help="fixed steps per round for every implementation (default: calibrated to --min-time)")
+    b.add_argument("--out", default=None, help="folder for results.json, results.csv and PNG plots")
+    b.add_argument("--overwrite", action="store_true", help="replace results already in --out")
+    b.add_argument("--check-against", default=None, metavar="BASELINE_JSON",
+                   help="fail (exit 1) if a same-run ratio fell below this baseline by more than --tolerance")
+    b.add_argument("--tolerance", type=float, default=0.2, help="allowed fall of a ratio, in [0, 1) (default 0.2)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
