@@ -7,4 +7,5 @@ import pytest
 from xpnet.backend import gpu_available
 
 DEVICES = [pytest.param("cpu", id="cpu"),
-           pytest.param("cuda", id="cuda", marks=pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a GPU"))]
+           pytest.param("cuda", id="cuda",
+                        marks=pytest.mark.skipif(not gpu_available(), reason="needs CuPy and a GPU"))]

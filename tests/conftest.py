@@ -14,7 +14,6 @@ import pytest
 
 from xpnet.backend import gpu_available
 
-
 HAS_GPU = gpu_available()
 
 

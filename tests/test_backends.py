@@ -7,9 +7,9 @@ import importlib.util
 import array_api_compat as aac
 import numpy as np
 import pytest
+from conftest import blobs
 
 import xpnet
-from conftest import blobs
 
 
 def _train(where, optimizer="adam", dtype="float64", activation="gelu", epochs=3):
@@ -53,7 +53,7 @@ def test_inputs_from_another_namespace_are_moved_once():
     """A model on array-api-strict's fake device accepts NumPy data (moved explicitly)."""
     xps = pytest.importorskip("array_api_strict")
     model = xpnet.MLP([6, 8, 3], dtype="float64", xp=xps, device=xps.Device("device1"))
-    X, y = blobs(n=30)
+    X, _ = blobs(n=30)
     out = xpnet.Trainer(model).predict(X)
     assert out.device == xps.Device("device1")
 

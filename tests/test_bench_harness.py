@@ -234,7 +234,7 @@ def _synthetic_result():
     for batch, torch_times in ((8, [2.0, 2.0, 2.0]), (64, [2.0, 3.0, 4.0])):
         stats = {"floor": bench.spread([0.5] * 3), "xpnet": bench.spread([0.99, 1.0, 1.01]),
                  "torch": bench.spread(torch_times)}
-        counts = {name: 10 for name in stats}
+        counts = dict.fromkeys(stats, 10)
         records.append(harness._record(bench.Point("cpu", [4, 8, 2], batch), 3, counts, stats, 1.0, {}, None))
     return {"environment": ENV, "records": records, "skipped_batch_sizes": []}
 

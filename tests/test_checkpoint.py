@@ -16,9 +16,9 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import blobs
 
 import xpnet
-from conftest import blobs
 from xpnet.io import checkpoint, export
 
 
@@ -114,7 +114,7 @@ def test_a_clean_checkpoint_has_a_manifest_and_loads_without_warnings(saved):
 
 @pytest.mark.parametrize("name", FILES)
 def test_every_flipped_byte_of_every_file_is_refused(saved, name):
-    path, root = saved
+    path, _ = saved
     target = path / name
     original = target.read_bytes()
     for offset in range(len(original)):  # every byte: length field, header, metadata JSON, tensor data
@@ -235,7 +235,7 @@ def _edit_state(fn):
 ])
 def test_well_formed_but_wrong_contents_are_refused_naming_file_and_tensor(saved, name, change_tensors, change_meta,
                                                                            message):
-    path, root = saved
+    path, _ = saved
     _rewrite(path, name, change_tensors, change_meta)
     with pytest.raises(ValueError, match=re.escape(name) + ".*" + message):
         checkpoint.load(path)

@@ -130,7 +130,7 @@ def test_csv_paths_and_targets_that_are_wrong(tmp_path):
 
 
 def test_csv_targets_too_large_for_int64_stay_float(tmp_path):
-    X, y = data.load_csv(_csv(tmp_path, "a,label\n1,1e300\n2,3\n"), "label")
+    _, y = data.load_csv(_csv(tmp_path, "a,label\n1,1e300\n2,3\n"), "label")
     assert y.dtype == np.float64 and y[0] == 1e300
     with pytest.raises(ValueError, match=r"largest class label is 1e\+300"):
         data.check_class_labels(y, "d.csv")

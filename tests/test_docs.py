@@ -37,7 +37,8 @@ def test_every_cited_test_exists(doc):
     assert not missing, f"{doc} cites tests that do not exist: {missing}"
 
 
-@pytest.mark.parametrize("old,new", [("xpnet.trainer", "xpnet.train.trainer"), ("xpnet.checkpoint", "xpnet.io.checkpoint"),
+@pytest.mark.parametrize("old,new", [("xpnet.trainer", "xpnet.train.trainer"),
+                                     ("xpnet.checkpoint", "xpnet.io.checkpoint"),
                                      ("xpnet.callbacks", "xpnet.train.callbacks"), ("xpnet.runs", "xpnet.cli.runs")])
 @pytest.mark.parametrize("how", ["import", "attribute"])
 def test_moved_modules_still_work_with_a_deprecation_warning(old, new, how):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import blobs
 
 import xpnet
-from conftest import blobs
 
 
 @pytest.fixture
@@ -77,7 +77,8 @@ def test_negative_labels(setup):
 
 def test_labels_not_integers(setup):
     trainer, X, y = setup
-    with pytest.raises(TypeError, match=r"y holds float64 values, but cross_entropy needs integer class labels.*astype\('int64'\)"):
+    pattern = r"y holds float64 values, but cross_entropy needs integer class labels.*astype\('int64'\)"
+    with pytest.raises(TypeError, match=pattern):
         _fit(trainer, X, y.astype(np.float64))
 
 
@@ -122,8 +123,10 @@ def test_bce_targets_outside_unit_interval():
 
 @pytest.mark.parametrize("make,pattern", [
     (lambda: xpnet.MLP([4, 2], activation="swish"), r"activation='swish' is unknown: use one of identity, relu, "),
-    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), loss="hinge"), r"loss='hinge' is unknown: use one of cross_entropy, mse, bce"),
-    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), optimizer="lbfgs"), r"optimizer='lbfgs' is unknown: use one of sgd, adagrad, rmsprop, adam, adamw"),
+    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), loss="hinge"),
+     r"loss='hinge' is unknown: use one of cross_entropy, mse, bce"),
+    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), optimizer="lbfgs"),
+     r"optimizer='lbfgs' is unknown: use one of sgd, adagrad, rmsprop, adam, adamw"),
     (lambda: xpnet.MLP([4, 2], init="orthogonal"), r"init='orthogonal' is unknown: use one of he_normal"),
     (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), metrics=["f1"]), r"metrics contains 'f1', which is unknown"),
     (lambda: xpnet.MLP([4]), r"sizes=\[4\] is invalid: give at least two positive integers"),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import blobs
 
 import xpnet
-from conftest import blobs
 from xpnet.io import checkpoint
 from xpnet.train import precision
 from xpnet.train.precision import GradScaler

@@ -17,10 +17,9 @@ import pytest
 from safetensors.numpy import load_file
 
 import xpnet
-from xpnet.cli import runs
-from xpnet.io import checkpoint
-from xpnet.cli import main
+from xpnet.cli import main, runs
 from xpnet.cli.rundir import RunDir
+from xpnet.io import checkpoint
 
 FAST = ["--data", "synthetic", "--hidden", "16", "--epochs", "3", "--batch-size", "64", "--quiet"]
 
@@ -170,7 +169,7 @@ def test_ctrl_c_stops_at_a_step_and_the_resume_matches_an_uninterrupted_run(tmp_
         assert proc.poll() is None and time.time() < deadline, "the run ended before it could be interrupted"
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     line = _one_line(err)
     assert "interrupted by SIGINT" in line and f"xpnet train --resume {cut}" in line

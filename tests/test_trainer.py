@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import blobs
 
 import xpnet
-from conftest import blobs
 
 
 def test_fit_learns_separable_data(where):
@@ -115,7 +115,8 @@ def test_scheduler_steps_once_per_epoch():
 
 def test_scheduler_must_wrap_the_trainers_optimizer():
     with pytest.raises(ValueError, match="different optimizer"):
-        xpnet.Trainer(xpnet.MLP([4, 2]), optimizer=xpnet.optim.SGD(), scheduler=xpnet.optim.StepLR(xpnet.optim.SGD(), 1))
+        other = xpnet.optim.SGD()
+        xpnet.Trainer(xpnet.MLP([4, 2]), optimizer=xpnet.optim.SGD(), scheduler=xpnet.optim.StepLR(other, 1))
 
 
 def test_progress_bar_shows_epochs_and_metrics(capsys):

@@ -9,8 +9,7 @@ Library: ``backend``, ``kernels``, the network pieces (``activations``, ``losses
 ``sklearn``.  Application: ``cli`` (``xpnet train``, runs, configs) and ``bench``.
 """
 
-from . import _moved
-from . import io, optim, train
+from . import _moved, io, optim, train
 from .activations import ACTIVATIONS
 from .backend import to_host
 from .kernels import get_kernel_mode, set_kernel_mode, use_kernels

@@ -103,7 +103,7 @@ def to_host(array) -> np.ndarray:
     """Any array-API array (or array-like) as a host NumPy array (a copy only if needed)."""
     if type(array) is np.ndarray:
         return array
-    if aac.is_cupy_array(array) or isinstance(array, np.ndarray) and hasattr(array, "get"):  # CuPy, emulated GPU
+    if aac.is_cupy_array(array) or (isinstance(array, np.ndarray) and hasattr(array, "get")):  # CuPy, emulated GPU
         return array.get()
     if isinstance(array, np.ndarray):
         return np.asarray(array)
@@ -192,7 +192,7 @@ def gpu_available() -> bool:
         import cupy
 
         return cupy.cuda.runtime.getDeviceCount() > 0
-    except Exception:  # noqa: BLE001 - no driver, no device, broken install: all mean "no GPU"
+    except Exception:
         return False
 
 

@@ -205,7 +205,7 @@ def load_npz(path):
         if str(exc).startswith(path):
             raise
         raise ValueError(f"{path}: cannot be read as .npz ({exc}); re-save it with numpy.savez.") from exc
-    except Exception as exc:  # noqa: BLE001 - zipfile, zlib and numpy raise many kinds on a damaged archive
+    except Exception as exc:
         raise ValueError(f"{path}: cannot be read as .npz ({type(exc).__name__}: {exc}); the file is damaged or "
                          "not written by numpy.savez: re-save it.") from exc
     return _check_loaded(X, y, path)
@@ -239,7 +239,7 @@ def _load_npy(path: str):
                              "numeric array, e.g. numpy.save(path, array.astype(float)).") from exc
         raise ValueError(f"{path}: cannot be read as .npy ({exc}); the file is truncated or damaged: re-save it "
                          "with numpy.save.") from exc
-    except Exception as exc:  # noqa: BLE001 - OSError, EOFError, mmap errors on a damaged file
+    except Exception as exc:
         raise ValueError(f"{path}: cannot be read as .npy ({type(exc).__name__}: {exc}); the file is truncated or "
                          "damaged: re-save it with numpy.save.") from exc
 

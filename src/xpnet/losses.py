@@ -7,8 +7,8 @@ probability) rows; :func:`dense_targets` turns integer labels into that form.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ class ExponentialLR(LRScheduler):
 class CosineAnnealingLR(LRScheduler):
     """Cosine from the initial lr down to ``eta_min`` over ``T_max`` epochs."""
 
-    def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):  # noqa: N803 (torch's name)
+    def __init__(self, optimizer, T_max: int, eta_min: float = 0.0):
         # eta_min above the initial lr is allowed, as in torch (the schedule then rises)
         self.T_max, self.eta_min = check_int("T_max", T_max, low=1), check_real("eta_min", eta_min, low=0)
         super().__init__(optimizer)

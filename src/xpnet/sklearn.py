@@ -11,6 +11,9 @@ and pass scikit-learn's ``check_estimator``.  A pickled estimator continues trai
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+from typing import ClassVar
+
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.preprocessing import LabelEncoder
@@ -18,13 +21,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from numbers import Integral, Real
-
 from . import MLP, Trainer
 from .activations import ACTIVATIONS
 from .backend import FLOAT_DTYPES
-from .train.callbacks import Callback
 from .optim import OPTIMIZERS
+from .train.callbacks import Callback
 from .validation import check_int
 
 
@@ -62,7 +63,7 @@ class _MLPBase(BaseEstimator):
     _loss = ""
 
     # scikit-learn's convention: __init__ stores, fit validates (ranges as sklearn's own MLP)
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict] = {
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
@@ -212,7 +213,8 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
             self._encoder = LabelEncoder().fit(y)
             self.classes_ = self._encoder.classes_
         elif not set(np.unique(y)) <= set(self.classes_):
-            raise ValueError(f"y has labels {sorted(set(np.unique(y)) - set(self.classes_))} not seen in the first fit.")
+            unseen = sorted(set(np.unique(y)) - set(self.classes_))
+            raise ValueError(f"y has labels {unseen} not seen in the first fit.")
         return self._fit(X, self._encoder.transform(y), len(self.classes_), self.max_iter, keep)
 
     def partial_fit(self, X, y, classes=None):
@@ -223,7 +225,8 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
         check_classification_targets(y)
         if first:
             if classes is None:
-                raise ValueError("classes must be passed on the first call to partial_fit (all labels that will occur).")
+                raise ValueError("classes must be passed on the first call to partial_fit "
+                                 "(all labels that will occur).")
             self._encoder = LabelEncoder().fit(classes)
             self.classes_ = self._encoder.classes_
         unseen = set(np.unique(y)) - set(self.classes_)

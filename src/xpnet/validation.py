@@ -125,7 +125,7 @@ def _as_array(name: str, value, backend):
                          f"the model with device='cuda:{value.device.id}'.")
     try:
         host = to_host(value)
-    except Exception as exc:  # noqa: BLE001 - anything unconvertible gets one clear message
+    except Exception as exc:
         raise TypeError(f"{name} could not be read as an array ({exc}); pass a NumPy or array-API array.") from exc
     return host, False
 

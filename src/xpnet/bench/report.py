@@ -45,7 +45,7 @@ def environment(device: str = "cpu") -> dict:
                 import numba
 
                 env["numba_threads"] = numba.get_num_threads()
-        except Exception:  # noqa: BLE001 - absent or broken: say so
+        except Exception:
             env[name] = None
     if device.startswith("cuda"):
         import cupy
@@ -59,7 +59,7 @@ def environment(device: str = "cpu") -> dict:
             import torch
 
             env["torch_threads"] = torch.get_num_threads()
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     return env
 

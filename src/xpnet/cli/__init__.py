@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     except OSError as exc:
         print(f"{where}: {_describe_os_error(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    except Exception as exc:  # noqa: BLE001 - a bug or an environment problem: one line, not a traceback
+    except Exception as exc:
         if os.environ.get("XPNET_TRACEBACK"):
             raise
         print(f"{where}: {type(exc).__name__}: {exc} (set XPNET_TRACEBACK=1 to see where)", file=sys.stderr)

@@ -75,7 +75,7 @@ def cmd_bench(args) -> int:
     except (ValueError, RuntimeError, OSError, MemoryError) as exc:
         print(f"xpnet bench: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
-    except Exception as exc:  # noqa: BLE001 - one line, never a traceback; the type says where to look
+    except Exception as exc:
         print(f"xpnet bench: unexpected {type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     print(bench.table(result))
@@ -137,14 +137,14 @@ def cmd_info(args) -> int:
         try:
             mod = importlib.import_module(name)
             print(f"{name:18s} {getattr(mod, '__version__', '?')}")
-        except Exception as exc:  # noqa: BLE001 - report, don't fail
+        except Exception as exc:
             print(f"{name:18s} not available ({type(exc).__name__})")
     try:
         import cupy
 
         for i in range(cupy.cuda.runtime.getDeviceCount()):
             print(f"cuda:{i:<13d} {cupy.cuda.runtime.getDeviceProperties(i)['name'].decode()}")
-    except Exception:  # noqa: BLE001
+    except Exception:
         print("cuda               no GPU available")
     try:
         from threadpoolctl import threadpool_info

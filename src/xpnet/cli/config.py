@@ -83,11 +83,13 @@ def defaults() -> dict:
 
 def _describe(accepted) -> str:
     if isinstance(accepted, tuple):
-        return "one of " + ", ".join(map(repr, accepted[1])) + (" (or leave it out)" if accepted[0].endswith("?") else "")
+        optional = " (or leave it out)" if accepted[0].endswith("?") else ""
+        return "one of " + ", ".join(map(repr, accepted[1])) + optional
     return {
         "int+": "an integer >= 1", "int0": "an integer >= 0", "float+": "a number > 0", "float0": "a number >= 0",
         "float0?": "a number >= 0 (or leave it out)", "float+?": "a number > 0 (or leave it out)",
-        "fraction": "a number in [0, 1)", "bool": "true or false", "str": "a string", "str?": "a string (or leave it out)",
+        "fraction": "a number in [0, 1)", "bool": "true or false", "str": "a string",
+        "str?": "a string (or leave it out)",
         "sizes": "a list of positive integers, e.g. [256, 256]", "device": "'cpu', 'cuda' or 'cuda:N'",
     }[accepted]
 

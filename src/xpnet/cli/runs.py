@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..io import checkpoint
 from ..train.callbacks import Callback, EarlyStopping
-from .rundir import RUN_MARKER, RunDir  # noqa: F401 - RUN_MARKER is part of this module's API
+from .rundir import RUN_MARKER, RunDir
 
 
 def _write_text_atomic(path: Path, text: str) -> None:

@@ -259,7 +259,7 @@ def _parse(file: Path, data: bytes, fix=None):
         tensors = _st().load(data)
         (header_len,) = struct.unpack("<Q", data[:8])
         metadata = json.loads(data[8:8 + header_len]).get("__metadata__") or {}
-    except Exception as exc:  # noqa: BLE001 - safetensors, struct and json each raise their own errors
+    except Exception as exc:
         raise _damaged(file, f"is unreadable (truncated or corrupted: {exc})", fix) from exc
     return tensors, metadata
 
@@ -273,7 +273,7 @@ def _read_manifest(path: Path) -> dict | None:
     try:  # byte-identical to the manifest its entries rebuild, self-digest included: no byte was altered
         entries = json.loads(data)["files"]
         intact = data == _manifest_bytes(entries)
-    except Exception:  # noqa: BLE001 - any failure to parse or rebuild it means it was altered
+    except Exception:
         intact = False
     if not (intact and _well_formed(entries)):
         raise _damaged(file, "is damaged (it does not match its own SHA-256, or lacks entries)")
@@ -496,7 +496,8 @@ def _check_restorable(trainer, ckpt: Checkpoint, callbacks) -> None:
 
 
 def _numbers_like(saved, current: dict) -> bool:
-    """Whether ``saved`` has exactly the keys of state dict ``current``, each a number (as scheduler and scaler keep)."""
+    """Whether ``saved`` has exactly the keys of state dict ``current``, each a number (as scheduler and
+    scaler keep)."""
     return (isinstance(saved, dict) and set(saved) == set(current)
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in saved.values()))
 

@@ -13,12 +13,19 @@ import warnings
 
 import numpy as np
 
-from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
 from ..losses import get_loss
 from ..optim import get_optimizer
+from ..validation import (
+    DeviceChecks,
+    check_bool,
+    check_features,
+    check_positive_int,
+    check_real,
+    check_same_library,
+    check_targets,
+)
+from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
 from .precision import check_precision, step_for
-from ..validation import (DeviceChecks, check_bool, check_features, check_positive_int, check_real, check_same_library,
-                         check_targets)
 
 METRICS = ("accuracy",)
 
@@ -277,7 +284,7 @@ class Trainer:
         try:
             for start, stop, xb, yb in batches:
                 loss, logits = self.forward_backward(xb, yb)
-                if not all([c.on_step_loss(self, loss) for c in callbacks]):
+                if not all([c.on_step_loss(self, loss) for c in callbacks]):  # noqa: C419 - every callback sees every step
                     return None
                 self.update()
                 if self._interrupt is not None:
