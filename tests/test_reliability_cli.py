@@ -112,7 +112,8 @@ def test_a_failed_start_leaves_nothing_and_the_retry_works(tmp_path, capsys, mon
 def test_a_run_killed_before_its_first_epoch_is_reused(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.toml").write_text("[data]\nsource = \"synthetic\"\n")  # what a start killed early leaves
+    (run / ".xpnet-run").write_text('{"xpnet_run": 1}\n')  # what a start killed early leaves
+    (run / "config.toml").write_text("[data]\nsource = \"synthetic\"\n")
     (run / "checkpoints").mkdir()
     assert main(["train", *FAST, "--run-dir", str(run)]) == 0
     assert "never completed an epoch; it is reused" in capsys.readouterr().out
@@ -125,6 +126,55 @@ def test_a_failed_start_in_an_existing_empty_folder_keeps_the_folder(tmp_path, m
     monkeypatch.setattr(xpnet.Trainer, "fit", lambda *a, **k: (_ for _ in ()).throw(ValueError("boom")))
     assert main(["train", *FAST, "--run-dir", str(run)]) == 2
     assert run.is_dir() and list(run.iterdir()) == []
+
+
+def test_a_folder_with_the_users_own_config_is_not_reused(tmp_path, capsys):
+    """A hand-written config.toml (no owner mark) is the user's file, not a dead run: refused."""
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "config.toml").write_text("# my notes\n[train]\nepochs = 1\n")
+    before = _snapshot(folder)
+    assert main(["train", *FAST, "--config", str(folder / "config.toml"), "--run-dir", str(folder)]) == 2
+    assert "already holds files; nothing was changed" in capsys.readouterr().err
+    assert main(["train", *FAST, "--run-dir", str(folder), "--overwrite"]) == 2
+    assert "is not an xpnet run directory" in capsys.readouterr().err
+    assert _snapshot(folder) == before
+
+
+@pytest.mark.parametrize("where", ["checkpoints/notes.txt", "checkpoints/epoch-0001/mine.txt",
+                                   "checkpoints/newrun/config.toml", "checkpoints/epoch-0002/extra/x.txt"])
+def test_overwrite_refuses_user_files_deep_inside_a_run(old_run, capsys, where):
+    (old_run / where).parent.mkdir(parents=True, exist_ok=True)
+    (old_run / where).write_text("keep")
+    before = _snapshot(old_run)
+    assert main(["train", *FAST, "--run-dir", str(old_run), "--overwrite"]) == 2
+    shown = "checkpoints/newrun" if "newrun" in where else where.removesuffix("/x.txt")
+    assert f"is not an xpnet run directory (it holds {shown}" in capsys.readouterr().err
+    assert _snapshot(old_run) == before
+
+
+def test_a_run_inside_another_run_is_refused(old_run, capsys):
+    inner = old_run / "checkpoints" / "newrun"
+    assert main(["train", *FAST, "--run-dir", str(inner)]) == 2
+    assert f"lies inside the run directory {old_run}" in capsys.readouterr().err
+    assert not inner.exists()
+
+
+def test_overwrite_through_a_symlink_is_refused(old_run, capsys):
+    link = old_run.parent / "link"
+    link.symlink_to(old_run)
+    before = _snapshot(old_run)
+    assert main(["train", *FAST, "--run-dir", str(link), "--overwrite"]) == 2
+    assert "is a symbolic link" in capsys.readouterr().err
+    assert link.is_symlink() and _snapshot(old_run) == before
+
+
+def test_hidden_copies_left_by_killed_processes_are_removed(old_run):
+    stale = old_run.parent / f".{old_run.name}.xpnet-new-999999"
+    stale.mkdir()
+    (stale / "config.toml").write_text("")
+    assert main(["train", *FAST, "--run-dir", str(old_run), "--overwrite"]) == 0
+    assert sorted(p.name for p in old_run.parent.iterdir()) == ["run"]
 
 
 # -- locking ----------------------------------------------------------------------------------
@@ -291,7 +341,8 @@ def test_a_full_disk_leaves_no_temporary_checkpoints(old_run, capsys, monkeypatc
     for _ in range(4):
         assert main(["train", "--resume", str(old_run), "--quiet", "--accept-config-changes"]) == 1
         assert "no space left on the device" in _one_line(capsys.readouterr().err)
-        hidden = [p for p in old_run.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+        hidden = [p for p in old_run.rglob("*") if p.name != ".xpnet-run" and (p.name.startswith(".")
+                                                                                or p.name.endswith(".tmp"))]
         assert hidden == []
     monkeypatch.setattr(os, "fsync", real_fsync)
     checkpoint.load(checkpoint.latest(old_run / "checkpoints"))
