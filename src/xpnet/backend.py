@@ -158,23 +158,27 @@ def _cuda_index(device) -> int:
     return int(match.group(1) or 0)
 
 
+class DeviceUnavailableError(RuntimeError):
+    """The device asked for cannot be used here (no CuPy, no driver, no GPU): a usage error."""
+
+
 def _cupy_backend(index: int) -> Backend:
     try:
         import cupy
     except ImportError as exc:
-        raise RuntimeError(
+        raise DeviceUnavailableError(
             "device='cuda' needs CuPy, which is not installed. Install the extra that matches "
             "your CUDA toolkit: pip install 'xpnet[cuda12]' or pip install 'xpnet[cuda13]'."
         ) from exc
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDA driver missing or broken
-        raise RuntimeError(
+        raise DeviceUnavailableError(
             f"device='cuda:{index}' needs an NVIDIA GPU and driver, but CUDA reports: {exc}. "
             "Use device='cpu' on this machine."
         ) from exc
     if count == 0:
-        raise RuntimeError("device='cuda' needs an NVIDIA GPU, but CUDA finds none. Use device='cpu'.")
+        raise DeviceUnavailableError("device='cuda' needs an NVIDIA GPU, but CUDA finds none. Use device='cpu'.")
     if index >= count:
         raise ValueError(f"device='cuda:{index}' does not exist: this machine has {count} GPU(s), 0..{count - 1}.")
     import array_api_compat.cupy as cpx

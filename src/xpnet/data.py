@@ -27,14 +27,8 @@ def train_test_split(X, y, test_fraction=0.25, seed=0):
     as digits gives a test accuracy that depends little on the seed.
     """
     check_real("test_fraction", test_fraction, low=0, high=1, low_open=True, high_open=True)
-    rng = np.random.default_rng(check_int("seed", seed, low=0))
-    test = []
-    for label in np.unique(y):
-        members = rng.permutation(np.flatnonzero(y == label))
-        test.append(members[: int(round(len(members) * test_fraction))])
-    test = np.sort(np.concatenate(test))
-    train = np.setdiff1d(np.arange(len(y)), test)
-    return X[train], X[test], y[train], y[test]
+    parts = split(X, y, test_fraction=test_fraction, seed=seed)
+    return parts["train"][0], parts["test"][0], parts["train"][1], parts["test"][1]
 
 
 def standardize(X_train, *others):
@@ -376,6 +370,11 @@ def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
     for name, idx in parts.items():
         idx = np.sort(np.concatenate(idx))
         out[name] = (X[idx], y[idx])
+    for name, fraction in (("test", test_fraction), ("val", val_fraction)):
+        if fraction > 0 and len(out[name][1]) == 0:  # rounding per class gave nothing: never silently
+            largest = max(len(g) for g in groups)
+            raise ValueError(f"{name}_fraction={fraction} leaves no {name} samples ({len(groups)} group(s), the "
+                             f"largest of {largest}): use a larger fraction, or 0 for no {name} set.")
     return out
 
 

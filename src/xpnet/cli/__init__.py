@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from ..backend import DeviceUnavailableError
 from . import commands
 from .exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .parser import build_parser
@@ -30,10 +31,10 @@ def main(argv=None) -> int:
     where = f"xpnet {args.command}"
     try:
         return command(args)
-    except KeyboardInterrupt:
-        print(f"{where}: interrupted.", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"{where}: {exc or 'interrupted.'}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, TypeError) as exc:  # bad input: refused before anything changed
+    except (ValueError, TypeError, DeviceUnavailableError) as exc:  # bad input: refused before anything changed
         print(f"{where}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except MemoryError:

@@ -17,9 +17,13 @@ def cmd_train(args) -> int:
     from .rundir import RunDir
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
-    if args.accept_config_changes and not args.resume:
+    resume = args.resume is not None  # --resume "" is an empty name, not "no resume"
+    for flag, value in (("--resume", args.resume), ("--run-dir", args.run_dir), ("--config", args.config)):
+        if value is not None and not value.strip():
+            raise ValueError(f"{flag} is empty: give a path (is a shell variable unset?).")
+    if args.accept_config_changes and not resume:
         raise ValueError("--accept-config-changes goes with --resume only.")
-    if args.resume:
+    if resume:
         run_dir = Path(args.resume)
         if overrides or args.config or args.overwrite or args.run_dir:
             raise ValueError("--resume continues a run exactly as configured: give no --config or other flags "
@@ -37,7 +41,7 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings():  # the divergence message is printed below, once
         warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
-        result = runs.train(config, run_dir, resume=bool(args.resume), verbose=not args.quiet,
+        result = runs.train(config, run_dir, resume=resume, verbose=not args.quiet,
                             overwrite=args.overwrite, accept_config_changes=args.accept_config_changes)
     if result["status"] == "interrupted":
         print(f"xpnet train: {result['stop_reason']}", file=sys.stderr)

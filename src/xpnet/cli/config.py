@@ -99,7 +99,7 @@ def _valid(value, accepted) -> bool:
         return (value is None and accepted[0].endswith("?")) or value in accepted[1]
     if value is None:
         return accepted.endswith("?")
-    is_int = isinstance(value, int) and not isinstance(value, bool)
+    is_int = isinstance(value, int) and not isinstance(value, bool) and value < 2**63  # TOML integers are 64-bit
     is_num = (is_int or isinstance(value, float)) and math.isfinite(value)
     kind = accepted.rstrip("?")
     return {
@@ -127,10 +127,16 @@ def validate(config: dict, origin: str = "config") -> dict:
             if not _valid(value, accepted):
                 raise ValueError(f"{origin}: {section}.{key} = {value!r} is invalid: use {_describe(accepted)}.")
     data = config.get("data", {})
-    needs = {"npz": ["path"], "csv": ["path", "target"], "npy": ["x_path", "y_path"]}.get(data.get("source"), [])
+    uses = {"npz": ["path"], "csv": ["path", "target"], "npy": ["x_path", "y_path"]}
+    needs = uses.get(data.get("source"), [])
     for key in needs:
         if not data.get(key):
             raise ValueError(f"{origin}: data.source = {data['source']!r} needs data.{key}.")
+    if data.get("source") in uses:  # digits / synthetic: see _infer_source
+        for key in ("path", "x_path", "y_path", "target"):
+            if data.get(key) and key not in needs:
+                raise ValueError(f"{origin}: data.{key} is given but data.source = {data['source']!r} does not use "
+                                 f"it (it reads {', '.join('data.' + k for k in needs)}): remove it.")
     if data.get("test_fraction", 0) + data.get("val_fraction", 0) >= 1:
         raise ValueError(f"{origin}: data.test_fraction + data.val_fraction must be below 1.")
     train = config.get("train", {})
@@ -152,21 +158,35 @@ def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:
             raise ValueError(f"config file {path} {'is a directory' if path.is_dir() else 'does not exist'}: "
                              "give the path of a TOML file.")
         try:
-            loaded = tomllib.loads(path.read_text(encoding="utf-8"))
+            loaded = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a BOM (Notepad) is fine
         except UnicodeDecodeError as exc:
             raise ValueError(f"config file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}): "
                              "save it as UTF-8 TOML.") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ValueError(f"config file {path} is not valid TOML: {exc}") from exc
         validate(loaded, origin=str(path))
+        _absolute_paths(loaded.get("data", {}), relative_to=path.resolve().parent)
         for section, keys in loaded.items():
             config[section].update(keys)
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".")
         config[section][key] = value
         loaded.setdefault(section, {})[key] = value
+    _absolute_paths(config["data"], relative_to=Path.cwd())
     _infer_source(config["data"], explicit="source" in loaded.get("data", {}))
     return validate(config)
+
+
+DATA_PATHS = ("path", "x_path", "y_path")
+
+
+def _absolute_paths(data: dict, relative_to: Path) -> None:
+    """Data paths made absolute: relative ones in a TOML file are relative to that file's folder,
+    on the command line to the current directory.  The run's ``config.toml`` then names the same
+    files wherever ``--resume`` is started from."""
+    for key in DATA_PATHS:
+        if isinstance(data.get(key), str) and data[key].strip():
+            data[key] = str((relative_to / Path(data[key]).expanduser()).resolve())
 
 
 SOURCE_BY_SUFFIX = {".csv": "csv", ".npz": "npz"}

@@ -6,8 +6,11 @@ import argparse
 
 
 def _sizes(text: str) -> list[int]:
+    """``"256,128"`` -> ``[256, 128]``; ``""`` is no hidden layer (a linear model)."""
+    if not text.strip():
+        return []
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        return [int(s) for s in text.split(",")]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 128,128, got {text!r}") from exc
 
@@ -34,9 +37,16 @@ TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
 ]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, with its errors in one line (and where to read more) instead of the usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="xpnet", description="Train multilayer perceptrons on any array-API backend.")
-    sub = parser.add_subparsers(dest="command")
+    parser = _OneLineParser(prog="xpnet", description="Train multilayer perceptrons on any array-API backend.")
+    sub = parser.add_subparsers(dest="command", parser_class=_OneLineParser)
     _add_train(sub)
     _add_bench(sub)
     e = sub.add_parser("export", help="write a run's weights as a torch.nn.Sequential state dict (needs torch)")

@@ -36,8 +36,13 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def default_run_dir(root="runs", name="run") -> Path:
+    """``runs/NAME-YYYYmmdd-HHMMSS``, with ``-2``, ``-3``... when runs start in the same second."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path(root) / f"{name}-{stamp}"
+    path, n = Path(root) / f"{name}-{stamp}", 1
+    while path.exists():
+        n += 1
+        path = Path(root) / f"{name}-{stamp}-{n}"
+    return path
 
 
 class Checkpointer(Callback):
@@ -46,8 +51,8 @@ class Checkpointer(Callback):
     checkpoint commits the run (:meth:`RunDir.commit`): from then on it is kept."""
 
     def __init__(self, run: RunDir, keep_last: int = 3, monitor: str | None = None, extra_callbacks=(),
-                 run_config: dict | None = None):
-        self.run, self.keep_last, self.monitor, self.run_config = run, keep_last, monitor, run_config
+                 extra_meta: dict | None = None):
+        self.run, self.keep_last, self.monitor, self.extra_meta = run, keep_last, monitor, extra_meta
         self.extra_callbacks = extra_callbacks  # callbacks whose state is saved with the checkpoint
         self.history = None
 
@@ -58,7 +63,7 @@ class Checkpointer(Callback):
     def on_epoch_end(self, trainer, epoch, logs):
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
         path = checkpoint.save(self.root, trainer, epoch, self.history, self.extra_callbacks,
-                               extra_meta={"run_config": self.run_config})
+                               extra_meta=self.extra_meta)
         best = _read_best(self.root / "best.json")
         value = logs.get(monitor, math.inf)
         if best is None or (math.isfinite(value) and value < best["value"]):
@@ -120,7 +125,8 @@ def plot_curves(run_dir: Path, history) -> Path | None:
         ax.plot(epochs, h[key], marker=".", label=f"train {key}")
         if f"val_{key}" in h:
             ax.plot(epochs, h[f"val_{key}"], marker=".", label=f"validation {key}")
-        ax.set(xlabel="epoch", ylabel=key, yscale="log" if key == "loss" else "linear")
+        positive = all(v > 0 for v in h[key] + h.get(f"val_{key}", []) if v is not None)
+        ax.set(xlabel="epoch", ylabel=key, yscale="log" if key == "loss" and positive else "linear")
         ax.grid(True, alpha=0.3)
         ax.legend()
     fig.tight_layout()
@@ -185,7 +191,11 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = Tru
             return _interrupted(run, history)
         run.commit()  # a run that diverged in its first epoch still reports, in full
         finished = True
-        return _finish(run, parts, trainer, history)
+        try:
+            return _finish(run, parts, trainer, history)
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(f"interrupted while writing the results; the checkpoints are intact: finish "
+                                    f"with xpnet train --resume {run.final}") from None
     finally:
         run.close(failed=not finished)
 
@@ -214,7 +224,7 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
     else:
         _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
     checkpointer = Checkpointer(run, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks,
-                                run_config=config)
+                                extra_meta={"run_config": config, "data_files": data_fingerprint(config["data"])})
     checkpointer.history = history
     t = config["train"]
     if initial_epoch < t["epochs"]:
@@ -229,18 +239,23 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
 def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, accept_changes: bool) -> int:
     last = checkpoint.latest_intact(run.path / "checkpoints")
     if last is None:
-        raise ValueError(f"--resume {run.path}: it has no intact checkpoint to resume from; start it "
-                         f"again with --run-dir {run.path} (a run that never completed an epoch is reused).")
+        found = checkpoint.list_checkpoints(run.path / "checkpoints")
+        if found:
+            raise ValueError(f"--resume {run.path}: none of its {len(found)} checkpoint(s) is intact, so there is "
+                             f"nothing to resume from; start the run again with --run-dir {run.path} --overwrite.")
+        raise ValueError(f"--resume {run.path}: the run never completed an epoch, so there is no checkpoint to "
+                         f"resume from; start it again with --run-dir {run.path} (the directory is reused).")
     newer = [p.name for p in checkpoint.list_checkpoints(run.path / "checkpoints") if p.name > last.name]
     if newer:
         print(f"warning: skipping damaged checkpoint(s) {', '.join(newer)}; resuming from {last.name}.",
               file=sys.stderr)
     ckpt = checkpoint.load(last)
     changed = config_changes(ckpt.trainer_meta.get("run_config"), config)
+    changed += data_changes(ckpt.trainer_meta.get("data_files"), config["data"])
     if changed and not accept_changes:
-        raise ValueError(f"--resume {run.path}: its config.toml was edited since the run started ("
-                         f"{'; '.join(changed)}), which would change the run. Restore those values, or pass "
-                         "--accept-config-changes to continue with the edited ones.")
+        raise ValueError(f"--resume {run.path}: its configuration or data changed since the run started ("
+                         f"{'; '.join(changed)}), which would change the run. Restore them, or pass "
+                         "--accept-config-changes to continue with the changed ones.")
     checkpoint.restore(trainer, ckpt, callbacks)
     meta = ckpt.trainer_meta
     for i, epoch in enumerate(meta["history_epochs"]):
@@ -249,6 +264,29 @@ def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, ac
         print(f"resuming {run.path} from {last.name} (epoch {ckpt.epoch + 1} of {config['train']['epochs']})"
               + (f" with changed config: {'; '.join(changed)}" if changed else ""))
     return ckpt.epoch + 1
+
+
+def data_fingerprint(data_cfg: dict) -> dict:
+    """SHA-256 of each data file the run reads (none for digits and synthetic data)."""
+    import hashlib
+
+    prints = {}
+    for key in ("path", "x_path", "y_path"):
+        if data_cfg.get(key):
+            digest = hashlib.sha256()
+            with open(data_cfg[key], "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+            prints[data_cfg[key]] = digest.hexdigest()
+    return prints
+
+
+def data_changes(saved: dict | None, data_cfg: dict) -> list[str]:
+    """``"<file>: contents changed"`` for each data file that differs from when the run started."""
+    if not saved:
+        return []
+    now = data_fingerprint(data_cfg)
+    return [f"{name}: its contents changed" for name, digest in now.items() if saved.get(name, digest) != digest]
 
 
 # keys that do not change what a resumed run computes
