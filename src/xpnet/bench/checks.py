@@ -144,6 +144,9 @@ def check_out(out, overwrite=False) -> Path:
 def load_baseline(path) -> dict:
     """A results.json of an earlier ``xpnet bench --out``: refused with the reason unless it is one."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"--check-against {path} is a directory: give the results.json inside it "
+                         f"({path / 'results.json'}).")
     if not path.is_file():
         raise ValueError(f"--check-against {path} does not exist; create one with xpnet bench --out DIR and "
                          "commit DIR/results.json.")

@@ -330,6 +330,9 @@ def run(device="cpu", sizes=None, preset="mnist", batch_sizes=DEFAULT_BATCH_SIZE
     points = [Point(device, list(sizes), b, dtype, precision) for b in plan.batch_sizes]
     skipped = [p.batch_size for p in points if not _fits(p.sizes, p.batch_size, device)]
     points = [p for p in points if p.batch_size not in skipped]
+    if not points:  # a "successful" sweep that measured nothing would mislead a CI gate
+        raise ValueError(f"no batch size of {plan.batch_sizes} fits in memory for sizes {list(sizes)} on "
+                         f"{device}: use smaller --batch-sizes or a smaller model.")
     records = []
     bar = None
     if progress:

@@ -107,7 +107,7 @@ def cmd_export(args) -> int:
     from ..io.export import to_torch_state_dict
 
     out = Path(args.out)
-    if out.exists():
+    if os.path.lexists(out):  # a dangling symlink too: never written through
         raise ValueError(f"{out} exists; nothing was written. Choose another --out.")
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: its folder {out.parent} does not exist; create it first.")
@@ -115,7 +115,7 @@ def cmd_export(args) -> int:
         import torch
     except ImportError:
         raise ValueError("export needs PyTorch: pip install torch.") from None
-    model = load_model(args.source)
+    model = load_model(_weights_of(Path(args.source)))
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:  # written beside the target and renamed: a failure never leaves a partial file at --out
         torch.save(to_torch_state_dict(model), tmp)
@@ -127,6 +127,23 @@ def cmd_export(args) -> int:
     layers = ", ".join(f"Linear({a}, {b})" for a, b in zip(model.sizes[:-1], model.sizes[1:]))
     print(f"wrote {out}: nn.Sequential state dict of {layers} with {model.activation.name} between them")
     return 0
+
+
+def _weights_of(source):
+    """The weights ``xpnet export SOURCE`` reads: a file, a checkpoint, or a run's final weights --
+    with a message naming what to pass instead when a run has not finished or is no run at all."""
+    from ..io.checkpoint import latest_intact
+    from .rundir import RUN_MARKER
+
+    if not source.is_dir() or (source / "model.safetensors").exists() or (source / "manifest.json").exists():
+        return source
+    if (source / RUN_MARKER).is_file():
+        last = latest_intact(source / "checkpoints")
+        hint = f"export its newest checkpoint ({last})" if last else "it has no intact checkpoint yet"
+        raise ValueError(f"{source} is a run that has not finished (no model.safetensors): {hint}, or finish it "
+                         f"with xpnet train --resume {source}.")
+    raise ValueError(f"{source} is neither a run directory, a checkpoint nor a weights file: pass RUN_DIR, "
+                     "RUN_DIR/checkpoints/epoch-NNNN or a model.safetensors file.")
 
 
 def cmd_info(args) -> int:

@@ -306,20 +306,28 @@ def config_changes(saved: dict | None, current: dict) -> list[str]:
 @contextlib.contextmanager
 def _stop_on_signals(trainer):
     """SIGINT (Ctrl-C) and SIGTERM stop training at the next step boundary; a second one acts
-    at once (the signal's previous behaviour), and atomic checkpoint writes keep that safe."""
+    at once (the signal's previous behaviour), and atomic checkpoint writes keep that safe.  An
+    error raised after a signal (e.g. a second Ctrl-C inside a compiler) is reported as the
+    interrupt it is."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {}
+    previous, received = {}, []
 
     def stop(signum, frame):
+        received.append(signal.Signals(signum).name)
         signal.signal(signum, previous[signum])
-        trainer.interrupt(f"interrupted by {signal.Signals(signum).name}")
+        trainer.interrupt(f"interrupted by {received[0]}")
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         previous[sig] = signal.signal(sig, stop)
     try:
         yield
+    except Exception as exc:
+        if received:
+            raise KeyboardInterrupt(f"interrupted by {received[0]} ({type(exc).__name__} on the way out); the "
+                                    "last checkpoint is intact: resume the run with xpnet train --resume") from exc
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -169,7 +169,12 @@ def save(root: Path, trainer, epoch: int, history=None, callbacks=(), extra_meta
     """Write checkpoint ``root/epoch-NNNN`` atomically and return its path; ``extra_meta`` (JSON
     values, e.g. a run's configuration) is stored with the training state.  If writing fails
     (a full disk, an interrupt) the half-written temporary directory is removed."""
+    from ..validation import check_int
+
+    epoch = check_int("epoch", epoch, low=0)
     root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"checkpoint root {root} is a file: pass a directory for the checkpoints.")
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{epoch:04d}"
     tmp = root / f".tmp-{PREFIX}{epoch:04d}-{os.getpid()}"

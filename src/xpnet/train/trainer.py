@@ -49,6 +49,8 @@ def _check_fit_options(epochs, shuffle, validation_data, validation_split, callb
         raise ValueError(f"initial_epoch={initial_epoch!r} is invalid: use an integer in [0, epochs].")
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history={history!r} is invalid: pass the History of an earlier fit, or None.")
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks={callbacks!r} is invalid: pass a list of callbacks, e.g. callbacks=[cb].")
     bad = [c for c in callbacks if not isinstance(c, Callback)]
     if bad:
         raise TypeError(f"callbacks contains {bad[0]!r}, which is not an xpnet.train.Callback: subclass "
