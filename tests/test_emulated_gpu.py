@@ -173,6 +173,16 @@ def test_optimizer_update(emu, name, max_norm, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_scale(emu, dtype):
+    fused, ref, dev = sets(emu, dtype)
+    g = np.random.default_rng(6).normal(size=1000).astype(dtype)
+    for max_norm in (0.3, 1e6):
+        sf, sr = fused.clip_scale(dev(g.copy()), max_norm), ref.clip_scale(dev(g.astype(ref.dtype)), max_norm)
+        assert host(sf).shape == ()
+        close(host(sf), host(sr), dtype, ulps=64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_clip_grad_norm(emu, dtype):
     fused, ref, dev = sets(emu, dtype)
     g = np.random.default_rng(6).normal(size=1000).astype(dtype)
