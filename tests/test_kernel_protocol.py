@@ -162,3 +162,26 @@ def test_numba_parallel_is_a_constructor_option(monkeypatch):
     assert ops.parallel  # an existing kernel set keeps its setting
     assert cpu.NumbaOps(backend, "float32", parallel=True, parallel_min=0)._par(1)
     assert not cpu.NumbaOps(backend, "float32", parallel=True)._par(10)
+
+
+# -- out= is honoured by every kernel set ---------------------------------------------------------
+@pytest.mark.parametrize("kind", ["reference", "numba"])
+def test_every_kernel_set_writes_into_out(kind):
+    backend = resolve_backend("cpu")
+    ops = ReferenceOps(backend, "float64") if kind == "reference" else cpu.NumbaOps(backend, "float64")
+    r = np.random.default_rng(0)
+    a, w, b = r.normal(size=(4, 3)), r.normal(size=(3, 5)), r.normal(size=5)
+    out = np.empty((4, 5))
+    assert ops.matmul(a, w, out=out) is out
+    np.testing.assert_allclose(out, a @ w)
+    act_out = np.empty((4, 5))
+    z, act = ops.bias_act(out, b, ACTIVATIONS["tanh"], out=act_out)
+    assert act is act_out
+    np.testing.assert_allclose(act_out, np.tanh(a @ w + b))
+    db = np.empty(5)
+    dz, db_ret = ops.act_grad(np.ones((4, 5)), z, act_out, ACTIVATIONS["tanh"], db_out=db)
+    assert db_ret is db
+    np.testing.assert_allclose(db, (1 - act_out**2).sum(axis=0))
+    bg = np.empty(5)
+    assert ops.bias_grad(dz, out=bg) is bg
+    np.testing.assert_allclose(bg, np.asarray(dz).sum(axis=0))

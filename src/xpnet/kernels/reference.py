@@ -2,8 +2,8 @@
 
 This is the specification.  Fused kernel sets (``cpu.py``, ``cuda.py``) subclass it and
 override only the operations they accelerate, for the dtypes they handle, and must give
-the same results.  ``out=`` arguments are hints: the reference ignores them and returns
-new arrays; callers always use the returned array.
+the same results.  Every kernel set writes its result into ``out=`` (``db_out=``) when one is
+given, and returns it; the signatures are those of ``protocol.KernelSet``.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class ReferenceOps:
     # -- allocation ----------------------------------------------------------------
     @property
     def uses_workspace(self) -> bool:
-        """Whether ``out=`` buffers are honoured (then the model preallocates them)."""
-        return False
+        """Whether ``out=`` buffers are honoured: True for every kernel set (kept for compatibility)."""
+        return True
 
     def empty(self, shape):
         return self.backend.zeros(shape, self.dtype)
@@ -108,8 +108,8 @@ class ReferenceOps:
         if self.tf32 and self.backend.kind == "cupy" and a.dtype == self.backend.lib.float32:
             from .cuda import matmul_tf32
 
-            return matmul_tf32(self.backend.lib, a, b)
-        return a @ b
+            return matmul_tf32(self.backend.lib, a, b, out)
+        return _into(out, a @ b)
 
     # -- input checks on the device ----------------------------------------------------
     def count_invalid(self, a, kind: str, n_classes: int = 0):
@@ -130,15 +130,15 @@ class ReferenceOps:
     def bias_act(self, z, b, act, out=None):
         """``z + b`` and its activation; returns ``(pre_activation, activation)``."""
         z = z + b
-        return z, act.forward(self.xp, z)
+        return z, _into(out, act.forward(self.xp, z))
 
     def act_grad(self, g, z, a, act, db_out=None):
         """``dz = g * f'(z)`` and its column sums (the bias gradient of that layer)."""
         dz = g * act.derivative(self.xp, z, a)
-        return dz, self.xp.sum(dz, axis=0)
+        return dz, _into(db_out, self.xp.sum(dz, axis=0))
 
     def bias_grad(self, dz, out=None):
-        return self.xp.sum(dz, axis=0)
+        return _into(out, self.xp.sum(dz, axis=0))
 
     # -- loss ----------------------------------------------------------------------
     def loss(self, loss, logits, targets):
@@ -232,6 +232,14 @@ class ReferenceOps:
         norm, coef = self._norm_and_coef(grads, max_norm)
         grads *= coef
         return norm
+
+
+def _into(out, value):
+    """``value``, written into ``out`` when one is given (then ``out`` is returned)."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
 
 
 def _scaled(g, grad_scale):
