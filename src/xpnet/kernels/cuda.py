@@ -1,7 +1,7 @@
 """Fused GPU kernels (CuPy) for float16 / float32 / float64 arrays on NVIDIA GPUs.
 
 The CUDA code comes from ``cuda_source.py`` (which assembles ``xpnet_kernels.cu`` and the
-activation registry's device functions).  Kernels compile on first use and CuPy caches them
+activations' device functions, ``cuda_source.ACTIVATION_CUDA``).  Kernels compile on first use and CuPy caches them
 on disk (``CUPY_CACHE_DIR``), so ``import xpnet`` never needs a GPU.  Launches per training
 step, besides the matrix products: one per layer for bias + activation, two per hidden layer
 backward (derivative, bias column sums), two for the loss (row kernel, sum), one for the last
@@ -265,7 +265,9 @@ class CupyOps(BufferedOps):
     # -- optimizers: one elementwise kernel per step (cuda_source.OPTIMIZER_KERNELS) ------------------
     def _grad_scale(self, grad_scale):
         """The one-element device array the optimizer kernels read their gradient scale from."""
-        if hasattr(grad_scale, "shape"):  # clip_scale's 0-d array: stays on the device
+        on_device = self.lib.is_device(grad_scale) if getattr(self.lib, "is_emulator", False) else \
+            isinstance(grad_scale, self.lib.ndarray)
+        if on_device:  # clip_scale's 0-d array: stays on the device
             return grad_scale.reshape(1)
         if float(grad_scale) == 1.0:
             return self._one
