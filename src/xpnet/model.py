@@ -193,7 +193,8 @@ class MLP:
             raise ValueError(f"x must be a 2-D batch with {self.n_features} features on the model's device, got "
                              f"shape {tuple(getattr(x, 'shape', ()))}; Trainer.predict takes any input and checks it.")
         ops = ops or self.ops
-        ws = self._buffers(x.shape[0], ops) if tape else _NO_WORKSPACE
+        n = len(self.slots)  # without a tape (prediction): no out= arrays, the kernel set allocates
+        ws = self._buffers(x.shape[0], ops) if tape else {"z": [None] * n, "a": [None] * n}
         inputs, pre, post = [], [], []
         a = x
         last = len(self.slots) - 1
@@ -229,17 +230,4 @@ class MLP:
                 dz, _ = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act, db_out=grad_views[l - 1][1])
 
 
-class _NoWorkspace:
-    """Forward without a tape (prediction): no ``out=`` arrays, every kernel set allocates."""
-
-    def __getitem__(self, key):
-        return _NONE_PER_LAYER
-
-
-class _NonePerLayer:
-    def __getitem__(self, layer):
-        return None
-
-
-_NO_WORKSPACE, _NONE_PER_LAYER = _NoWorkspace(), _NonePerLayer()
 _IDENTITY = get_activation("identity")
