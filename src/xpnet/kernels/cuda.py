@@ -191,16 +191,8 @@ class CupyOps(BufferedOps):
         starts = list(range(0, len(order), batch_size))
 
         def stage(i):
-            slot, start = slots[i % 2], starts[i]
-            m = min(start + batch_size, len(order)) - start
-            slot["copied"].synchronize()  # the pinned buffer's previous copy is done (long since)
-            np.take(X, order[start:start + m], axis=0, out=slot["hx"][:m])
-            np.take(y, order[start:start + m], axis=0, out=slot["hy"][:m])
-            copier.wait_event(slot["used"])  # the device buffer's previous step is done
-            slot["dx"][:m].set(slot["hx"][:m], stream=copier)
-            slot["dy"][:m].set(slot["hy"][:m], stream=copier)
-            slot["copied"].record(copier)
-            self.launches += 2
+            start = starts[i]
+            self._stage_batch(slots[i % 2], copier, X, y, order[start:min(start + batch_size, len(order))])
 
         try:
             stage(0)
@@ -214,6 +206,19 @@ class CupyOps(BufferedOps):
                 slot["used"].record(compute)
         finally:
             copier.synchronize()  # no copy may still be in flight into buffers about to be released
+
+    @counted(2)
+    def _stage_batch(self, slot, copier, X, y, idx) -> None:
+        """Gather rows ``idx`` into the slot's pinned buffers and copy them to its device buffers on
+        ``copier`` (two copies), once the slot's previous step is done."""
+        m = len(idx)
+        slot["copied"].synchronize()  # the pinned buffer's previous copy is done (long since)
+        np.take(X, idx, axis=0, out=slot["hx"][:m])
+        np.take(y, idx, axis=0, out=slot["hy"][:m])
+        copier.wait_event(slot["used"])  # the device buffer's previous step is done
+        slot["dx"][:m].set(slot["hx"][:m], stream=copier)
+        slot["dy"][:m].set(slot["hy"][:m], stream=copier)
+        slot["copied"].record(copier)
 
     @counted(1)
     def bias_act(self, z, b, act, out=None):
