@@ -177,7 +177,8 @@ def test_optimizer_op_takes_a_number_as_grad_scale(emu):
     fused, ref, dev = sets(emu, "float64")
     r = np.random.default_rng(8)
     p0, g = r.normal(size=50), r.normal(size=50)
-    scalars = dict(step_size=0.01, beta1=0.9, beta2=0.999, eps=1e-8, l2=0.01, decay=0.999, bc2_sqrt=0.03, amsgrad=True)
+    scalars = {"step_size": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "l2": 0.01, "decay": 0.999,
+               "bc2_sqrt": 0.03, "amsgrad": True}
     results = []
     for ops in (ref, fused):
         p, bufs = dev(p0.copy()), [dev(np.zeros(50)) for _ in range(3)]

@@ -129,7 +129,7 @@ def test_every_activation_has_a_cuda_form():
 
 
 def test_activations_module_keeps_the_moved_name_with_a_warning():
-    import xpnet.activations as activations
+    from xpnet import activations
 
     with pytest.warns(DeprecationWarning, match="CUDA_PRELUDE moved"):
         assert activations.CUDA_PRELUDE == cuda_source.CUDA_PRELUDE
@@ -147,7 +147,7 @@ def test_importing_the_cpu_kernels_leaves_the_activation_registry_alone():
             "assert before.keys() == after.keys() and all(before[k] is after[k] for k in before)\n"
             "assert all((v.__code__, dict(vars(v))) == funcs[k] for k, v in after.items() if k in funcs)\n"
             "assert not hasattr(cpu, 'PARALLEL'); print('ok')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-3000:]
 
 

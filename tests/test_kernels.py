@@ -204,7 +204,7 @@ VARIANTS = {"activations": list(ACTIVATIONS), "losses": list(LOSSES), "optimizer
 
 def test_every_registered_operation_is_covered():
     assert set(OPTIMIZER_CONFIGS) == set(optim.OPTIMIZERS)
-    assert sorted(sum(OPTIMIZER_OPS.values(), [])) == sorted(optim.OPTIMIZERS)
+    assert sorted(v for names in OPTIMIZER_OPS.values() for v in names) == sorted(optim.OPTIMIZERS)
     assert {op for op, reg in FUSED_OPERATIONS.items() if reg == "optimizers"} == set(OPTIMIZER_OPS)
     for name in FUSED_OPERATIONS:
         assert hasattr(ReferenceOps, name), name

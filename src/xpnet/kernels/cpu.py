@@ -331,7 +331,7 @@ class NumbaOps(BufferedOps):
         # column-sum partials: one row per thread (parallel) or a single row (serial)
         self.chunks = numba.get_num_threads() if self.parallel else 1
 
-    def configured(self, *, tf32: bool) -> "NumbaOps":
+    def configured(self, *, tf32: bool) -> NumbaOps:
         return type(self)(self.backend, self.dtype, tf32=tf32, parallel=self.parallel, parallel_min=self.parallel_min)
 
     def _par(self, work: int) -> bool:

@@ -279,7 +279,7 @@ class CupyOps(BufferedOps):
         self._gscale.fill(float(grad_scale))  # a host number: one small fill
         return self._gscale
 
-    def _optimizer(self, rule, p, g, buffers, grad_scale, scalars) -> None:
+    def _optimizer(self, rule, p, g, buffers, grad_scale, **scalars) -> None:
         spec = src.OPTIMIZER_KERNELS[rule]
         kernel = _elementwise(self.lib, src.optimizer(rule, tuple(b is not None for b in buffers)))
         values = [int(bool(scalars[name])) if kind == "flag" else float(scalars[name]) for name, kind in spec.scalars]
@@ -287,24 +287,23 @@ class CupyOps(BufferedOps):
 
     @counted(1)
     def sgd(self, p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov, first, grad_scale=1.0):
-        self._optimizer("sgd", p, g, (buf,), grad_scale, dict(
-            lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, first=first))
+        self._optimizer("sgd", p, g, (buf,), grad_scale, lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov, first=first)
 
     @counted(1)
     def adagrad(self, p, g, acc, *, lr, weight_decay, eps, grad_scale=1.0):
-        self._optimizer("adagrad", p, g, (acc,), grad_scale, dict(lr=lr, weight_decay=weight_decay, eps=eps))
+        self._optimizer("adagrad", p, g, (acc,), grad_scale, lr=lr, weight_decay=weight_decay, eps=eps)
 
     @counted(1)
     def rmsprop(self, p, g, square_avg, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, centered,
                 grad_scale=1.0):
-        self._optimizer("rmsprop", p, g, (square_avg, grad_avg, buf), grad_scale, dict(
-            lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered))
+        self._optimizer("rmsprop", p, g, (square_avg, grad_avg, buf), grad_scale, lr=lr, alpha=alpha, eps=eps,
+                        weight_decay=weight_decay, momentum=momentum, centered=centered)
 
     @counted(1)
     def adam(self, p, g, m, v, vmax, *, step_size, beta1, beta2, eps, l2, decay, bc2_sqrt, amsgrad, grad_scale=1.0):
-        self._optimizer("adam", p, g, (m, v, vmax), grad_scale, dict(
-            step_size=step_size, beta1=beta1, beta2=beta2, eps=eps, l2=l2, decay=decay, bc2_sqrt=bc2_sqrt,
-            amsgrad=amsgrad))
+        self._optimizer("adam", p, g, (m, v, vmax), grad_scale, step_size=step_size, beta1=beta1, beta2=beta2,
+                        eps=eps, l2=l2, decay=decay, bc2_sqrt=bc2_sqrt, amsgrad=amsgrad)
 
     # -- clipping ----------------------------------------------------------------------------
     @counted(1)

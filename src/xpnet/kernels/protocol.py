@@ -16,7 +16,8 @@ update).
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Protocol, runtime_checkable
+from collections.abc import Iterator
+from typing import Any, Protocol, runtime_checkable
 
 Array = Any  # an array of the kernel set's backend (NumPy, CuPy, any array-API namespace)
 
@@ -30,7 +31,7 @@ class KernelSet(Protocol):
     tf32: bool
     launches: int  # fused kernel launches so far (the reference counts none)
 
-    def configured(self, *, tf32: bool) -> "KernelSet":
+    def configured(self, *, tf32: bool) -> KernelSet:
         """A new kernel set of the same kind, backend and dtype (nothing shared)."""
 
     # -- allocation and data movement ---------------------------------------------------------
