@@ -33,7 +33,7 @@ def main(n: int = 1_863_690, rounds: int = 15, steps: int = 20) -> dict:
     ops, opt = NumbaOps(resolve_backend(), "float32"), Adam(lr=1e-6)
     arrays = [np.zeros(n, np.float32) for _ in range(4)]
     adam = lambda: opt.step(p, g, ops)  # noqa: E731
-    stream = lambda: _stream(n, *arrays)  # noqa: E731
+    stream = lambda: _stream(ops.parallel and n >= ops.parallel_min, *arrays)  # noqa: E731
     times = {"adam": [], "stream": []}
     for fn in (adam, stream):
         fn()

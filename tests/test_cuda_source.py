@@ -67,11 +67,13 @@ def _elementwise_sources():
 
 def _reduction_sources():
     emu = Emulator()
-    for spec in (src.COUNT_NONFINITE, src.COUNT_NOT_PROBABILITY, src.SUM_OF_SQUARES, src.count_bad_labels(10)):
+    for spec in (src.COUNT_NONFINITE, src.COUNT_NOT_PROBABILITY, src.SUM_OF_SQUARES, src.count_bad_labels(10),
+                 src.clip_scale(0.3)):
         for dtype in (["int64"] if spec.name.startswith("xpnet_count_bad") else BINDINGS):
             t, s = (np.dtype(d) for d in BINDINGS.get(dtype, ("int64", "int64")))
-            kernel = emu.ReductionKernel(spec.in_params, spec.out_params, spec.map_expr, "a + b", "y = a", "0",
-                                         spec.name)
+            kernel = emu.ReductionKernel(spec.in_params, spec.out_params, spec.map_expr, "a + b", spec.post_map_expr,
+                                         "0", spec.name,
+                                         preamble=src.cuda_source() + _CUPY_PREAMBLE if spec.preamble else "")
             out = emu.zeros((), s if "S y" in spec.out_params else np.int64)
             yield f"{spec.name}[{dtype}]", codegen.cupy_headers() + kernel.prepare(emu.zeros((1000,), t), out=out)[0]
 
@@ -84,9 +86,10 @@ def test_the_catalogue_covers_every_kernel_and_dtype():
         for dtype in BINDINGS:
             assert f"xpnet_bias_act_{name}[{dtype}]" in SOURCES and f"xpnet_act_grad_{name}[{dtype}]" in SOURCES
     rules = {cls.rule for cls in optim.OPTIMIZERS.values()} - {"adamw"}  # AdamW runs the Adam kernel
-    assert rules == set(src.RULES)
-    for rule, (states, _, _) in src.RULES.items():
-        assert sum(k.startswith(f"xpnet_{rule}_") for k in SOURCES) == 3 * 2 ** len(states)
+    assert rules == set(src.OPTIMIZER_KERNELS)
+    for rule, spec in src.OPTIMIZER_KERNELS.items():
+        assert sum(k.startswith(f"xpnet_{rule}_") for k in SOURCES) == 3 * 2 ** len(spec.buffers)
+    assert all(f"{src.clip_scale(0.3).name}[{dtype}]" in SOURCES for dtype in BINDINGS)
     assert "float16 " in SOURCES["xpnet_bias_act_relu[float16]"] or "float16" in SOURCES["xpnet_bias_act_relu[float16]"]
 
 

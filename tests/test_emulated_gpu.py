@@ -172,6 +172,33 @@ def test_optimizer_update(emu, name, max_norm, dtype):
         close(results[1], results[0].astype(dtype), dtype, scale=1.0, ulps=1024 if dtype != "float16" else 4)
 
 
+def test_optimizer_op_takes_a_number_as_grad_scale(emu):
+    """The op signature on the GPU: arrays, then numbers (a host grad_scale, not clip_scale's array)."""
+    fused, ref, dev = sets(emu, "float64")
+    r = np.random.default_rng(8)
+    p0, g = r.normal(size=50), r.normal(size=50)
+    scalars = {"step_size": 0.01, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "l2": 0.01, "decay": 0.999,
+               "bc2_sqrt": 0.03, "amsgrad": True}
+    results = []
+    for ops in (ref, fused):
+        p, bufs = dev(p0.copy()), [dev(np.zeros(50)) for _ in range(3)]
+        ops.adam(p, dev(g.copy()), *bufs, grad_scale=0.5, **scalars)
+        ops.sgd(p, dev(g.copy()), None, lr=0.1, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
+                first=True, grad_scale=2.0)
+        results.append(host(p))
+    close(results[1], results[0], "float64", scale=1.0, ulps=64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_clip_scale(emu, dtype):
+    fused, ref, dev = sets(emu, dtype)
+    g = np.random.default_rng(6).normal(size=1000).astype(dtype)
+    for max_norm in (0.3, 1e6):
+        sf, sr = fused.clip_scale(dev(g.copy()), max_norm), ref.clip_scale(dev(g.astype(ref.dtype)), max_norm)
+        assert host(sf).shape == ()
+        close(host(sf), host(sr), dtype, ulps=64)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_clip_grad_norm(emu, dtype):
     fused, ref, dev = sets(emu, dtype)

@@ -40,10 +40,7 @@ def _quiet_edge_values():
 
 
 @pytest.fixture(params=list(_fused_kinds()))
-def fused_kind(request, monkeypatch):
-    if request.param == "numba-parallel":
-        monkeypatch.setattr(cpu, "PARALLEL", True)
-        monkeypatch.setattr(cpu, "PARALLEL_MIN", 0)
+def fused_kind(request):
     return request.param
 
 
@@ -56,7 +53,8 @@ def _sets(kind, dtype):
         fused = CupyOps(backend, dtype)
     else:
         backend = resolve_backend("cpu")
-        fused = cpu.NumbaOps(backend, dtype)
+        parallel = kind == "numba-parallel"  # every size runs the parallel variant
+        fused = cpu.NumbaOps(backend, dtype, parallel=parallel, parallel_min=0 if parallel else cpu.PARALLEL_MIN)
     return fused, ReferenceOps(backend, dtype), backend.from_host, xpnet.to_host
 
 
@@ -141,9 +139,12 @@ OPTIMIZER_CONFIGS = {
     "adam": [dict(lr=0.01), dict(lr=0.01, weight_decay=0.01, amsgrad=True)],
     "adamw": [dict(lr=0.01), dict(lr=0.01, amsgrad=True)],
 }
+# Each optimizer operation of the kernel sets, with the optimizers that call it.
+OPTIMIZER_OPS = {"sgd": ["sgd"], "adagrad": ["adagrad"], "rmsprop": ["rmsprop"], "adam": ["adam", "adamw"]}
 
 
-def case_optimizer_update(kind, dtype, variant, shape):
+def _optimizer_case(kind, dtype, variant, shape):
+    """``variant`` (an optimizer) through its kernel operation, 4 steps, with and without clipping."""
     fused, ref, dev, host = _sets(kind, dtype)
     n = shape[0] * shape[1]
     r = np.random.default_rng(5)
@@ -156,11 +157,36 @@ def case_optimizer_update(kind, dtype, variant, shape):
                 opt = optim.OPTIMIZERS[variant](**kwargs)
                 p = dev(p0.copy())
                 for g in grads:
-                    opt.step(p, dev(g.copy()), ops, max_norm)
+                    g = dev(g.copy())
+                    opt.step(p, g, ops, max_norm)
                 results.append(host(p))
             # centered RMSprop's sqrt(s - ga^2) cancels: a few ulp differences become ~1e-13
             tol = dict(rtol=1e-12, atol=1e-15) if dtype == "float64" else dict(rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(results[1], results[0], err_msg=f"{variant} {kwargs} {max_norm}", **tol)
+
+
+def _optimizer_op_case(op):
+    def case(kind, dtype, variant, shape):
+        if variant not in OPTIMIZER_OPS[op]:
+            pytest.skip(f"{variant} does not run ops.{op}")
+        _optimizer_case(kind, dtype, variant, shape)
+
+    return case
+
+
+case_sgd, case_adagrad, case_rmsprop, case_adam = (_optimizer_op_case(op) for op in ("sgd", "adagrad", "rmsprop",
+                                                                                    "adam"))
+
+
+def case_clip_scale(kind, dtype, variant, shape):
+    fused, ref, dev, host = _sets(kind, dtype)
+    g = np.random.default_rng(6).normal(size=shape[0] * shape[1]).astype(dtype)
+    for max_norm in (0.3, 1e6):
+        gd = dev(g.copy())
+        sr, sf = ref.clip_scale(gd, max_norm), fused.clip_scale(gd, max_norm)
+        np.testing.assert_allclose(float(host(np.asarray(sf))), float(host(sr)), rtol=1e-5 if dtype == "float32"
+                                   else 1e-12)
+        np.testing.assert_array_equal(host(gd), g)  # the gradients are only read
 
 
 def case_clip_grad_norm(kind, dtype, variant, shape):
@@ -178,12 +204,15 @@ VARIANTS = {"activations": list(ACTIVATIONS), "losses": list(LOSSES), "optimizer
 
 def test_every_registered_operation_is_covered():
     assert set(OPTIMIZER_CONFIGS) == set(optim.OPTIMIZERS)
+    assert sorted(v for names in OPTIMIZER_OPS.values() for v in names) == sorted(optim.OPTIMIZERS)
+    assert {op for op, reg in FUSED_OPERATIONS.items() if reg == "optimizers"} == set(OPTIMIZER_OPS)
     for name in FUSED_OPERATIONS:
         assert hasattr(ReferenceOps, name), name
         assert getattr(cpu.NumbaOps, name) is not getattr(ReferenceOps, name), f"NumbaOps does not fuse {name}"
 
 
-PARAMS = [pytest.param(op, v, id=f"{op}-{v}") for op, reg in FUSED_OPERATIONS.items() for v in VARIANTS[reg]]
+PARAMS = [pytest.param(op, v, id=f"{op}-{v}") for op, reg in FUSED_OPERATIONS.items() for v in VARIANTS[reg]
+          if reg != "optimizers" or v in OPTIMIZER_OPS[op]]
 
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")

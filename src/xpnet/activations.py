@@ -1,15 +1,16 @@
-"""Activations: ONE registry; each entry is the activation in three forms that must agree.
+"""Activations: ONE registry; each entry is the activation in two forms that must agree.
 
 * ``forward(xp, z)`` / ``derivative(xp, z, a)``: array-API reference math, the specification.
 * ``scalar``: the same math on one Python float (``math`` module), compiled by Numba into the
-  fused CPU kernels.
-* ``cuda``: bodies of two CUDA device functions of the compute type ``C`` (arguments ``z``,
-  and ``z, a`` for the derivative), compiled by CuPy into the fused GPU kernels.
+  fused CPU kernels (``xpnet.kernels.cpu`` builds its own compiled table from it).
+
+The CUDA form of each activation (two device-function bodies) lives with the rest of the GPU
+code, in ``xpnet.kernels.cuda_source.ACTIVATION_CUDA``; a test checks every activation has one.
 
 ``a`` is the activation output, ``z`` the pre-activation; a derivative uses whichever is cheaper
 and more stable.  Every form is stable for large ``|z|`` (no overflow, no inf * 0), and NaN
-propagates.  Adding an activation means adding one entry here; the tests compare all three
-forms with each other and with torch.
+propagates.  Adding an activation means adding one entry here and its CUDA bodies there; the
+tests compare all forms with each other and with torch.
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ class Activation:
     derivative: Callable  # (xp, z, a) -> da/dz
     init: str  # default initialiser family that fits this activation: "he", "xavier" or "lecun"
     scalar: tuple[Callable, Callable]  # (z) -> a, (z, a) -> da/dz on Python floats
-    cuda: tuple[str, str]  # CUDA device-function bodies: forward(C z), derivative(C z, C a)
+    # Deprecated: CUDA bodies belong in xpnet.kernels.cuda_source.ACTIVATION_CUDA (used only for an
+    # activation that has no entry there).
+    cuda: tuple[str, str] | None = None
 
 
 # -- shared pieces ----------------------------------------------------------------------------
@@ -46,15 +49,6 @@ def _sigmoid(xp, z):
 def sigmoid_scalar(z):
     e = math.exp(-abs(z))
     return 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
-
-
-# CUDA helpers every activation body may call (prepended to the kernel sources).
-CUDA_PRELUDE = r"""
-template <typename C> __device__ __forceinline__ C xpnet_sigmoid(C z) {
-    C e = exp(-fabs(z));
-    return z >= C(0) ? C(1) / (C(1) + e) : e / (C(1) + e);
-}
-"""
 
 
 # -- gelu (tanh approximation) ----------------------------------------------------------------
@@ -95,18 +89,6 @@ def _gelu_ds(z, a):
     return s + (2.0 * GELU_K) * z * s * s_neg * (1.0 + 3.0 * GELU_C * z * z)
 
 
-_GELU_CUDA = (
-    f"""if (z > C({GELU_CLAMP})) return z;
-    if (z < C(-{GELU_CLAMP})) return C(0);
-    return z * xpnet_sigmoid<C>(C({2 * GELU_K!r}) * (z + C({GELU_C}) * z * z * z));""",
-    f"""if (z > C({GELU_CLAMP})) return C(1);
-    if (z < C(-{GELU_CLAMP})) return C(0);
-    C u2 = C({2 * GELU_K!r}) * (z + C({GELU_C}) * z * z * z);
-    C s = xpnet_sigmoid<C>(u2), s_neg = xpnet_sigmoid<C>(-u2);
-    return s + C({2 * GELU_K!r}) * z * s * s_neg * (C(1) + C({3 * GELU_C!r}) * z * z);""",
-)
-
-
 # -- softplus ---------------------------------------------------------------------------------
 def _softplus(xp, z):
     # torch's definition: linear above the threshold; the stable log1p form below it.
@@ -130,7 +112,6 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z, a: xp.ones_like(z),
             "xavier",
             scalar=(lambda z: z, lambda z, a: 1.0),
-            cuda=("return z;", "return C(1);"),
         ),
         Activation(
             "relu",
@@ -138,7 +119,6 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z, a: xp.astype(z > 0, z.dtype),
             "he",
             scalar=(lambda z: z if (z > 0.0 or z != z) else 0.0, lambda z, a: 1.0 if z > 0.0 else 0.0),
-            cuda=("return (z > C(0) || z != z) ? z : C(0);", "return z > C(0) ? C(1) : C(0);"),
         ),
         Activation(
             "leaky_relu",
@@ -146,7 +126,6 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z, a: xp.where(z > 0, xp.ones_like(z), xp.full_like(z, LEAKY_SLOPE)),
             "he",
             scalar=(lambda z: z if z > 0.0 else LEAKY_SLOPE * z, lambda z, a: 1.0 if z > 0.0 else LEAKY_SLOPE),
-            cuda=(f"return z > C(0) ? z : C({LEAKY_SLOPE}) * z;", f"return z > C(0) ? C(1) : C({LEAKY_SLOPE});"),
         ),
         Activation(
             "sigmoid",
@@ -154,7 +133,6 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z, a: a * (1.0 - a),
             "xavier",
             scalar=(sigmoid_scalar, lambda z, a: a * (1.0 - a)),
-            cuda=("return xpnet_sigmoid<C>(z);", "return a * (C(1) - a);"),
         ),
         Activation(
             "tanh",
@@ -162,16 +140,14 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z, a: 1.0 - a * a,
             "xavier",
             scalar=(lambda z: math.tanh(z), lambda z, a: 1.0 - a * a),
-            cuda=("return tanh(z);", "return C(1) - a * a;"),
         ),
-        Activation("gelu", _gelu, _gelu_derivative, "he", scalar=(_gelu_s, _gelu_ds), cuda=_GELU_CUDA),
+        Activation("gelu", _gelu, _gelu_derivative, "he", scalar=(_gelu_s, _gelu_ds)),
         Activation(
             "silu",
             lambda xp, z: z * _sigmoid(xp, z),
             lambda xp, z, a: _sigmoid(xp, z) * (1.0 + z * (1.0 - _sigmoid(xp, z))),
             "he",
             scalar=(lambda z: z * sigmoid_scalar(z), lambda z, a: sigmoid_scalar(z) * (1.0 + z * (1.0 - sigmoid_scalar(z)))),
-            cuda=("return z * xpnet_sigmoid<C>(z);", "C s = xpnet_sigmoid<C>(z); return s * (C(1) + z * (C(1) - s));"),
         ),
         Activation(
             "elu",
@@ -180,7 +156,6 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z, a: xp.where(z > 0, xp.ones_like(z), a + 1.0),
             "he",
             scalar=(lambda z: z if z > 0.0 else math.expm1(z), lambda z, a: 1.0 if z > 0.0 else a + 1.0),
-            cuda=("return z > C(0) ? z : expm1(z);", "return z > C(0) ? C(1) : a + C(1);"),
         ),
         Activation(
             "softplus",
@@ -188,8 +163,6 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z, a: xp.where(z > SOFTPLUS_THRESHOLD, xp.ones_like(z), _sigmoid(xp, z)),
             "he",
             scalar=(_softplus_s, lambda z, a: 1.0 if z > SOFTPLUS_THRESHOLD else sigmoid_scalar(z)),
-            cuda=(f"return z > C({SOFTPLUS_THRESHOLD}) ? z : (z > C(0) ? z : C(0)) + log1p(exp(-fabs(z)));",
-                  f"return z > C({SOFTPLUS_THRESHOLD}) ? C(1) : xpnet_sigmoid<C>(z);"),
         ),
     ]
 }
@@ -200,3 +173,15 @@ def get_activation(name: str) -> Activation:
     if not isinstance(name, str) or name not in ACTIVATIONS:
         raise ValueError(f"activation={name!r} is unknown: use one of {', '.join(ACTIVATIONS)}.")
     return ACTIVATIONS[name]
+
+
+def __getattr__(name):  # deprecated module attributes, moved to the CUDA kernel module
+    if name == "CUDA_PRELUDE":
+        import warnings
+
+        from .kernels.cuda_source import CUDA_PRELUDE
+
+        warnings.warn("xpnet.activations.CUDA_PRELUDE moved to xpnet.kernels.cuda_source.CUDA_PRELUDE",
+                      DeprecationWarning, stacklevel=2)
+        return CUDA_PRELUDE
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -172,12 +172,10 @@ class MLP:
 
     # -- forward and backward ------------------------------------------------------------
     def _buffers(self, batch: int, ops) -> dict:
-        """Workspaces for one batch size and kernel set, allocated once and reused (fused kernels only).
+        """Workspaces for one batch size and dtype, allocated once and reused by every kernel set.
 
         Two shapes per dtype are kept: the full batch and an epoch's shorter last batch.
         """
-        if not ops.uses_workspace:
-            return {"z": [None] * len(self.slots), "a": [None] * len(self.slots), "d": [None] * len(self.slots)}
         key = (batch, ops.dtype)
         ws = self._workspace.get(key)
         if ws is None:
@@ -201,18 +199,17 @@ class MLP:
         if getattr(x, "ndim", None) != 2 or x.shape[1] != self.n_features:  # shapes only: free, never a sync
             raise ValueError(f"x must be a 2-D batch with {self.n_features} features on the model's device, got "
                              f"shape {tuple(getattr(x, 'shape', ()))}; Trainer.predict takes any input and checks it.")
-        ops, act = ops or self.ops, self.activation
-        ws = self._buffers(x.shape[0], ops) if tape else None
+        ops = ops or self.ops
+        n = len(self.slots)  # without a tape (prediction): no out= arrays, the kernel set allocates
+        ws = self._buffers(x.shape[0], ops) if tape else {"z": [None] * n, "a": [None] * n}
         inputs, pre, post = [], [], []
         a = x
         last = len(self.slots) - 1
         for l, (W, b) in enumerate(self.layer_views(self.params if params is None else params)):
+            act = self.activation if l < last else _IDENTITY  # the output layer is linear
             inputs.append(a)
-            z = ops.matmul(a, W, out=ws["z"][l] if ws else None)
-            if l == last:
-                z, a = ops.bias_act(z, b, _IDENTITY)
-            else:
-                z, a = ops.bias_act(z, b, act, out=ws["a"][l] if ws else None)
+            z = ops.matmul(a, W, out=ws["z"][l])  # z_l = a_{l-1} @ W_l
+            z, a = ops.bias_act(z, b, act, out=ws["a"][l])  # z_l += b_l;  a_l = f(z_l)
             pre.append(z)
             post.append(a)
         return (a, Tape(inputs, pre, post)) if tape else a
@@ -225,24 +222,19 @@ class MLP:
         transposed weights of the layer it came through, and every gradient lands in the
         flat buffer the optimizer reads.
         """
-        ops, act, xp = ops or self.ops, self.activation, self.backend.xp
-        params = self.params if params is None else params
-        grads = self.grads if grads is None else grads
-        ws = self._buffers(dlogits.shape[0], ops) if ops.uses_workspace else None
-        weights = self.layer_views(params)
-        grad_views = self.layer_views(grads) if ws else [(None, None)] * len(self.slots)
+        ops, act = ops or self.ops, self.activation
+        ws = self._buffers(dlogits.shape[0], ops)
+        weights = self.layer_views(self.params if params is None else params)
+        grad_views = self.layer_views(self.grads if grads is None else grads)
         last = len(self.slots) - 1
-        dz, db = dlogits, ops.bias_grad(dlogits, out=grad_views[last][1])
+        dz = dlogits
+        ops.bias_grad(dz, out=grad_views[last][1])  # db_L = sum_rows dz_L
         for l in range(last, -1, -1):
-            s, (gW, gb) = self.slots[l], grad_views[l]
-            dW = ops.matmul(tape.inputs[l].T, dz, out=gW)
-            if dW is not gW:  # the reference returns new arrays: store them in the flat buffer
-                grads[s.w_start:s.b_start] = xp.reshape(dW, (-1,))
-                grads[s.b_start:s.end] = db
+            ops.matmul(tape.inputs[l].T, dz, out=grad_views[l][0])  # dW_l = a_{l-1}^T @ dz_l
             if l > 0:
-                da = ops.matmul(dz, weights[l][0].T, out=ws["d"][l] if ws else None)
-                # dz_{l-1} and, in the same pass, its column sums: layer l-1's bias gradient
-                dz, db = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act, db_out=grad_views[l - 1][1])
+                da = ops.matmul(dz, weights[l][0].T, out=ws["d"][l])  # dL/da_{l-1} = dz_l @ W_l^T
+                # dz_{l-1} = da * f'(z_{l-1}) and, in the same pass, db_{l-1} = sum_rows dz_{l-1}
+                dz, _ = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act, db_out=grad_views[l - 1][1])
 
 
 _IDENTITY = get_activation("identity")

@@ -4,13 +4,17 @@ Names, defaults and update rules follow ``torch.optim`` exactly (single-tensor, 
 ``maximize`` variants), so the same hyperparameters give the same weights step for step.
 Each optimizer keeps its state (momentum, moments, ...) as flat buffers shaped like the
 flat parameter buffer; one update touches everything at once, so a fused kernel can do
-the whole step in a single pass.  The update math here is the reference; the kernel
-layer may substitute a fused version with the same result (see ``xpnet.kernels``).
+the whole step in a single pass.  Each optimizer computes its host-side scalars (bias
+corrections, decayed rates) and calls ONE operation of the kernel set -- ``ops.sgd``,
+``ops.adagrad``, ``ops.rmsprop`` or ``ops.adam`` -- whose signature is the same on every
+kernel set (``xpnet.kernels.protocol.KernelSet``); the reference math is in
+``xpnet.kernels.reference``.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 from .lr_scheduler import (  # noqa: F401  (re-exported: xpnet.optim.StepLR, ...)
     CosineAnnealingLR,
@@ -39,7 +43,8 @@ def _betas(betas) -> tuple[float, float]:
 class Optimizer:
     """Base class: holds hyperparameters, the step count and flat state buffers.
 
-    Subclasses define ``rule`` (the kernel name), ``state_names`` and ``_reference``.
+    Subclasses define ``rule`` (the update rule's name), ``state_names`` and ``_update``,
+    which calls one kernel operation (``ops.adam``, ...) with this step's scalars.
     Hyperparameters are plain Python floats so NumPy never promotes float32 to float64.
     """
 
@@ -70,7 +75,19 @@ class Optimizer:
         if not self.state:
             self.state = {name: self._initial_state(name, params, ops) for name in self.state_names}
         self.step_count += 1
-        ops.optimizer_update(self, params, grads, self.state, self.scalars(), max_norm)
+        grad_scale = 1.0 if max_norm is None else ops.clip_scale(grads, float(max_norm))
+        self._update(ops, params, grads, grad_scale)
+
+    def _update(self, ops, params, grads, grad_scale) -> None:
+        """One call of this optimizer's kernel operation (``ops.<rule>``) over the flat buffers."""
+        if type(self)._reference is not Optimizer._reference:  # a subclass of the old interface
+            warnings.warn(f"{type(self).__name__}._reference is deprecated: override _update and call one kernel "
+                          "operation (see CONTRIBUTING.md, 'Adding an optimizer').", DeprecationWarning, stacklevel=3)
+            if not (isinstance(grad_scale, (int, float)) and grad_scale == 1.0):
+                grads = grads * grad_scale
+            self._reference(ops.xp, params, grads, self.state, self.scalars())
+            return
+        raise NotImplementedError(f"{type(self).__name__} defines no _update")
 
     def scalars(self) -> dict[str, float]:
         """Host-side scalars of this step (bias corrections folded in), fed to the kernel."""
@@ -79,7 +96,7 @@ class Optimizer:
     def _initial_state(self, name, params, ops):
         return ops.state_like(params)
 
-    def _reference(self, xp, p, g, state, s) -> None:  # pragma: no cover - abstract
+    def _reference(self, xp, p, g, state, s) -> None:  # deprecated extension point (see _update)
         raise NotImplementedError
 
     # -- checkpointing ------------------------------------------------------------
@@ -146,18 +163,11 @@ class SGD(Optimizer):
                          weight_decay=_nonneg("weight_decay", weight_decay), nesterov=nesterov)
         self.state_names = ("momentum_buffer",) if momentum else ()
 
-    def _reference(self, xp, p, g, state, s):
-        if s["weight_decay"]:
-            g = g + s["weight_decay"] * p
-        if s["momentum"]:
-            buf = state["momentum_buffer"]
-            if s["step"] == 1.0:  # torch initialises the buffer with the first gradient
-                buf[...] = g
-            else:
-                buf *= s["momentum"]
-                buf += (1.0 - s["dampening"]) * g
-            g = g + s["momentum"] * buf if s["nesterov"] else buf
-        p -= s["lr"] * g
+    def _update(self, ops, p, g, grad_scale):
+        h = self.hparams
+        ops.sgd(p, g, self.state.get("momentum_buffer"), lr=self.lr, momentum=h["momentum"],
+                dampening=h["dampening"], weight_decay=h["weight_decay"], nesterov=h["nesterov"],
+                first=self.step_count == 1, grad_scale=grad_scale)
 
 
 class Adagrad(Optimizer):
@@ -182,11 +192,10 @@ class Adagrad(Optimizer):
         s["clr"] = self.lr / (1.0 + (self.step_count - 1) * s["lr_decay"])
         return s
 
-    def _reference(self, xp, p, g, state, s):
-        if s["weight_decay"]:
-            g = g + s["weight_decay"] * p
-        state["sum"] += g * g
-        p -= s["clr"] * (g / (xp.sqrt(state["sum"]) + s["eps"]))
+    def _update(self, ops, p, g, grad_scale):
+        s = self.scalars()
+        ops.adagrad(p, g, self.state["sum"], lr=s["clr"], weight_decay=s["weight_decay"], eps=s["eps"],
+                    grad_scale=grad_scale)
 
 
 class RMSprop(Optimizer):
@@ -201,25 +210,11 @@ class RMSprop(Optimizer):
                          centered=check_bool("centered", centered))
         self.state_names = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if momentum else ())
 
-    def _reference(self, xp, p, g, state, s):
-        if s["weight_decay"]:
-            g = g + s["weight_decay"] * p
-        sq = state["square_avg"]
-        sq *= s["alpha"]
-        sq += (1.0 - s["alpha"]) * (g * g)
-        if s["centered"]:
-            ga = state["grad_avg"]
-            ga += (1.0 - s["alpha"]) * (g - ga)  # torch: grad_avg.lerp_(grad, 1 - alpha)
-            avg = xp.sqrt(sq - ga * ga) + s["eps"]
-        else:
-            avg = xp.sqrt(sq) + s["eps"]
-        if s["momentum"]:
-            buf = state["momentum_buffer"]
-            buf *= s["momentum"]
-            buf += g / avg
-            p -= s["lr"] * buf
-        else:
-            p -= s["lr"] * (g / avg)
+    def _update(self, ops, p, g, grad_scale):
+        h, st = self.hparams, self.state
+        ops.rmsprop(p, g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"), lr=self.lr,
+                    alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"], momentum=h["momentum"],
+                    centered=h["centered"], grad_scale=grad_scale)
 
 
 class Adam(Optimizer):
@@ -248,20 +243,12 @@ class Adam(Optimizer):
         s["decay_factor"] = 1.0 - self.lr * s["weight_decay"] if self.decoupled else 1.0
         return s
 
-    def _reference(self, xp, p, g, state, s):
-        if self.decoupled:
-            p *= s["decay_factor"]
-        elif s["weight_decay"]:
-            g = g + s["weight_decay"] * p
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1.0 - s["beta1"]) * (g - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
-        v *= s["beta2"]
-        v += (1.0 - s["beta2"]) * (g * g)
-        if s["amsgrad"]:
-            vmax = state["max_exp_avg_sq"]
-            vmax[...] = xp.maximum(vmax, v)
-            v = vmax
-        p -= s["step_size"] * (m / (xp.sqrt(v) / s["bias_correction2_sqrt"] + s["eps"]))
+    def _update(self, ops, p, g, grad_scale):
+        s, st = self.scalars(), self.state
+        ops.adam(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"), step_size=s["step_size"],
+                 beta1=s["beta1"], beta2=s["beta2"], eps=s["eps"], l2=0.0 if self.decoupled else s["weight_decay"],
+                 decay=s["decay_factor"], bc2_sqrt=s["bias_correction2_sqrt"], amsgrad=s["amsgrad"],
+                 grad_scale=grad_scale)
 
 
 class AdamW(Adam):

@@ -38,7 +38,11 @@ FUSED_OPERATIONS = {
     "act_grad": "activations",
     "bias_grad": None,
     "loss": "losses",
-    "optimizer_update": "optimizers",
+    "sgd": "optimizers",
+    "adagrad": "optimizers",
+    "rmsprop": "optimizers",
+    "adam": "optimizers",  # Adam and AdamW (decoupled decay)
+    "clip_scale": None,
     "clip_grad_norm": None,
 }
 

@@ -8,8 +8,9 @@ flat parameter buffer.  Kernels are compiled lazily on first use and cached on d
 from the ``scalar`` form in ``xpnet.activations`` -- the same registry as the reference.
 
 Every kernel is written once with ``prange`` and compiled in two variants: serial (the
-default) and ``parallel=True`` (used for arrays of at least ``PARALLEL_MIN`` elements when
-``XPNET_CPU_PARALLEL=1``).  Why serial by default, measured on the 2-core reference machine
+default) and ``parallel=True`` (used for arrays of at least ``parallel_min`` elements by a
+``NumbaOps(..., parallel=True)``; ``parallel`` defaults to ``XPNET_CPU_PARALLEL=1`` in the
+environment when the kernel set is built).  Why serial by default, measured on the 2-core reference machine
 (docs/performance.md): the serial kernels vectorise (``error_model="numpy"``) and already
 saturate memory bandwidth -- the fused Adam step over 1.9 M parameters takes the same time
 serial or parallel -- while a parallel launch costs 20-90 us and, with Numba's OpenMP layer,
@@ -20,25 +21,44 @@ from __future__ import annotations
 
 import math
 import os
+import types
 
 import numba
 import numpy as np
 from numba import njit, prange
-from numba.extending import register_jitable
 
-from .. import activations
 from ..activations import get_activation
 from ..losses import labels_outside_message
-from .buffered import BufferedOps
-
-# Plain-Python helpers that the activations' scalar forms call: make them callable from jitted code.
-register_jitable(activations.sigmoid_scalar)
+from .buffered import BufferedOps, counted
 
 _JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no checks, vectorises
-PARALLEL = os.environ.get("XPNET_CPU_PARALLEL", "0") == "1"
-PARALLEL_MIN = 1 << 18  # elements; below this a thread launch costs more than it saves
-_compiled: dict[tuple[str, str], object] = {}
+PARALLEL_MIN = 1 << 18  # elements; below this a thread launch costs more than it saves (the default)
+_compiled: dict[tuple[str, str], object] = {}  # compiled-kernel caches (never configuration)
+_scalar_jit: dict[object, object] = {}
 _IDENTITY = get_activation("identity")
+
+
+def parallel_from_env() -> bool:
+    """``XPNET_CPU_PARALLEL=1``: the default of ``NumbaOps(parallel=...)``, read when a kernel set is built."""
+    return os.environ.get("XPNET_CPU_PARALLEL", "0") == "1"
+
+
+def jit_scalar(fn):
+    """``fn`` (a registry's scalar form) compiled for use inside the kernels.
+
+    The plain-Python helpers it calls from its own module (``sigmoid_scalar``, ...) are compiled
+    the same way and bound into a copy of its globals: nothing in the registry's module changes.
+    """
+    jitted = _scalar_jit.get(fn)
+    if jitted is None:
+        scope = dict(fn.__globals__)
+        for name in fn.__code__.co_names:
+            helper = scope.get(name)
+            if isinstance(helper, types.FunctionType) and helper.__module__ == fn.__module__:
+                scope[name] = jit_scalar(helper)
+        clone = types.FunctionType(fn.__code__, scope, fn.__name__, fn.__defaults__, fn.__closure__)
+        jitted = _scalar_jit[fn] = njit(inline="always")(clone)
+    return jitted
 
 
 class _Kernel:
@@ -48,8 +68,8 @@ class _Kernel:
         self.py_func = py_func
         self._serial = self._parallel = None
 
-    def __call__(self, work: int, *args):
-        if PARALLEL and work >= PARALLEL_MIN:
+    def __call__(self, parallel: bool, *args):
+        if parallel:
             if self._parallel is None:
                 self._parallel = njit(parallel=True, **_JIT)(self.py_func)
             return self._parallel(*args)
@@ -74,7 +94,7 @@ def _sum_partials(partial, db):
 
 # -- layer kernels (one per activation, built from the registry) -------------------------------
 def _bias_act_kernel(act):
-    f = njit(inline="always")(act.scalar[0])
+    f = jit_scalar(act.scalar[0])
 
     @kernel
     def bias_act(z, b, a):
@@ -89,7 +109,7 @@ def _bias_act_kernel(act):
 
 
 def _act_grad_kernel(act):
-    d = njit(inline="always")(act.scalar[1])
+    d = jit_scalar(act.scalar[1])
 
     @kernel
     def act_grad(g, z, a, partial, db):
@@ -294,41 +314,56 @@ _LOSS_KERNELS = {"mse": _elementwise_loss_kernel(_mse_term), "bce": _elementwise
 
 
 class NumbaOps(BufferedOps):
-    """Fused CPU kernel set; everything else is inherited from the reference."""
+    """Fused CPU kernel set; everything else is inherited from the reference.
+
+    ``parallel`` (default: ``XPNET_CPU_PARALLEL=1`` in the environment, read here) runs kernels over
+    at least ``parallel_min`` elements in their ``parallel=True`` variant.  Both are fixed for
+    this kernel set.
+    """
 
     name = "numba"
     lib = np
 
-    def __init__(self, backend, dtype, tf32=False):
+    def __init__(self, backend, dtype, tf32=False, *, parallel: bool | None = None, parallel_min: int = PARALLEL_MIN):
         super().__init__(backend, dtype, tf32=tf32)
+        self.parallel = parallel_from_env() if parallel is None else bool(parallel)
+        self.parallel_min = int(parallel_min)
         # column-sum partials: one row per thread (parallel) or a single row (serial)
-        self.chunks = numba.get_num_threads() if PARALLEL else 1
+        self.chunks = numba.get_num_threads() if self.parallel else 1
 
+    def configured(self, *, tf32: bool) -> NumbaOps:
+        return type(self)(self.backend, self.dtype, tf32=tf32, parallel=self.parallel, parallel_min=self.parallel_min)
+
+    def _par(self, work: int) -> bool:
+        """Whether a kernel over ``work`` elements runs its parallel variant."""
+        return self.parallel and work >= self.parallel_min
+
+    @counted(2)
     def unscale_into(self, grads16, grads, inv_scale):
         # Numba has no float16 on the CPU: widen with NumPy into the float32 buffer, then one pass
         np.copyto(grads, grads16, casting="unsafe")
-        found = _unscale(grads.size, grads, grads.dtype.type(inv_scale))
-        self.launches += 2
+        found = _unscale(self._par(grads.size), grads, grads.dtype.type(inv_scale))
         return bool(found)
 
+    @counted(1)
     def bias_act(self, z, b, act, out=None):
         if out is None:
             out = z if act.name == "identity" else np.empty_like(z)
-        _kernel("bias_act", act)(z.size, z, b, out)
-        self.launches += 1
+        _kernel("bias_act", act)(self._par(z.size), z, b, out)
         return z, out
 
+    @counted(1)
     def act_grad(self, g, z, a, act, db_out=None):
         db = np.empty(g.shape[1], dtype=g.dtype) if db_out is None else db_out
         partial = self._buf(("partial", g.shape[1]), (self.chunks, g.shape[1]), np.float64)
-        _kernel("act_grad", act)(g.size, g, z, a, partial, db)
-        self.launches += 1
+        _kernel("act_grad", act)(self._par(g.size), g, z, a, partial, db)
         return g, db
 
     def bias_grad(self, dz, out=None):
         # the linear output layer: the derivative pass of the identity (dz * 1, exact) gives its column sums
         return self.act_grad(dz, dz, dz, _IDENTITY, db_out=out)[1]
 
+    @counted(1)
     def loss(self, loss, logits, targets):
         rows = logits.shape[0]
         grad = self._buf("dlogits", logits.shape)
@@ -337,41 +372,47 @@ class NumbaOps(BufferedOps):
             kernel = _cross_entropy_labels if targets.ndim == 1 else _cross_entropy_dense
         else:
             kernel = _LOSS_KERNELS[loss.name]
-        bad = kernel(logits.size, logits, targets, grad, row_loss)
-        self.launches += 1
+        bad = kernel(self._par(logits.size), logits, targets, grad, row_loss)
         if bad:
             raise ValueError(labels_outside_message(bad, logits.shape[1]))
         denom = rows if loss.name == "cross_entropy" else logits.size
         return np.asarray(row_loss.sum() / denom, dtype=logits.dtype), grad
 
-    def optimizer_update(self, optimizer, params, grads, state, s, max_norm=None):
-        t = params.dtype.type  # scalars in the parameters' dtype: no float64 promotion in float32 loops
-        gscale = t(1.0)
-        if max_norm is not None:  # global-norm clipping folded into the update as a gradient scale
-            norm = math.sqrt(_sum_of_squares(grads.size, grads))
-            self.launches += 1
-            gscale = t(min(max_norm / (norm + 1e-6), 1.0))
-        rule, n = optimizer.rule, params.size
-        if rule == "sgd":
-            _sgd(n, params, grads, state.get("momentum_buffer", params), t(s["lr"]), t(s["momentum"]),
-                 t(1.0 - s["dampening"]), t(s["weight_decay"]), s["nesterov"], s["step"] == 1.0, gscale)
-        elif rule == "adagrad":
-            _adagrad(n, params, grads, state["sum"], t(s["clr"]), t(s["weight_decay"]), t(s["eps"]), gscale)
-        elif rule == "rmsprop":
-            _rmsprop(n, params, grads, state["square_avg"], state.get("grad_avg", params),
-                     state.get("momentum_buffer", params), t(s["lr"]), t(s["alpha"]), t(1.0 - s["alpha"]),
-                     t(s["eps"]), t(s["weight_decay"]), t(s["momentum"]), s["centered"], gscale)
-        elif rule in ("adam", "adamw"):
-            l2 = 0.0 if optimizer.decoupled else s["weight_decay"]
-            _adam(n, params, grads, state["exp_avg"], state["exp_avg_sq"], state.get("max_exp_avg_sq", params),
-                  t(s["step_size"]), t(1.0 - s["beta1"]), t(s["beta2"]), t(1.0 - s["beta2"]), t(s["eps"]), t(l2),
-                  t(s["decay_factor"]), t(s["bias_correction2_sqrt"]), s["amsgrad"], gscale)
-        else:  # an optimizer without a fused kernel: the reference is always right
-            super().optimizer_update(optimizer, params, grads, state, s, max_norm)
-            return
-        self.launches += 1
+    # -- optimizers: scalars in the parameters' dtype (no float64 promotion in float32 loops) -----
+    # A buffer an option does not use (None) is passed as ``p``: the kernel never touches it.
+    @counted(1)
+    def sgd(self, p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov, first, grad_scale=1.0):
+        t = p.dtype.type
+        _sgd(self._par(p.size), p, g, p if buf is None else buf, t(lr), t(momentum), t(1.0 - dampening),
+             t(weight_decay), bool(nesterov), bool(first), t(grad_scale))
+
+    @counted(1)
+    def adagrad(self, p, g, acc, *, lr, weight_decay, eps, grad_scale=1.0):
+        t = p.dtype.type
+        _adagrad(self._par(p.size), p, g, acc, t(lr), t(weight_decay), t(eps), t(grad_scale))
+
+    @counted(1)
+    def rmsprop(self, p, g, square_avg, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, centered,
+                grad_scale=1.0):
+        t = p.dtype.type
+        _rmsprop(self._par(p.size), p, g, square_avg, p if grad_avg is None else grad_avg, p if buf is None else buf,
+                 t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum), bool(centered), t(grad_scale))
+
+    @counted(1)
+    def adam(self, p, g, m, v, vmax, *, step_size, beta1, beta2, eps, l2, decay, bc2_sqrt, amsgrad, grad_scale=1.0):
+        t = p.dtype.type
+        _adam(self._par(p.size), p, g, m, v, p if vmax is None else vmax, t(step_size), t(1.0 - beta1), t(beta2),
+              t(1.0 - beta2), t(eps), t(l2), t(decay), t(bc2_sqrt), bool(amsgrad), t(grad_scale))
+
+    # -- clipping -----------------------------------------------------------------------------
+    def _norm(self, grads) -> float:
+        return math.sqrt(_sum_of_squares(self._par(grads.size), grads))
+
+    @counted(1)
+    def clip_scale(self, grads, max_norm):
+        return min(max_norm / (self._norm(grads) + 1e-6), 1.0)  # a host float: the CPU has no device to stay on
 
     def clip_grad_norm(self, grads, max_norm):
-        norm = math.sqrt(_sum_of_squares(grads.size, grads))
-        _scale(grads.size, grads, min(max_norm / (norm + 1e-6), 1.0))
+        norm = self._norm(grads)
+        _scale(self._par(grads.size), grads, min(max_norm / (norm + 1e-6), 1.0))
         return np.asarray(norm, dtype=grads.dtype)

@@ -1,7 +1,7 @@
 """Fused GPU kernels (CuPy) for float16 / float32 / float64 arrays on NVIDIA GPUs.
 
 The CUDA code comes from ``cuda_source.py`` (which assembles ``xpnet_kernels.cu`` and the
-activation registry's device functions).  Kernels compile on first use and CuPy caches them
+activations' device functions, ``cuda_source.ACTIVATION_CUDA``).  Kernels compile on first use and CuPy caches them
 on disk (``CUPY_CACHE_DIR``), so ``import xpnet`` never needs a GPU.  Launches per training
 step, besides the matrix products: one per layer for bias + activation, two per hidden layer
 backward (derivative, bias column sums), two for the loss (row kernel, sum), one for the last
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..losses import labels_outside_message
 from . import cuda_source as src
-from .buffered import BufferedOps
+from .buffered import BufferedOps, counted
 
 # CuPy's own half type computes in float; everything else in its own precision.
 _CUPY_PREAMBLE = "template <> struct xpnet_compute<float16> { typedef float type; };\n"
@@ -54,7 +54,9 @@ def _loss_module(lib):
 
 @functools.lru_cache(maxsize=None)
 def _reduction(lib, spec: src.Reduction):
-    return lib.ReductionKernel(spec.in_params, spec.out_params, spec.map_expr, "a + b", "y = a", "0", spec.name)
+    preamble = src.cuda_source() + _CUPY_PREAMBLE if spec.preamble else ""
+    return lib.ReductionKernel(spec.in_params, spec.out_params, spec.map_expr, "a + b", spec.post_map_expr, "0",
+                               spec.name, preamble=preamble)
 
 
 def _pointer(a) -> int:
@@ -114,34 +116,38 @@ class CupyOps(BufferedOps):
         self._n_classes = 0  # of the last labelled loss, for the error message
         with backend.context():
             self._sumsq = self.lib.zeros((), dtype=self.state_dtype)
+            self._clip = self.lib.zeros((), dtype=self.state_dtype)  # written by clip_scale
+            self._one = self.lib.zeros((1,), dtype=self.state_dtype)  # the gradient scale without clipping
+            self._one.fill(1)
+            self._gscale = self.lib.zeros((1,), dtype=self.state_dtype)  # a number given as grad_scale
             self._bad_labels = self.lib.zeros((1,), dtype=self.lib.int32)  # written by the loss kernel
 
     def state_like(self, params):
         with self.backend.context():
             return self.lib.zeros(params.shape, dtype=self.state_dtype)
 
+    @counted(1)
     def matmul(self, a, b, out=None):
         if not self.tf32 or a.dtype != self.lib.float32:
-            return super().matmul(a, b, out)
-        self.launches += 1
+            return self.lib.matmul(a, b, out=out)
         return matmul_tf32(self.lib, a, b, out)
 
+    @counted(1)
     def scale_cast(self, a, scale, key):
         out = self._buf(key, a.shape)
         _elementwise(self.lib, src.SCALE_CAST)(a, float(scale), out)
-        self.launches += 1
         return out
 
+    @counted(2)
     def unscale_into(self, grads16, grads, inv_scale):
         """One fused pass (unscale into float32), one count of non-finite values, ONE host read."""
         _elementwise(self.lib, src.UNSCALE)(grads16, float(inv_scale), grads)
         bad = _reduction(self.lib, src.COUNT_NONFINITE)(grads)
-        self.launches += 2
         return bool(int(bad) > 0)
 
+    @counted(1)
     def count_invalid(self, a, kind: str, n_classes: int = 0):
         """One reduction on the device: how many values of ``a`` are invalid for ``kind``."""
-        self.launches += 1
         if kind == "labels":
             return _reduction(self.lib, src.count_bad_labels(n_classes))(a)
         return _reduction(self.lib, src.COUNT_NONFINITE if kind == "finite" else src.COUNT_NOT_PROBABILITY)(a)
@@ -185,16 +191,8 @@ class CupyOps(BufferedOps):
         starts = list(range(0, len(order), batch_size))
 
         def stage(i):
-            slot, start = slots[i % 2], starts[i]
-            m = min(start + batch_size, len(order)) - start
-            slot["copied"].synchronize()  # the pinned buffer's previous copy is done (long since)
-            np.take(X, order[start:start + m], axis=0, out=slot["hx"][:m])
-            np.take(y, order[start:start + m], axis=0, out=slot["hy"][:m])
-            copier.wait_event(slot["used"])  # the device buffer's previous step is done
-            slot["dx"][:m].set(slot["hx"][:m], stream=copier)
-            slot["dy"][:m].set(slot["hy"][:m], stream=copier)
-            slot["copied"].record(copier)
-            self.launches += 2
+            start = starts[i]
+            self._stage_batch(slots[i % 2], copier, X, y, order[start:min(start + batch_size, len(order))])
 
         try:
             stage(0)
@@ -209,8 +207,21 @@ class CupyOps(BufferedOps):
         finally:
             copier.synchronize()  # no copy may still be in flight into buffers about to be released
 
+    @counted(2)
+    def _stage_batch(self, slot, copier, X, y, idx) -> None:
+        """Gather rows ``idx`` into the slot's pinned buffers and copy them to its device buffers on
+        ``copier`` (two copies), once the slot's previous step is done."""
+        m = len(idx)
+        slot["copied"].synchronize()  # the pinned buffer's previous copy is done (long since)
+        np.take(X, idx, axis=0, out=slot["hx"][:m])
+        np.take(y, idx, axis=0, out=slot["hy"][:m])
+        copier.wait_event(slot["used"])  # the device buffer's previous step is done
+        slot["dx"][:m].set(slot["hx"][:m], stream=copier)
+        slot["dy"][:m].set(slot["hy"][:m], stream=copier)
+        slot["copied"].record(copier)
+
+    @counted(1)
     def bias_act(self, z, b, act, out=None):
-        self.launches += 1
         if act.name == "identity":
             _elementwise(self.lib, src.BIAS_ADD)(b, z)
             return z, z
@@ -219,13 +230,13 @@ class CupyOps(BufferedOps):
         _elementwise(self.lib, src.bias_act(act.name))(b, z, out)
         return z, out
 
+    @counted(2)
     def act_grad(self, g, z, a, act, db_out=None):
         _elementwise(self.lib, src.act_grad(act.name))(z, a, g)
-        self.launches += 2
         return g, self.lib.sum(g, axis=0, out=db_out)
 
+    @counted(1)
     def bias_grad(self, dz, out=None):
-        self.launches += 1
         return self.lib.sum(dz, axis=0, out=out)
 
     def loss(self, loss, logits, targets):
@@ -233,6 +244,12 @@ class CupyOps(BufferedOps):
         if logits.dtype not in (lib.float32, lib.float64):  # half logits: reference math in float32
             value, grad = super().loss(loss, logits.astype(lib.float32), targets)
             return value.astype(logits.dtype), grad.astype(logits.dtype)
+        return self._fused_loss(loss, logits, targets)
+
+    @counted(2)
+    def _fused_loss(self, loss, logits, targets):
+        """The row kernel (value and gradient of each row) and the sum of the row losses."""
+        lib = self.lib
         rows, cols = logits.shape
         ctype = "float" if logits.dtype == lib.float32 else "double"
         grad = self._buf("dlogits", logits.shape)
@@ -248,28 +265,54 @@ class CupyOps(BufferedOps):
         kernel((blocks,), (32 * _WARPS_PER_BLOCK,),
                (lib.ascontiguousarray(logits), lib.ascontiguousarray(targets), grad, row_loss, self._bad_labels,
                 np.int32(rows), np.int32(cols)))
-        self.launches += 2
         return lib.sum(row_loss) / (rows if loss.name == "cross_entropy" else rows * cols), grad
 
-    def optimizer_update(self, optimizer, params, grads, state, s, max_norm=None):
-        rule = "adam" if optimizer.rule == "adamw" else optimizer.rule
-        if rule not in src.RULES:
-            return super().optimizer_update(optimizer, params, grads, state, s, max_norm)
-        names, scalar_names, _ = src.RULES[rule]
-        norm_arg = -1.0
-        if max_norm is not None:  # the clipping scale is computed on the device inside the update
-            _reduction(self.lib, src.SUM_OF_SQUARES)(grads, out=self._sumsq)
-            norm_arg = float(max_norm)
-            self.launches += 1
-        values = dict(s, first=float(s["step"] == 1.0), bc2=s.get("bias_correction2_sqrt", 1.0),
-                      l2=0.0 if getattr(optimizer, "decoupled", False) else s.get("weight_decay", 0.0))
-        kernel = _elementwise(self.lib, src.optimizer(rule, tuple(n in state for n in names)))
-        kernel(grads, self._sumsq.reshape(1), norm_arg, *[float(values[k]) for k in scalar_names.split()],
-               params, *[state[n] for n in names if n in state])
-        self.launches += 1
+    # -- optimizers: one elementwise kernel per step (cuda_source.OPTIMIZER_KERNELS) ------------------
+    def _grad_scale(self, grad_scale):
+        """The one-element device array the optimizer kernels read their gradient scale from."""
+        on_device = self.lib.is_device(grad_scale) if getattr(self.lib, "is_emulator", False) else \
+            isinstance(grad_scale, self.lib.ndarray)
+        if on_device:  # clip_scale's 0-d array: stays on the device
+            return grad_scale.reshape(1)
+        if float(grad_scale) == 1.0:
+            return self._one
+        self._gscale.fill(float(grad_scale))  # a host number: one small fill
+        return self._gscale
 
+    def _optimizer(self, rule, p, g, buffers, grad_scale, **scalars) -> None:
+        spec = src.OPTIMIZER_KERNELS[rule]
+        kernel = _elementwise(self.lib, src.optimizer(rule, tuple(b is not None for b in buffers)))
+        values = [int(bool(scalars[name])) if kind == "flag" else float(scalars[name]) for name, kind in spec.scalars]
+        kernel(g, self._grad_scale(grad_scale), *values, p, *[b for b in buffers if b is not None])
+
+    @counted(1)
+    def sgd(self, p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov, first, grad_scale=1.0):
+        self._optimizer("sgd", p, g, (buf,), grad_scale, lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov, first=first)
+
+    @counted(1)
+    def adagrad(self, p, g, acc, *, lr, weight_decay, eps, grad_scale=1.0):
+        self._optimizer("adagrad", p, g, (acc,), grad_scale, lr=lr, weight_decay=weight_decay, eps=eps)
+
+    @counted(1)
+    def rmsprop(self, p, g, square_avg, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, centered,
+                grad_scale=1.0):
+        self._optimizer("rmsprop", p, g, (square_avg, grad_avg, buf), grad_scale, lr=lr, alpha=alpha, eps=eps,
+                        weight_decay=weight_decay, momentum=momentum, centered=centered)
+
+    @counted(1)
+    def adam(self, p, g, m, v, vmax, *, step_size, beta1, beta2, eps, l2, decay, bc2_sqrt, amsgrad, grad_scale=1.0):
+        self._optimizer("adam", p, g, (m, v, vmax), grad_scale, step_size=step_size, beta1=beta1, beta2=beta2,
+                        eps=eps, l2=l2, decay=decay, bc2_sqrt=bc2_sqrt, amsgrad=amsgrad)
+
+    # -- clipping ----------------------------------------------------------------------------
+    @counted(1)
+    def clip_scale(self, grads, max_norm):
+        """One reduction: the clipping factor as a 0-d device array (no host read)."""
+        return _reduction(self.lib, src.clip_scale(max_norm))(grads, out=self._clip)
+
+    @counted(2)
     def clip_grad_norm(self, grads, max_norm):
         _reduction(self.lib, src.SUM_OF_SQUARES)(grads, out=self._sumsq)
         _elementwise(self.lib, src.SCALE)(self._sumsq.reshape(1), float(max_norm), grads)
-        self.launches += 2
         return self.lib.sqrt(self._sumsq)

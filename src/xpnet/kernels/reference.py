@@ -2,15 +2,37 @@
 
 This is the specification.  Fused kernel sets (``cpu.py``, ``cuda.py``) subclass it and
 override only the operations they accelerate, for the dtypes they handle, and must give
-the same results.  ``out=`` arguments are hints: the reference ignores them and returns
-new arrays; callers always use the returned array.
+the same results.  Every kernel set writes its result into ``out=`` (``db_out=``) when one is
+given, and returns it; the signatures are those of ``protocol.KernelSet``.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..losses import dense_targets
+
+
+def counted(launches: int):
+    """Decorator: the operation launches ``launches`` kernels; adds them to ``self.launches``.
+
+    The one place a kernel set counts its launches (``xpnet bench`` reports them per step and
+    tests pin them); the count is added after the operation returns.
+    """
+
+    def wrap(method):
+        @functools.wraps(method)
+        def run(self, *args, **kwargs):
+            result = method(self, *args, **kwargs)
+            self.launches += launches
+            return result
+
+        run.launches = launches
+        return run
+
+    return wrap
 
 
 class ReferenceOps:
@@ -30,8 +52,8 @@ class ReferenceOps:
     # -- allocation ----------------------------------------------------------------
     @property
     def uses_workspace(self) -> bool:
-        """Whether ``out=`` buffers are honoured (then the model preallocates them)."""
-        return False
+        """Whether ``out=`` buffers are honoured: True for every kernel set (kept for compatibility)."""
+        return True
 
     def empty(self, shape):
         return self.backend.zeros(shape, self.dtype)
@@ -86,8 +108,8 @@ class ReferenceOps:
         if self.tf32 and self.backend.kind == "cupy" and a.dtype == self.backend.lib.float32:
             from .cuda import matmul_tf32
 
-            return matmul_tf32(self.backend.lib, a, b)
-        return a @ b
+            return matmul_tf32(self.backend.lib, a, b, out)
+        return _into(out, a @ b)
 
     # -- input checks on the device ----------------------------------------------------
     def count_invalid(self, a, kind: str, n_classes: int = 0):
@@ -108,15 +130,15 @@ class ReferenceOps:
     def bias_act(self, z, b, act, out=None):
         """``z + b`` and its activation; returns ``(pre_activation, activation)``."""
         z = z + b
-        return z, act.forward(self.xp, z)
+        return z, _into(out, act.forward(self.xp, z))
 
     def act_grad(self, g, z, a, act, db_out=None):
         """``dz = g * f'(z)`` and its column sums (the bias gradient of that layer)."""
         dz = g * act.derivative(self.xp, z, a)
-        return dz, self.xp.sum(dz, axis=0)
+        return dz, _into(db_out, self.xp.sum(dz, axis=0))
 
     def bias_grad(self, dz, out=None):
-        return self.xp.sum(dz, axis=0)
+        return _into(out, self.xp.sum(dz, axis=0))
 
     # -- loss ----------------------------------------------------------------------
     def loss(self, loss, logits, targets):
@@ -127,16 +149,101 @@ class ReferenceOps:
         value, grad = loss.value_and_grad(xp, logits, targets)
         return xp.asarray(value), grad  # NumPy reductions give scalars; keep a 0-d array
 
-    # -- optimizer -------------------------------------------------------------------
-    def optimizer_update(self, optimizer, params, grads, state, scalars, max_norm=None):
-        """One optimizer step over the flat buffers, after clipping to ``max_norm`` if given."""
-        if max_norm is not None:
-            self.clip_grad_norm(grads, max_norm)
-        optimizer._reference(self.xp, params, grads, state, scalars)
+    # -- optimizers: one operation per update rule, the same signature on every kernel set --------
+    # Arrays first (parameters, gradients, state buffers; a buffer an option does not use is None),
+    # then numbers only, keyword-only.  ``grad_scale`` multiplies every gradient first: 1.0, or what
+    # ``clip_scale`` returned (global-norm clipping fused into the update).  ``g`` is never written.
+    def sgd(self, p, g, buf, *, lr: float, momentum: float, dampening: float, weight_decay: float,
+            nesterov: bool, first: bool, grad_scale=1.0) -> None:
+        """``torch.optim.SGD``; ``first``: the first step, which fills ``buf`` with the gradient."""
+        g = _scaled(g, grad_scale)
+        if weight_decay:
+            g = g + weight_decay * p
+        if momentum:
+            if first:  # torch initialises the buffer with the first gradient
+                buf[...] = g
+            else:
+                buf *= momentum
+                buf += (1.0 - dampening) * g
+            g = g + momentum * buf if nesterov else buf
+        p -= lr * g
 
-    def clip_grad_norm(self, grads, max_norm: float):
+    def adagrad(self, p, g, acc, *, lr: float, weight_decay: float, eps: float, grad_scale=1.0) -> None:
+        """``torch.optim.Adagrad``; ``lr`` is this step's decayed rate ``lr / (1 + (t - 1) * lr_decay)``."""
+        g = _scaled(g, grad_scale)
+        if weight_decay:
+            g = g + weight_decay * p
+        acc += g * g
+        p -= lr * (g / (self.xp.sqrt(acc) + eps))
+
+    def rmsprop(self, p, g, square_avg, grad_avg, buf, *, lr: float, alpha: float, eps: float, weight_decay: float,
+                momentum: float, centered: bool, grad_scale=1.0) -> None:
+        """``torch.optim.RMSprop``; ``grad_avg`` is used when ``centered``, ``buf`` when ``momentum``."""
+        xp = self.xp
+        g = _scaled(g, grad_scale)
+        if weight_decay:
+            g = g + weight_decay * p
+        square_avg *= alpha
+        square_avg += (1.0 - alpha) * (g * g)
+        if centered:
+            grad_avg += (1.0 - alpha) * (g - grad_avg)  # torch: grad_avg.lerp_(grad, 1 - alpha)
+            avg = xp.sqrt(square_avg - grad_avg * grad_avg) + eps
+        else:
+            avg = xp.sqrt(square_avg) + eps
+        if momentum:
+            buf *= momentum
+            buf += g / avg
+            p -= lr * buf
+        else:
+            p -= lr * (g / avg)
+
+    def adam(self, p, g, m, v, vmax, *, step_size: float, beta1: float, beta2: float, eps: float, l2: float,
+             decay: float, bc2_sqrt: float, amsgrad: bool, grad_scale=1.0) -> None:
+        """``torch.optim.Adam`` / ``AdamW``: ``p *= decay`` (AdamW's decoupled decay ``1 - lr * wd``, else 1),
+        ``g += l2 * p`` (Adam's L2 term, else 0); ``step_size = lr / (1 - beta1**t)`` and
+        ``bc2_sqrt = sqrt(1 - beta2**t)`` are the bias corrections; ``vmax`` is used when ``amsgrad``."""
+        xp = self.xp
+        g = _scaled(g, grad_scale)
+        if decay != 1.0:
+            p *= decay
+        if l2:
+            g = g + l2 * p
+        m += (1.0 - beta1) * (g - m)  # torch: exp_avg.lerp_(grad, 1 - beta1)
+        v *= beta2
+        v += (1.0 - beta2) * (g * g)
+        if amsgrad:
+            vmax[...] = xp.maximum(vmax, v)
+            v = vmax
+        p -= step_size * (m / (xp.sqrt(v) / bc2_sqrt + eps))
+
+    # -- gradient clipping ---------------------------------------------------------------
+    def _norm_and_coef(self, grads, max_norm: float):
         xp = self.xp
         norm = xp.sqrt(xp.sum(grads * grads))
-        coef = xp.minimum(max_norm / (norm + 1e-6), xp.ones_like(norm))
+        return norm, xp.minimum(max_norm / (norm + 1e-6), xp.ones_like(norm))
+
+    def clip_scale(self, grads, max_norm: float):
+        """The factor ``min(max_norm / (||grads|| + 1e-6), 1)`` (torch's clip_grad_norm_ rule) that an
+        optimizer operation's ``grad_scale`` takes; a 0-d array on the device (no host sync)."""
+        return self._norm_and_coef(grads, max_norm)[1]
+
+    def clip_grad_norm(self, grads, max_norm: float):
+        """Scale ``grads`` in place by :meth:`clip_scale`; returns the norm before clipping (0-d)."""
+        norm, coef = self._norm_and_coef(grads, max_norm)
         grads *= coef
         return norm
+
+
+def _into(out, value):
+    """``value``, written into ``out`` when one is given (then ``out`` is returned)."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
+
+
+def _scaled(g, grad_scale):
+    """``g * grad_scale`` as a new array (``g`` itself when the scale is the number 1)."""
+    if isinstance(grad_scale, (int, float)) and grad_scale == 1.0:
+        return g
+    return g * grad_scale

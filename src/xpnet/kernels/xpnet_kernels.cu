@@ -1,8 +1,10 @@
 // xpnet's CUDA kernels: the device-side math behind xpnet.kernels.cuda.CupyOps.
 //
 // Compiled at run time by CuPy (NVRTC) on first use, and with nvcc in CI as a compile-only
-// check.  The activation device functions (xpnet_<name>_fwd / _bwd) are generated from the
-// activation registry in xpnet/activations.py and prepended to this file.  C is the compute
+// check.  The activation device functions (xpnet_<name>_fwd / _bwd) are generated from
+// ACTIVATION_CUDA in cuda_source.py and prepended to this file.  Each optimizer device function
+// takes p, g, its state buffers, then the scalars of its kernel-set operation in the signature's
+// order (cuda_source.OPTIMIZER_KERNELS generates the elementwise kernel around it).  C is the compute
 // type (float for float16 and float32 storage, double for float64); T is the storage type.
 
 template <typename T> struct xpnet_compute { typedef T type; };
