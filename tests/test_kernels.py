@@ -29,7 +29,8 @@ TOL = {"float32": dict(rtol=3e-6, atol=1e-7), "float64": dict(rtol=1e-13, atol=1
 def _fused_kinds():
     yield pytest.param("numba-serial", id="numba-serial")
     yield pytest.param("numba-parallel", id="numba-parallel")
-    yield pytest.param("cupy", id="cupy", marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a GPU")])
+    yield pytest.param("cupy", id="cupy",
+                       marks=[pytest.mark.gpu, pytest.mark.skipif(not HAS_GPU, reason="needs a GPU")])
 
 
 @pytest.fixture(autouse=True)
@@ -224,13 +225,13 @@ def test_fused_equals_reference(fused_kind, op, variant, dtype, shape):
 
 @pytest.mark.parametrize("name", ["relu", "gelu"])
 def test_non_contiguous_inputs(name):
-    fused, ref, dev, host = _sets("numba-serial", "float64")
+    fused, ref, _, _ = _sets("numba-serial", "float64")
     act = ACTIVATIONS[name]
     big = _pre_activations((20, 30), "float64")
     z = big[::2, 1::3]  # strided view
     b = np.linspace(-1, 1, z.shape[1])
     zr, ar = ref.bias_act(z.copy(), b, act)
-    zf, af = fused.bias_act(z.copy(order="F"), b, act)
+    _, af = fused.bias_act(z.copy(order="F"), b, act)
     close(af, ar, "float64")
     g = big[1::2, ::3].copy(order="F")
     close(fused.act_grad(g.copy(order="F"), zr, ar, act)[0], ref.act_grad(g, zr, ar, act)[0], "float64")

@@ -71,7 +71,7 @@ def test_training_matches_torch_end_to_end(opt_name):
     model = xpnet.MLP([5, 7, 6, 3], activation="tanh", dtype="float64", seed=4)
     trainer = xpnet.Trainer(model, optimizer=getattr(optim, opt_name)(**kwargs), clip_grad_norm=1.0)
     X, y = _problem("cross_entropy", seed=2)
-    out, params = torch_forward(model.get_weights(), torch.tensor(X), "tanh")
+    _, params = torch_forward(model.get_weights(), torch.tensor(X), "tanh")
     t_opt = getattr(torch.optim, opt_name)(params, **kwargs)
     assert TORCH_ACT
     for _ in range(5):

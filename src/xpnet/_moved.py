@@ -20,6 +20,7 @@ MOVED = {
     "xpnet.checkpoint": "xpnet.io.checkpoint",
     "xpnet.config": "xpnet.cli.config",
     "xpnet.runs": "xpnet.cli.runs",
+    "xpnet.lr_scheduler": "xpnet.optim.lr_scheduler",
 }
 
 

@@ -16,8 +16,8 @@ tests compare all forms with each other and with torch.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 LEAKY_SLOPE = 0.01
 GELU_K = math.sqrt(2.0 / math.pi)
@@ -147,7 +147,8 @@ ACTIVATIONS: dict[str, Activation] = {
             lambda xp, z: z * _sigmoid(xp, z),
             lambda xp, z, a: _sigmoid(xp, z) * (1.0 + z * (1.0 - _sigmoid(xp, z))),
             "he",
-            scalar=(lambda z: z * sigmoid_scalar(z), lambda z, a: sigmoid_scalar(z) * (1.0 + z * (1.0 - sigmoid_scalar(z)))),
+            scalar=(lambda z: z * sigmoid_scalar(z),
+                    lambda z, a: sigmoid_scalar(z) * (1.0 + z * (1.0 - sigmoid_scalar(z)))),
         ),
         Activation(
             "elu",

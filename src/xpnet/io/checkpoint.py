@@ -494,9 +494,9 @@ def _check_restorable(trainer, ckpt: Checkpoint, callbacks) -> None:
     if trainer.scaler is not None and meta.get("scaler") and not _numbers_like(meta["scaler"],
                                                                                trainer.scaler.state_dict()):
         raise ValueError(f"{where} holds loss-scaler state {meta['scaler']!r} this scaler cannot restore.")
-    try:  # on a throwaway generator of the same kind: the trainer's own stays untouched
-        type(trainer._rng.bit_generator)().state = meta["rng"]
-    except (TypeError, ValueError, KeyError) as exc:
+    try:
+        trainer.check_rng_state(meta["rng"])
+    except ValueError as exc:
         raise ValueError(f"{where} holds an invalid shuffling RNG state ({exc}).") from exc
 
 

@@ -39,20 +39,20 @@ def cuda_libs(lib):
 
 
 # Kernel objects per array library: compiled on first call, then reused.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _elementwise(lib, spec: src.Elementwise):
     return lib.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name,
                                  preamble=src.cuda_source() + _CUPY_PREAMBLE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loss_module(lib):
     names = [f"xpnet_{k}<{t}, {t}>" for k in src.LOSS_KERNELS for t in ("float", "double")]
     # plain CUDA C++: CuPy's float16 type (and so _CUPY_PREAMBLE) exists only in its elementwise kernels
     return lib.RawModule(code=src.cuda_source(), options=("-std=c++14",), name_expressions=names)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reduction(lib, spec: src.Reduction):
     preamble = src.cuda_source() + _CUPY_PREAMBLE if spec.preamble else ""
     return lib.ReductionKernel(spec.in_params, spec.out_params, spec.map_expr, "a + b", spec.post_map_expr, "0",

@@ -2,7 +2,8 @@
 
 One place for all GPU code: ``xpnet_kernels.cu`` (optimizer rules, row-wise loss kernels),
 the activation device functions (``ACTIVATION_CUDA``: one pair of bodies per activation of the
-registry in ``xpnet.activations``), and the bodies of the elementwise and reduction kernels.  ``cuda.py`` hands these to CuPy; in CI, without a GPU,
+registry in ``xpnet.activations``), and the bodies of the elementwise and reduction kernels.
+``cuda.py`` hands these to CuPy; in CI, without a GPU,
 ``tests/test_cuda_source.py`` compiles every kernel with NVRTC from the source CuPy generates
 for it, and ``tests/test_emulated_gpu.py`` runs them on the CPU (``kernels/emulator``).
 """

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cupy
 import numpy as np
 from cupy._core import _carray, _kernel, _reduction, _scalar
-
-import cupy
 
 ARG_NDARRAY, ARG_INDEXER, ARG_SCALAR = 1, 2, 3  # cupy._core._kernel._ArgKind
 INT32_MAX = (1 << 31)

@@ -45,7 +45,7 @@ class ReferenceOps:
         self.tf32 = bool(tf32)  # float32 matrix products in TF32 (CuPy only); fixed for this kernel set
         self.launches = 0  # fused kernel launches (the reference counts none)
 
-    def configured(self, *, tf32: bool) -> "ReferenceOps":
+    def configured(self, *, tf32: bool) -> ReferenceOps:
         """A new kernel set of the same kind for the same backend and dtype (nothing shared)."""
         return type(self)(self.backend, self.dtype, tf32=tf32)
 

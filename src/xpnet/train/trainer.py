@@ -75,8 +75,8 @@ class Trainer:
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, scheduler=None,
                  clip_grad_norm=None, precision="fp32"):
-        from ..lr_scheduler import LRScheduler
         from ..model import MLP
+        from ..optim.lr_scheduler import LRScheduler
         from ..validation import check_real, invalid
 
         # every argument is checked before anything is built (the model is never touched here)
@@ -354,6 +354,14 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
         return opt["state"], meta
+
+    def check_rng_state(self, state) -> None:
+        """Raise ValueError unless ``state`` can restore the shuffling RNG (tried on a throwaway
+        generator of the same kind: this trainer's own stays untouched)."""
+        try:
+            type(self._rng.bit_generator)().state = state
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(str(exc)) from exc
 
     def load_state_dict(self, arrays: dict, meta: dict) -> None:
         """Restore what :meth:`state_dict` returned (the weights are restored separately)."""

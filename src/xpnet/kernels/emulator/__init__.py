@@ -43,15 +43,15 @@ class Emulator:
 
     is_emulator = True
 
-    def __init__(self, mode: FloatMode = FloatMode(), free_memory: int = 1 << 30):
-        self.mode = mode
+    def __init__(self, mode: FloatMode | None = None, free_memory: int = 1 << 30):
+        self.mode = mode if mode is not None else FloatMode()
         self.errors: list[str] = []
         self.launches: list[str] = []  # names of kernels launched, in order
         self.host_reads = 0  # device-to-host copies (ndarray.get)
         self.free_memory = free_memory
         emu = self
 
-        class ndarray(np.ndarray):  # noqa: N801 - the name CuPy uses
+        class ndarray(np.ndarray):
             """A device array of the emulated GPU."""
 
             __array_priority__ = 10.0
@@ -130,18 +130,18 @@ class Emulator:
         return routine
 
     # -- kernels -------------------------------------------------------------------------------
-    def ElementwiseKernel(self, in_params, out_params, operation, name="kernel", preamble="",  # noqa: N802
+    def ElementwiseKernel(self, in_params, out_params, operation, name="kernel", preamble="",
                           reduce_dims=True, **kwargs):
         if kwargs:
             raise NotImplementedError(f"ElementwiseKernel options {sorted(kwargs)} are not modelled")
         return _ElementwiseKernel(self, in_params, out_params, operation, name, preamble, reduce_dims)
 
-    def ReductionKernel(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,  # noqa: N802
+    def ReductionKernel(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity,
                         name="reduce_kernel", reduce_type=None, preamble="", options=()):
         return _ReductionKernel(self, in_params, out_params, map_expr, reduce_expr, post_map_expr, identity, name,
                                 reduce_type, preamble, options)
 
-    def RawModule(self, code, options=(), name_expressions=()):  # noqa: N802
+    def RawModule(self, code, options=(), name_expressions=()):
         return _RawModule(self, code, tuple(name_expressions))
 
     def _ftz(self, dtypes) -> bool:
@@ -393,12 +393,12 @@ class _Cuda:
         self._streams: list = []
         self._pinned: dict[int, str] = {}
 
-    def Stream(self, non_blocking=False):  # noqa: N802
+    def Stream(self, non_blocking=False):
         s = _Stream(self, non_blocking)
         self._streams.append(weakref.ref(s))
         return s
 
-    def Event(self, *args, **kwargs):  # noqa: N802
+    def Event(self, *args, **kwargs):
         return _Event(self, *args, **kwargs)
 
     def get_current_stream(self):
@@ -428,7 +428,7 @@ class _Cuda:
         a = np.empty(shape, dtype=dtype)
         emu, streams = self.emu, self._streams
 
-        def released(addr=_address(a)):
+        def released(addr=_address(a)):  # noqa: B008 - the address is bound now, by design
             in_flight = any(s() is not None and s().pending for s in streams)
             if in_flight:
                 emu.errors.append(f"pinned buffer at {addr:#x} released while a copy on a stream was in flight")
@@ -463,7 +463,7 @@ class _Cublas:
         m = np.lib.stride_tricks.as_strided(buf, (stored_rows, stored_cols), (buf.itemsize, ld * buf.itemsize))
         return m.T if trans else m
 
-    def gemmEx(self, handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype,  # noqa: N802
+    def gemmEx(self, handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype,
                ldc, compute_type, algo):
         dtypes = {self.R32F: np.float32, self.R64F: np.float64}
         if not (Atype == Btype == Ctype) or Atype not in dtypes:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import bisect
 import math
 
-from .validation import check_int, check_real, invalid
+from ..validation import check_int, check_real, invalid
 
 
 def _check_optimizer(optimizer):
-    from .optim import Optimizer  # deferred: optim re-exports this module
+    from .optimizers import Optimizer  # deferred: kept lazy as before
 
     if not isinstance(optimizer, Optimizer):
         raise invalid("optimizer", optimizer, "pass an xpnet.optim optimizer, e.g. xpnet.optim.SGD(lr=0.1)")

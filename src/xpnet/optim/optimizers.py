@@ -16,17 +16,7 @@ from __future__ import annotations
 import math
 import warnings
 
-from .lr_scheduler import (  # noqa: F401  (re-exported: xpnet.optim.StepLR, ...)
-    CosineAnnealingLR,
-    ExponentialLR,
-    LinearLR,
-    LRScheduler,
-    SequentialLR,
-    StepLR,
-)
-
-
-from .validation import HyperparameterError, check_bool, check_int, check_real, invalid
+from ..validation import HyperparameterError, check_bool, check_int, check_real, invalid
 
 
 def _nonneg(name: str, value) -> float:
@@ -102,7 +92,7 @@ class Optimizer:
     # -- checkpointing ------------------------------------------------------------
     def state_dict(self) -> dict:
         """Hyperparameters, step count and state buffers (as host NumPy arrays)."""
-        from .backend import to_host
+        from ..backend import to_host
 
         return {
             "type": type(self).__name__,
@@ -208,7 +198,8 @@ class RMSprop(Optimizer):
         super().__init__(_nonneg("lr", lr), alpha=check_real("alpha", alpha, low=0, high=1), eps=_nonneg("eps", eps),
                          weight_decay=_nonneg("weight_decay", weight_decay), momentum=_nonneg("momentum", momentum),
                          centered=check_bool("centered", centered))
-        self.state_names = ("square_avg",) + (("grad_avg",) if centered else ()) + (("momentum_buffer",) if momentum else ())
+        self.state_names = (("square_avg",) + (("grad_avg",) if centered else ())
+                            + (("momentum_buffer",) if momentum else ()))
 
     def _update(self, ops, p, g, grad_scale):
         h, st = self.hparams, self.state
