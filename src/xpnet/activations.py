@@ -41,12 +41,14 @@ class Activation:
 
 
 # -- shared pieces ----------------------------------------------------------------------------
-def _sigmoid(xp, z):
+def sigmoid(xp, z):
+    """The logistic function, stable for any ``z`` (also the loss module's; the one array form)."""
     e = xp.exp(-xp.abs(z))  # exp of a non-positive number: never overflows
     return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def sigmoid_scalar(z):
+    """The same on one float (compiled by Numba into the CPU kernels; the one scalar form)."""
     e = math.exp(-abs(z))
     return 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
 
@@ -57,7 +59,7 @@ def sigmoid_scalar(z):
 def _gelu_sigmoids(xp, z):
     zc = xp.clip(z, -GELU_CLAMP, GELU_CLAMP)
     u2 = (2.0 * GELU_K) * (zc + GELU_C * zc * zc * zc)
-    return zc, _sigmoid(xp, u2), _sigmoid(xp, -u2)
+    return zc, sigmoid(xp, u2), sigmoid(xp, -u2)
 
 
 def _gelu(xp, z):
@@ -129,7 +131,7 @@ ACTIVATIONS: dict[str, Activation] = {
         ),
         Activation(
             "sigmoid",
-            _sigmoid,
+            sigmoid,
             lambda xp, z, a: a * (1.0 - a),
             "xavier",
             scalar=(sigmoid_scalar, lambda z, a: a * (1.0 - a)),
@@ -144,8 +146,8 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation("gelu", _gelu, _gelu_derivative, "he", scalar=(_gelu_s, _gelu_ds)),
         Activation(
             "silu",
-            lambda xp, z: z * _sigmoid(xp, z),
-            lambda xp, z, a: _sigmoid(xp, z) * (1.0 + z * (1.0 - _sigmoid(xp, z))),
+            lambda xp, z: z * sigmoid(xp, z),
+            lambda xp, z, a: sigmoid(xp, z) * (1.0 + z * (1.0 - sigmoid(xp, z))),
             "he",
             scalar=(lambda z: z * sigmoid_scalar(z),
                     lambda z, a: sigmoid_scalar(z) * (1.0 + z * (1.0 - sigmoid_scalar(z)))),
@@ -161,7 +163,7 @@ ACTIVATIONS: dict[str, Activation] = {
         Activation(
             "softplus",
             _softplus,
-            lambda xp, z, a: xp.where(z > SOFTPLUS_THRESHOLD, xp.ones_like(z), _sigmoid(xp, z)),
+            lambda xp, z, a: xp.where(z > SOFTPLUS_THRESHOLD, xp.ones_like(z), sigmoid(xp, z)),
             "he",
             scalar=(_softplus_s, lambda z, a: 1.0 if z > SOFTPLUS_THRESHOLD else sigmoid_scalar(z)),
         ),

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .activations import sigmoid
+
 
 @dataclass(frozen=True)
 class Loss:
@@ -39,10 +41,8 @@ def _bce_with_logits(xp, logits, targets):
     # log(1 + exp(-|z|)) never overflows; same formula as torch.nn.BCEWithLogitsLoss.
     n = logits.shape[0] * logits.shape[1]
     zero = xp.zeros_like(logits)
-    e = xp.exp(-xp.abs(logits))
-    loss = xp.sum(xp.maximum(logits, zero) - logits * targets + xp.log1p(e)) / n
-    sigmoid = xp.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    return loss, (sigmoid - targets) / n
+    loss = xp.sum(xp.maximum(logits, zero) - logits * targets + xp.log1p(xp.exp(-xp.abs(logits)))) / n
+    return loss, (sigmoid(xp, logits) - targets) / n
 
 
 LOSSES: dict[str, Loss] = {

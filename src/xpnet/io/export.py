@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..activations import LEAKY_SLOPE
+
 
 def to_torch_state_dict(model) -> dict:
     """The weights as a ``torch.nn.Sequential`` state dict (``Linear`` layers at even indices)."""
@@ -20,7 +22,7 @@ def to_torch(model):
     """A ``torch.nn.Sequential`` equal to ``model`` (Linear, activation, ..., Linear)."""
     import torch
 
-    acts = {"identity": torch.nn.Identity, "relu": torch.nn.ReLU, "leaky_relu": lambda: torch.nn.LeakyReLU(0.01),
+    acts = {"identity": torch.nn.Identity, "relu": torch.nn.ReLU, "leaky_relu": lambda: torch.nn.LeakyReLU(LEAKY_SLOPE),
             "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "gelu": lambda: torch.nn.GELU(approximate="tanh"),
             "silu": torch.nn.SiLU, "elu": torch.nn.ELU, "softplus": torch.nn.Softplus}
     layers = []

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ..activations import get_activation
+from ..activations import get_activation, sigmoid_scalar
 from ..losses import labels_outside_message
 from .buffered import BufferedOps, counted
 
@@ -193,9 +193,11 @@ def _mse_term(z, t):
 
 
 def _bce_term(z, t):
-    e = math.exp(-abs(z))  # log1p(exp(-|z|)) and the stable sigmoid: no overflow for any z
-    s = 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
-    return (z if z > 0.0 else 0.0) - z * t + math.log1p(e), s - t
+    softplus_tail = math.log1p(math.exp(-abs(z)))  # no overflow for any z
+    return (z if z > 0.0 else 0.0) - z * t + softplus_tail, _sigmoid(z) - t
+
+
+_sigmoid = jit_scalar(sigmoid_scalar)  # the registry's one scalar sigmoid
 
 
 def _elementwise_loss_kernel(term):
