@@ -345,7 +345,6 @@ def test_steady_state_step_allocates_no_arrays():
 
     X, y = blobs(n=256, features=64, classes=10)
     trainer = xpnet.Trainer(xpnet.MLP([64, 128, 128, 10]), optimizer=optim.Adam(), clip_grad_norm=1.0)
-    assert trainer.ops.uses_workspace
     trainer.fit(X, y, epochs=1, batch_size=64, verbose=False)  # warm-up: workspaces, kernels
     Xd, yd = trainer.prepare(X[:64], y[:64])
     one_buffer = 64 * 128 * 4
@@ -378,3 +377,37 @@ def test_one_optimizer_launch_per_step():
         before = trainer.ops.launches
         trainer.optimizer.step(trainer.model.params, trainer.model.grads, trainer.ops)
         assert trainer.ops.launches - before == 1, type(opt).__name__
+
+
+# -- properties: any values, any shape ---------------------------------------------------------------
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+def _values(dtype):
+    """Any float of ``dtype``: NaN, +-inf, subnormals, +-0 and values near exp's overflow included."""
+    return st.floats(allow_nan=True, allow_infinity=True, width=32 if dtype == "float32" else 64)
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_fused_activation_equals_reference_for_any_values(data):
+    """Hypothesis searches the whole float range (and odd shapes) for an input on which the Numba
+    bias + activation and derivative kernels part from the array-API reference."""
+    dtype = data.draw(st.sampled_from(DTYPES), label="dtype")
+    act = ACTIVATIONS[data.draw(st.sampled_from(sorted(ACTIVATIONS)), label="activation")]
+    shape = data.draw(st.tuples(st.integers(1, 9), st.integers(1, 9)), label="shape")
+    z = data.draw(arrays(dtype, shape, elements=_values(dtype)), label="z")
+    b = data.draw(arrays(dtype, shape[1:], elements=st.floats(-4, 4, width=32 if dtype == "float32" else 64)))
+    g = data.draw(arrays(dtype, shape, elements=st.floats(-1e3, 1e3, width=32 if dtype == "float32" else 64)))
+    fused, ref, _, _ = _sets("numba-serial", dtype)
+    zr, ar = ref.bias_act(z.copy(), b, act)
+    zf, af = fused.bias_act(z.copy(), b, act)
+    close(zf, zr, dtype)
+    close(af, ar, dtype)
+    dr, dbr = ref.act_grad(g.copy(), zr, ar, act)
+    df, dbf = fused.act_grad(g.copy(), zr, ar, act)
+    close(df, dr, dtype)
+    close(dbf, dbr, dtype)
