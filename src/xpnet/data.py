@@ -360,7 +360,7 @@ def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
     labels = y if stratify and y.ndim == 1 and y.dtype.kind in "iu" else None
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if labels is not None else [np.arange(len(y))]
-    parts = {"train": [], "val": [], "test": []}
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for members in groups:
         members = rng.permutation(members)
         n_test = int(round(len(members) * test_fraction))
@@ -369,8 +369,8 @@ def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
         parts["val"].append(members[n_test:n_test + n_val])
         parts["train"].append(members[n_test + n_val:])
     out = {}
-    for name, idx in parts.items():
-        idx = np.sort(np.concatenate(idx))
+    for name, members_of in parts.items():
+        idx = np.sort(np.concatenate(members_of))
         out[name] = (X[idx], y[idx])
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):
         if fraction > 0 and len(out[name][1]) == 0:  # rounding per class gave nothing: never silently

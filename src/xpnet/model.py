@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._typing import Array
 from .activations import get_activation
 from .backend import check_dtype, resolve_backend, to_host
 from .initializers import check_init, default_init, draw_weights
@@ -124,7 +125,7 @@ class MLP:
             host[s.w_start:s.b_start] = draw_weights(self.init, s.fan_in, s.fan_out, rng).ravel()
         self.params = self.backend.from_host(host, self.dtype)
         self.grads = self.ops.zeros_like(self.params)
-        self._workspace: dict[int, dict] = {}
+        self._workspace: dict[tuple[int, str], dict[str, list[Array | None]]] = {}
 
     # -- shapes and views ------------------------------------------------------------
     @property

@@ -134,8 +134,9 @@ class _MLPBase(BaseEstimator):
         return Trainer(model, loss=self._loss, optimizer=opt, metrics=())
 
     def _trainer_for(self, n_features, n_outputs, keep):
-        if keep and getattr(self, "_trainer", None) is not None:
-            return self._trainer
+        trainer = getattr(self, "_trainer", None) if keep else None
+        if trainer is not None:
+            return trainer
         if keep and hasattr(self, "coefs_"):  # unpickled: rebuild from the stored arrays
             return self._restore()
         self._trainer = self._new_trainer(n_features, n_outputs)

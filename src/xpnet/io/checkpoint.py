@@ -34,6 +34,7 @@ import os
 import shutil
 import struct
 import warnings
+from collections.abc import Set
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,11 @@ MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "trainer.safetensors")
 DIGEST_KEY = "sha256"  # weights-file metadata entry: SHA-256 of the tensors and the other metadata
 MODEL_KEYS = ("format", "sizes", "activation", "dtype", "init", "seed")
-TRAINER_KEYS = {"epoch": int, "step_count": int, "optimizer": dict, "rng": dict, "history": dict,
-                "history_epochs": list, "scheduler": (dict, type(None))}
-OPTIMIZER_KEYS = {"type": str, "lr": (int, float), "hparams": dict, "step_count": int}
+TRAINER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "step_count": int, "optimizer": dict, "rng": dict, "history": dict,
+    "history_epochs": list, "scheduler": (dict, type(None))}
+OPTIMIZER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "type": str, "lr": (int, float), "hparams": dict, "step_count": int}
 
 
 class IntegrityWarning(UserWarning):
@@ -348,7 +351,7 @@ def _weights(file: Path, tensors: dict, meta: dict, fix=None) -> list:
     sizes, dtype = _model_fields(file, meta, fix)
     if meta["format"] == FORMAT and meta.get(DIGEST_KEY) != _tensor_digest(tensors, meta):
         raise _damaged(file, "does not match the SHA-256 in its metadata (corrupted or edited)", fix)
-    expected = {}
+    expected: dict[str, tuple[int, ...]] = {}
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         expected[f"layer{i}.W"], expected[f"layer{i}.b"] = (fan_in, fan_out), (fan_out,)
     if set(tensors) != set(expected):
@@ -522,7 +525,7 @@ def restore(trainer, ckpt: Checkpoint, callbacks=()) -> None:
             cb.load_state_dict(saved[key], _prefixed(ckpt.state, f"callback{i}."), trainer)
 
 
-def prune(root: Path, keep_last: int, keep: set[str] = frozenset()) -> None:
+def prune(root: Path, keep_last: int, keep: Set[str] = frozenset()) -> None:
     """Delete all but the newest ``keep_last`` checkpoints, sparing the names in ``keep``,
     and the half-written leftovers of saving processes that no longer run.
 

@@ -4,11 +4,13 @@ per shape instead of allocating every step."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from .reference import ReferenceOps, counted
 
 
 class BufferedOps(ReferenceOps):
-    lib = None  # numpy or cupy: the same calls on both
+    lib: Any = None  # numpy or cupy: the same calls on both
 
     def __init__(self, backend, dtype, tf32=False):
         super().__init__(backend, dtype, tf32=tf32)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import types
+from typing import Any
 
 import numba
 import numpy as np
@@ -31,7 +32,7 @@ from ..activations import get_activation
 from ..losses import labels_outside_message
 from .buffered import BufferedOps, counted
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no checks, vectorises
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no checks, vectorises
 PARALLEL_MIN = 1 << 18  # elements; below this a thread launch costs more than it saves (the default)
 _compiled: dict[tuple[str, str], object] = {}  # compiled-kernel caches (never configuration)
 _scalar_jit: dict[object, object] = {}

@@ -16,9 +16,11 @@ its CUDA source.  Nothing in this module imports CuPy at import time.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 
+from .._typing import Array
 from ..losses import labels_outside_message
 from . import cuda_source as src
 from .buffered import BufferedOps, counted
@@ -64,7 +66,7 @@ def _pointer(a) -> int:
     return data.ptr if hasattr(data, "ptr") else a.__array_interface__["data"][0]
 
 
-def matmul_tf32(lib, a, b, out=None):
+def matmul_tf32(lib: Any, a: Array, b: Array, out: Array | None = None) -> Array:
     """``a @ b`` for 2-D float32 arrays with cuBLAS's TF32 compute type, for this product only.
 
     CuPy's own switch (``cupy._core.set_compute_type``) is process-wide, so toggling it around a

@@ -27,7 +27,8 @@ def _betas(betas) -> tuple[float, float]:
     """Adam's ``betas``: a pair of numbers, each in [0, 1) (as torch.optim.Adam)."""
     if isinstance(betas, str) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise invalid("betas", betas, "use a pair (beta1, beta2) of numbers in [0, 1), e.g. (0.9, 0.999)")
-    return tuple(check_real(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
+    beta1, beta2 = (check_real(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
+    return beta1, beta2
 
 
 class Optimizer:
@@ -40,6 +41,7 @@ class Optimizer:
 
     rule = ""
     state_names: tuple[str, ...] = ()
+    initial_lr: float  # set by the first LR scheduler attached (absent until then)
 
     def __init__(self, lr: float, **hparams):
         self.lr = lr

@@ -81,6 +81,7 @@ class TerminateOnNaN(Callback):
     def recover(self, trainer, training_loss) -> str:
         """Restore the snapshot whose weights give the lowest finite ``training_loss()``; the
         message says what happened and what was restored (``fit`` sets it as ``stop_reason``)."""
+        assert self.diverged is not None, "recover() is called only after on_batch_end reported a divergence"
         value, step, epoch = self.diverged
         what = f"training diverged: the loss became {value} at step {step} (epoch {epoch + 1})"
         advice = ("Lower the learning rate, clip gradients (clip_grad_norm=...) or check the data "

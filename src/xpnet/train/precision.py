@@ -59,7 +59,7 @@ class FP32Step:
     writes to the model's, loss's or optimizer's attributes -- the model's buffers and the
     optimizer's state change only through their own methods."""
 
-    scaler = None
+    scaler: GradScaler | None = None
 
     def __init__(self, model, loss, optimizer, ops, clip_grad_norm=None):
         self.model, self.loss, self.optimizer, self.ops = model, loss, optimizer, ops
@@ -89,7 +89,7 @@ class MixedPrecisionStep(FP32Step):
         self.half = ops_for(model.backend, "float16", getattr(model, "kernels", None))
         self.params16 = self.half.empty((model.n_params,))
         self.grads16 = self.half.empty((model.n_params,))
-        self.scaler = GradScaler() if scaler is None else scaler
+        self.scaler: GradScaler = GradScaler() if scaler is None else scaler
 
     def forward_backward(self, x, y):
         m, half, ops = self.model, self.half, self.ops

@@ -45,7 +45,7 @@ def _check_fit_options(epochs, shuffle, validation_data, validation_split, callb
     check_bool("shuffle", shuffle)
     if data_on_device is not None:
         check_bool("data_on_device", data_on_device)
-    if not isinstance(initial_epoch, numbers.Integral) or not 0 <= initial_epoch <= epochs:
+    if not isinstance(initial_epoch, numbers.Integral) or not 0 <= int(initial_epoch) <= epochs:
         raise ValueError(f"initial_epoch={initial_epoch!r} is invalid: use an integer in [0, epochs].")
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history={history!r} is invalid: pass the History of an earlier fit, or None.")
@@ -229,7 +229,8 @@ class Trainer:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val).")
-            validation_data = self.prepare(*validation_data, names=("validation_data[0]", "validation_data[1]"),
+            X_val, y_val = validation_data
+            validation_data = self.prepare(X_val, y_val, names=("validation_data[0]", "validation_data[1]"),
                                            place=bool(data_on_device))
         return X, y, validation_data
 
