@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import array_api_compat as aac
 import numpy as np
@@ -60,7 +60,7 @@ class Backend:
         selects the GPU; NumPy's overflow warnings are silenced because a diverging loss is
         reported once, clearly, by ``TerminateOnNaN``."""
         if self.kind == "cupy":
-            return self.device
+            return cast(AbstractContextManager[Any], self.device)  # a cupy.cuda.Device
         if self.kind == "numpy":
             return np.errstate(over="ignore", invalid="ignore", divide="ignore")
         return _NULL_CONTEXT
@@ -107,7 +107,7 @@ def to_host(array: Any) -> np.ndarray:
     if type(array) is np.ndarray:
         return array
     if aac.is_cupy_array(array) or (isinstance(array, np.ndarray) and hasattr(array, "get")):  # CuPy, emulated GPU
-        return array.get()
+        return cast(np.ndarray, array.get())
     if isinstance(array, np.ndarray):
         return np.asarray(array)
     if aac.is_torch_array(array):
@@ -198,7 +198,7 @@ def gpu_available() -> bool:
     try:
         import cupy
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
+        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
     except Exception:
         return False
 

@@ -12,7 +12,7 @@ and pass scikit-learn's ``check_estimator``.  A pickled estimator continues trai
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -125,7 +125,8 @@ class _MLPBase(BaseEstimator):
         return int(rs)
 
     def _new_trainer(self, n_features, n_outputs):
-        hidden = [self.hidden_layer_sizes] if np.isscalar(self.hidden_layer_sizes) else list(self.hidden_layer_sizes)
+        sizes = self.hidden_layer_sizes
+        hidden: list[Any] = [sizes] if np.isscalar(sizes) else list(sizes)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} is unknown: use one of {', '.join(OPTIMIZERS)}.")
         model = MLP([n_features, *hidden, n_outputs], activation=self.activation, dtype=self.dtype,

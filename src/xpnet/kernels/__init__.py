@@ -25,7 +25,7 @@ import importlib
 import os
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .reference import ReferenceOps
 
@@ -107,7 +107,7 @@ def get_kernel_mode() -> str:
 
 
 def _import_numba_ops() -> type[ReferenceOps]:
-    return importlib.import_module(f"{__name__}.cpu").NumbaOps
+    return cast("type[ReferenceOps]", importlib.import_module(f"{__name__}.cpu").NumbaOps)
 
 
 @functools.cache
