@@ -9,6 +9,8 @@ Library: ``backend``, ``kernels``, the network pieces (``activations``, ``losses
 ``sklearn``.  Application: ``cli`` (``xpnet train``, runs, configs) and ``bench``.
 """
 
+from types import ModuleType
+
 from . import _moved, io, optim, train
 from .activations import ACTIVATIONS
 from .backend import to_host
@@ -28,7 +30,7 @@ __all__ = [
 _moved.install()
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     """``xpnet.checkpoint``, ``xpnet.callbacks``, ... : the moved modules under their old names (deprecated)."""
     if f"{__name__}.{name}" in _moved.MOVED:
         import importlib

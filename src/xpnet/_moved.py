@@ -12,6 +12,9 @@ import importlib.abc
 import importlib.util
 import sys
 import warnings
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 
 MOVED = {
     "xpnet.trainer": "xpnet.train.trainer",
@@ -33,18 +36,19 @@ class _AliasLoader(importlib.abc.Loader):
     def __init__(self, old: str):
         self.old = old
 
-    def create_module(self, spec):
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
         warn_moved(self.old)
         return importlib.import_module(MOVED[self.old])  # the real module, not a copy
 
-    def exec_module(self, module) -> None:
+    def exec_module(self, module: ModuleType) -> None:
         """Nothing to run: the real module is already imported."""
 
 
 class MovedFinder(importlib.abc.MetaPathFinder):
     """Finds the old paths of moved modules (installed once by ``xpnet/__init__.py``)."""
 
-    def find_spec(self, name, path=None, target=None):
+    def find_spec(self, name: str, path: Sequence[str] | None = None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
         if name in MOVED:
             return importlib.util.spec_from_loader(name, _AliasLoader(name))
         return None

@@ -18,6 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+from ._typing import Array, Namespace
 
 LEAKY_SLOPE = 0.01
 GELU_K = math.sqrt(2.0 / math.pi)
@@ -31,23 +34,24 @@ SOFTPLUS_THRESHOLD = 20.0  # as torch.nn.functional.softplus(beta=1, threshold=2
 @dataclass(frozen=True)
 class Activation:
     name: str
-    forward: Callable  # (xp, z) -> a
-    derivative: Callable  # (xp, z, a) -> da/dz
+    forward: Callable[[Namespace, Array], Array]  # (xp, z) -> a
+    derivative: Callable[[Namespace, Array, Array], Array]  # (xp, z, a) -> da/dz
     init: str  # default initialiser family that fits this activation: "he", "xavier" or "lecun"
-    scalar: tuple[Callable, Callable]  # (z) -> a, (z, a) -> da/dz on Python floats
+    # (z) -> a, (z, a) -> da/dz on Python floats
+    scalar: tuple[Callable[[float], float], Callable[[float, float], float]]
     # Deprecated: CUDA bodies belong in xpnet.kernels.cuda_source.ACTIVATION_CUDA (used only for an
     # activation that has no entry there).
     cuda: tuple[str, str] | None = None
 
 
 # -- shared pieces ----------------------------------------------------------------------------
-def sigmoid(xp, z):
+def sigmoid(xp: Namespace, z: Array) -> Array:
     """The logistic function, stable for any ``z`` (also the loss module's; the one array form)."""
     e = xp.exp(-xp.abs(z))  # exp of a non-positive number: never overflows
     return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def sigmoid_scalar(z):
+def sigmoid_scalar(z: float) -> float:
     """The same on one float (compiled by Numba into the CPU kernels; the one scalar form)."""
     e = math.exp(-abs(z))
     return 1.0 / (1.0 + e) if z >= 0.0 else e / (1.0 + e)
@@ -56,24 +60,24 @@ def sigmoid_scalar(z):
 # -- gelu (tanh approximation) ----------------------------------------------------------------
 # 0.5 * (1 + tanh(u)) == sigmoid(2u) and 0.5 * (1 - tanh(u)) == sigmoid(-2u): computing both
 # sigmoids directly avoids the cancellation in 1 - tanh(u)**2 that ruins float32 tails.
-def _gelu_sigmoids(xp, z):
+def _gelu_sigmoids(xp: Namespace, z: Array) -> tuple[Array, Array, Array]:
     zc = xp.clip(z, -GELU_CLAMP, GELU_CLAMP)
     u2 = (2.0 * GELU_K) * (zc + GELU_C * zc * zc * zc)
     return zc, sigmoid(xp, u2), sigmoid(xp, -u2)
 
 
-def _gelu(xp, z):
+def _gelu(xp: Namespace, z: Array) -> Array:
     zc, s, _ = _gelu_sigmoids(xp, z)
     return xp.where(z > GELU_CLAMP, z, xp.where(z < -GELU_CLAMP, xp.zeros_like(z), zc * s))
 
 
-def _gelu_derivative(xp, z, a):
+def _gelu_derivative(xp: Namespace, z: Array, a: Array) -> Array:
     zc, s, s_neg = _gelu_sigmoids(xp, z)
     d = s + (2.0 * GELU_K) * zc * s * s_neg * (1.0 + 3.0 * GELU_C * zc * zc)
     return xp.where(z > GELU_CLAMP, xp.ones_like(z), xp.where(z < -GELU_CLAMP, xp.zeros_like(z), d))
 
 
-def _gelu_s(z):
+def _gelu_s(z: float) -> float:
     if z > GELU_CLAMP:
         return z
     if z < -GELU_CLAMP:
@@ -81,7 +85,7 @@ def _gelu_s(z):
     return z * sigmoid_scalar((2.0 * GELU_K) * (z + GELU_C * z * z * z))  # NaN falls through
 
 
-def _gelu_ds(z, a):
+def _gelu_ds(z: float, a: float) -> float:
     if z > GELU_CLAMP:
         return 1.0
     if z < -GELU_CLAMP:
@@ -92,13 +96,13 @@ def _gelu_ds(z, a):
 
 
 # -- softplus ---------------------------------------------------------------------------------
-def _softplus(xp, z):
+def _softplus(xp: Namespace, z: Array) -> Array:
     # torch's definition: linear above the threshold; the stable log1p form below it.
     soft = xp.maximum(z, xp.zeros_like(z)) + xp.log1p(xp.exp(-xp.abs(z)))
     return xp.where(z > SOFTPLUS_THRESHOLD, z, soft)
 
 
-def _softplus_s(z):
+def _softplus_s(z: float) -> float:
     if z > SOFTPLUS_THRESHOLD:
         return z
     return (z if z > 0.0 else 0.0) + math.log1p(math.exp(-abs(z)))
@@ -178,7 +182,7 @@ def get_activation(name: str) -> Activation:
     return ACTIVATIONS[name]
 
 
-def __getattr__(name):  # deprecated module attributes, moved to the CUDA kernel module
+def __getattr__(name: str) -> Any:  # deprecated module attributes, moved to the CUDA kernel module
     if name == "CUDA_PRELUDE":
         import warnings
 

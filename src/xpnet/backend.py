@@ -10,11 +10,14 @@ weights and the same mini-batch order on every backend.
 from __future__ import annotations
 
 import re
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, cast
 
 import array_api_compat as aac
 import numpy as np
+
+from ._typing import Array, Namespace
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
 
@@ -34,15 +37,15 @@ class Backend:
     lib: Any = None  # the array library behind xp: numpy, cupy, or xpnet's GPU emulator (kind "cupy")
 
     # -- creation ------------------------------------------------------------------
-    def dtype(self, name: str):
+    def dtype(self, name: str) -> Any:
         """The namespace's dtype object for a dtype name such as ``"float32"``."""
         return getattr(self.xp, name)
 
-    def zeros(self, shape, dtype: str):
+    def zeros(self, shape: int | tuple[int, ...], dtype: str) -> Array:
         with self.context():
             return self.xp.zeros(shape, dtype=self.dtype(dtype), device=self.device)
 
-    def from_host(self, array: np.ndarray, dtype: str | None = None):
+    def from_host(self, array: np.ndarray, dtype: str | None = None) -> Array:
         """Copy a host NumPy array to this backend's device (optionally casting first)."""
         array = np.ascontiguousarray(array if dtype is None else array.astype(dtype, copy=False))
         if self.kind == "numpy":
@@ -52,18 +55,18 @@ class Backend:
                 return self.lib.asarray(array)
             return self.xp.asarray(array, device=self.device)
 
-    def context(self):
+    def context(self) -> AbstractContextManager[Any]:
         """Where a step runs: CuPy creation functions ignore ``device=``, so a device context
         selects the GPU; NumPy's overflow warnings are silenced because a diverging loss is
         reported once, clearly, by ``TerminateOnNaN``."""
         if self.kind == "cupy":
-            return self.device
+            return cast(AbstractContextManager[Any], self.device)  # a cupy.cuda.Device
         if self.kind == "numpy":
             return np.errstate(over="ignore", invalid="ignore", divide="ignore")
         return _NULL_CONTEXT
 
     # -- inspection ----------------------------------------------------------------
-    def owns(self, array) -> bool:
+    def owns(self, array: object) -> bool:
         """True when ``array`` already belongs to this namespace and device."""
         if not aac.is_array_api_obj(array) or isinstance(array, (int, float)):
             return False
@@ -77,21 +80,21 @@ class Backend:
 
 
 class _NullContext:
-    def __enter__(self):
+    def __enter__(self) -> _NullContext:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
 
 _NULL_CONTEXT = _NullContext()
 
 
-def _same_device(a, b) -> bool:
+def _same_device(a: Any, b: Any) -> bool:
     return a == b or str(a) == str(b)
 
 
-def library_name(array) -> str:
+def library_name(array: object) -> str:
     """Short name of the library an array comes from ("numpy", "torch", ...)."""
     if isinstance(array, np.ndarray):  # a subclass with .get() is a device array of the GPU emulator
         return "cupy" if hasattr(array, "get") else "numpy"
@@ -99,12 +102,12 @@ def library_name(array) -> str:
     return module
 
 
-def to_host(array) -> np.ndarray:
+def to_host(array: Any) -> np.ndarray:
     """Any array-API array (or array-like) as a host NumPy array (a copy only if needed)."""
     if type(array) is np.ndarray:
         return array
     if aac.is_cupy_array(array) or (isinstance(array, np.ndarray) and hasattr(array, "get")):  # CuPy, emulated GPU
-        return array.get()
+        return cast(np.ndarray, array.get())
     if isinstance(array, np.ndarray):
         return np.asarray(array)
     if aac.is_torch_array(array):
@@ -117,7 +120,7 @@ def to_host(array) -> np.ndarray:
     return np.asarray(array)
 
 
-def resolve_backend(device=None, xp=None) -> Backend:
+def resolve_backend(device: str | int | Backend | Any = None, xp: Namespace | None = None) -> Backend:
     """Turn the user's ``device`` / ``xp`` arguments into a :class:`Backend`.
 
     * ``device=None`` or ``"cpu"`` with no ``xp``: NumPy on the host.
@@ -149,7 +152,7 @@ def _numpy_backend() -> Backend:
     return Backend(aac.array_namespace(np.empty(0)), "cpu", "numpy", "numpy:cpu", lib=np)
 
 
-def _cuda_index(device) -> int:
+def _cuda_index(device: object) -> int:
     if isinstance(device, int):
         return device
     match = re.fullmatch(r"cuda(?::(\d+))?", str(device))
@@ -195,12 +198,12 @@ def gpu_available() -> bool:
     try:
         import cupy
 
-        return cupy.cuda.runtime.getDeviceCount() > 0
+        return bool(cupy.cuda.runtime.getDeviceCount() > 0)
     except Exception:
         return False
 
 
-def check_dtype(dtype) -> str:
+def check_dtype(dtype: Any) -> str:
     """Normalise a dtype argument to its name, refusing non-float dtypes."""
     try:
         name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import collections
+from typing import Any, cast
 
 import numpy as np
+from numpy.typing import ArrayLike
 
+from ._typing import HostArray
 from .validation import check_bool, check_int, check_real
 
 
-def load_digits():
+def load_digits() -> tuple[HostArray, HostArray]:
     """The 8x8 handwritten digits (1,797 samples, 64 features, 10 classes) shipped with scikit-learn.
 
     Nothing is downloaded.  Needs the ``examples`` extra: ``pip install 'xpnet[examples]'``.
@@ -22,7 +25,8 @@ def load_digits():
     return data.data.astype(np.float64), data.target.astype(np.int64)
 
 
-def train_test_split(X, y, test_fraction=0.25, seed=0):
+def train_test_split(X: HostArray, y: HostArray, test_fraction: float = 0.25,
+                     seed: int = 0) -> tuple[HostArray, HostArray, HostArray, HostArray]:
     """Seeded split of ``test_fraction`` of the samples, stratified by class label.
 
     Each class contributes the same fraction to the test set, so a small data set such
@@ -33,7 +37,7 @@ def train_test_split(X, y, test_fraction=0.25, seed=0):
     return parts["train"][0], parts["test"][0], parts["train"][1], parts["test"][1]
 
 
-def standardize(X_train, *others):
+def standardize(X_train: HostArray, *others: HostArray) -> tuple[HostArray, ...]:
     """Scale features to zero mean, unit variance using statistics of ``X_train`` only."""
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
@@ -42,7 +46,8 @@ def standardize(X_train, *others):
 
 
 # -- data sets for `xpnet train` ----------------------------------------------------------------
-def synthetic(n_samples=2000, n_features=20, n_classes=4, regression=False, seed=0):
+def synthetic(n_samples: int = 2000, n_features: int = 20, n_classes: int = 4, regression: bool = False,
+              seed: int = 0) -> tuple[HostArray, HostArray]:
     """Seeded synthetic data: Gaussian class clusters, or a smooth nonlinear regression target."""
     n_samples, n_features = check_int("n_samples", n_samples, low=1), check_int("n_features", n_features, low=1)
     n_classes, regression = check_int("n_classes", n_classes, low=1), check_bool("regression", regression)
@@ -62,7 +67,8 @@ MISSING = {"", "na", "n/a", "nan", "null", "none"}
 _EXACT_INT = 2.0 ** 53  # float64 holds every integer up to here exactly
 
 
-def _check_loaded(X, y, where: str, x_name="X", y_name="y", columns=None):
+def _check_loaded(X: HostArray, y: HostArray, where: str, x_name: str = "X", y_name: str = "y",
+                  columns: list[str] | None = None) -> tuple[HostArray, HostArray]:
     """Features as float64 and targets as loaded, after checking shapes, dtypes and values.
 
     ``columns`` names the feature columns in messages (CSV headers); otherwise they are numbered.
@@ -87,7 +93,7 @@ def _check_loaded(X, y, where: str, x_name="X", y_name="y", columns=None):
                              + (" (complex values: store real and imaginary parts as two columns)."
                                 if arr.dtype.kind == "c" else "."))
     X = X.astype(np.float64)
-    names = columns if columns is not None else list(range(X.shape[1]))
+    names: list[str] | list[int] = columns if columns is not None else list(range(X.shape[1]))
     _check_columns(where, x_name, names, ~np.isfinite(X).all(axis=0), "has missing or infinite values",
                    "fill or drop them first")
     with np.errstate(over="ignore", invalid="ignore"):  # what standardising computes must stay finite
@@ -99,14 +105,15 @@ def _check_loaded(X, y, where: str, x_name="X", y_name="y", columns=None):
     return X, y
 
 
-def _check_columns(where, x_name, names, bad, problem, fix):
+def _check_columns(where: str, x_name: str, names: list[str] | list[int], bad: ArrayLike, problem: str,
+                   fix: str) -> None:
     bad = np.flatnonzero(bad)
     if bad.size:
         shown = [names[i] for i in bad[:10]]
         raise ValueError(f"{where}: {x_name} {problem} in column(s) {shown}; {fix}.")
 
 
-def check_class_labels(y, where: str) -> int:
+def check_class_labels(y: HostArray, where: str) -> int:
     """The number of classes in class labels ``y`` (``max + 1``), after refusing labels that cannot be.
 
     Labels must be integers (integer-valued floats are fine) from 0, and the number of classes
@@ -136,7 +143,7 @@ def check_class_labels(y, where: str) -> int:
     return int(high) + 1
 
 
-def targets_for_loss(y, loss_name: str, where: str):
+def targets_for_loss(y: Any, loss_name: str, where: str) -> HostArray:
     """``y`` converted to what loss ``loss_name`` trains on, or a ValueError saying what to change.
 
     * ``cross_entropy``: 1-D (or one-column) class labels -> int64 labels, checked by
@@ -153,14 +160,14 @@ def targets_for_loss(y, loss_name: str, where: str):
         raise ValueError(f"{where}: targets must be numbers, got dtype {y.dtype}.")
     if loss.integer_labels and (y.ndim == 1 or y.shape[1] == 1):
         check_class_labels(y, where)
-        return y.reshape(-1).astype(np.int64)
+        return cast(HostArray, y.reshape(-1).astype(np.int64))
     y = y.astype(np.float64)
     if loss.classification and not np.all((y >= 0) & (y <= 1)):
         suggestion = ("class labels 0..K-1 with --loss cross_entropy, or --loss mse for continuous targets"
                       if loss.name == "bce" else "--loss mse for continuous targets")
         raise ValueError(f"{where}: --loss {loss.name} needs targets in [0, 1] (0/1 labels or probabilities); "
                          f"found values from {y.min():g} to {y.max():g}. Use {suggestion}.")
-    return y[:, None] if y.ndim == 1 else y
+    return cast(HostArray, y[:, None] if y.ndim == 1 else y)
 
 
 def _open_check(path: str, kind: str) -> None:
@@ -180,7 +187,7 @@ def _magic(path: str) -> bytes:
 NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", b"PK"
 
 
-def load_npz(path):
+def load_npz(path: str) -> tuple[HostArray, HostArray]:
     """Arrays ``X`` and ``y`` from an ``.npz`` file."""
     path = str(path)
     _open_check(path, ".npz")
@@ -207,9 +214,9 @@ def load_npz(path):
     return _check_loaded(X, y, path)
 
 
-def _npz_member(data, name: str, path: str):
+def _npz_member(data: Any, name: str, path: str) -> HostArray:
     try:
-        return data[name]
+        return cast(HostArray, data[name])  # an NpzFile member
     except ValueError as exc:
         if "allow_pickle" in str(exc):
             raise ValueError(f"{path}: array {name!r} holds Python objects, which are not loaded (pickles can run "
@@ -217,7 +224,7 @@ def _npz_member(data, name: str, path: str):
         raise
 
 
-def _load_npy(path: str):
+def _load_npy(path: str) -> HostArray:
     _open_check(path, ".npy")
     try:
         magic = _magic(path)
@@ -240,7 +247,7 @@ def _load_npy(path: str):
                          "damaged: re-save it with numpy.save.") from exc
 
 
-def load_npy_pair(x_path, y_path):
+def load_npy_pair(x_path: str, y_path: str) -> tuple[HostArray, HostArray]:
     """Features and targets from two ``.npy`` files."""
     X, y = (_load_npy(str(p)) for p in (x_path, y_path))
     return _check_loaded(X, y, f"{x_path} + {y_path}", x_name=str(x_path), y_name=str(y_path))
@@ -270,7 +277,7 @@ def _read_text(path: str) -> str:
                          "UTF-8, e.g. iconv -f LATIN1 -t UTF-8 in.csv > out.csv for a Latin-1/Windows file.") from exc
 
 
-def _csv_rows(text: str, path: str):
+def _csv_rows(text: str, path: str) -> list[tuple[int, list[str]]]:
     """``[(line number, fields), ...]`` of the non-blank rows, header first.
 
     The delimiter is a comma; a header line with no comma selects ';' or a tab if it has one
@@ -289,7 +296,7 @@ def _csv_rows(text: str, path: str):
     return rows
 
 
-def _csv_header(fields, target, path: str):
+def _csv_header(fields: list[str], target: str, path: str) -> tuple[list[str], str]:
     header = [h.strip() for h in fields]
     if not target:
         raise ValueError(f"{path}: no target column given; name it with --target (columns: {header}).")
@@ -324,7 +331,7 @@ def _csv_number(value: str, name: str, line: int, path: str) -> float:
     return x
 
 
-def load_csv(path, target: str):
+def load_csv(path: str, target: str) -> tuple[HostArray, HostArray]:
     """A CSV file with a header row; ``target`` names the target column, the rest are features.
 
     UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark; comma-separated, or
@@ -349,7 +356,8 @@ def load_csv(path, target: str):
     return _check_loaded(X, y, path, columns=list(parsed))
 
 
-def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
+def split(X: HostArray, y: HostArray, test_fraction: float = 0.25, val_fraction: float = 0.0, seed: int = 0,
+          stratify: bool = True) -> dict[str, tuple[HostArray, HostArray]]:
     """Seeded train / validation / test split (stratified for class labels)."""
     test_fraction = check_real("test_fraction", test_fraction, low=0, high=1, high_open=True)
     val_fraction = check_real("val_fraction", val_fraction, low=0, high=1, high_open=True)
@@ -360,7 +368,7 @@ def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
     labels = y if stratify and y.ndim == 1 and y.dtype.kind in "iu" else None
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(labels == c) for c in np.unique(labels)] if labels is not None else [np.arange(len(y))]
-    parts = {"train": [], "val": [], "test": []}
+    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
     for members in groups:
         members = rng.permutation(members)
         n_test = int(round(len(members) * test_fraction))
@@ -369,8 +377,8 @@ def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
         parts["val"].append(members[n_test:n_test + n_val])
         parts["train"].append(members[n_test + n_val:])
     out = {}
-    for name, idx in parts.items():
-        idx = np.sort(np.concatenate(idx))
+    for name, members_of in parts.items():
+        idx = np.sort(np.concatenate(members_of))
         out[name] = (X[idx], y[idx])
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):
         if fraction > 0 and len(out[name][1]) == 0:  # rounding per class gave nothing: never silently
@@ -380,7 +388,7 @@ def split(X, y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True):
     return out
 
 
-def load_for_run(data_cfg: dict, loss_name: str, seed: int):
+def load_for_run(data_cfg: dict[str, Any], loss_name: str, seed: int) -> dict[str, tuple[HostArray, HostArray]]:
     """The data a run configuration names, with targets as ``loss_name`` needs them (see
     :func:`targets_for_loss`), split and (optionally) standardised on the train split."""
     from .losses import get_loss

@@ -9,15 +9,21 @@ optimizer updates everything in one pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 
+from ._typing import Array, HostArray, Namespace
 from .activations import get_activation
 from .backend import check_dtype, resolve_backend, to_host
 from .initializers import check_init, default_init, draw_weights
 from .kernels import ops_for, resolve_kernels
 from .validation import check_int, host_memory_bytes, invalid
+
+if TYPE_CHECKING:
+    from .kernels.protocol import KernelSet
 
 
 @dataclass(frozen=True)
@@ -38,12 +44,12 @@ class LayerSlot:
 class Tape:
     """What the forward pass keeps for the backward pass, one entry per layer."""
 
-    inputs: list  # a_{l-1}: the layer's input
-    pre: list  # z_l: pre-activation (after the bias add)
-    post: list  # a_l: activation output (the logits for the last layer)
+    inputs: list[Array]  # a_{l-1}: the layer's input
+    pre: list[Array]  # z_l: pre-activation (after the bias add)
+    post: list[Array]  # a_l: activation output (the logits for the last layer)
 
 
-def _check_sizes(sizes) -> list[int]:
+def _check_sizes(sizes: Any) -> list[int]:
     """Layer widths: at least two integers >= 1 (NumPy integers too; bool and float refused)."""
     items = list(sizes) if isinstance(sizes, (list, tuple, np.ndarray)) else None
     if items is None or len(items) < 2 or not all(
@@ -96,8 +102,9 @@ class MLP:
         choice is kept in ``self.kernels``.
     """
 
-    def __init__(self, sizes, activation="relu", dtype="float32", seed=0, init=None, device=None, xp=None,
-                 kernels=None):
+    def __init__(self, sizes: Sequence[int], activation: str = "relu", dtype: str = "float32", seed: int | None = 0,
+                 init: str | None = None, device: Any = None, xp: Namespace | None = None,
+                 kernels: str | None = None) -> None:
         self.sizes = _check_sizes(sizes)
         self.activation = get_activation(activation)
         self.dtype = check_dtype(dtype)
@@ -109,7 +116,7 @@ class MLP:
         n_params = sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:]))
         _check_memory(self.sizes, n_params, np.dtype(self.dtype).itemsize)
         self.backend = resolve_backend(device, xp)
-        self.ops = ops_for(self.backend, self.dtype, self.kernels)
+        self.ops: KernelSet = ops_for(self.backend, self.dtype, self.kernels)
 
         self.slots: list[LayerSlot] = []
         offset = 0
@@ -124,7 +131,7 @@ class MLP:
             host[s.w_start:s.b_start] = draw_weights(self.init, s.fan_in, s.fan_out, rng).ravel()
         self.params = self.backend.from_host(host, self.dtype)
         self.grads = self.ops.zeros_like(self.params)
-        self._workspace: dict[int, dict] = {}
+        self._workspace: dict[tuple[int, str], dict[str, list[Array | None]]] = {}
 
     # -- shapes and views ------------------------------------------------------------
     @property
@@ -135,20 +142,20 @@ class MLP:
     def n_outputs(self) -> int:
         return self.sizes[-1]
 
-    def layer_views(self, flat) -> list[tuple]:
+    def layer_views(self, flat: Array) -> list[tuple[Array, Array]]:
         """Per-layer ``(W, b)`` slices of a flat buffer (``params`` or ``grads``)."""
         xp = self.backend.xp
         return [(xp.reshape(flat[s.w_start:s.b_start], (s.fan_in, s.fan_out)), flat[s.b_start:s.end])
                 for s in self.slots]
 
     # -- weights on the host -----------------------------------------------------------
-    def get_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+    def get_weights(self) -> list[tuple[HostArray, HostArray]]:
         """Copies of the weights on the host: ``[(W, b), ...]``, ``W`` shaped ``(fan_in, fan_out)``."""
         host = to_host(self.params)
         return [(host[s.w_start:s.b_start].reshape(s.fan_in, s.fan_out).copy(), host[s.b_start:s.end].copy())
                 for s in self.slots]
 
-    def set_weights(self, weights) -> None:
+    def set_weights(self, weights: Iterable[tuple[Any, Any]]) -> None:
         """Replace all weights from ``[(W, b), ...]`` host arrays (checked before anything changes)."""
         weights = list(weights)
         if len(weights) != len(self.slots):
@@ -166,12 +173,12 @@ class MLP:
             host[s.b_start:s.end] = b
         self.params[...] = self.backend.from_host(host, self.dtype)
 
-    def copy_params(self):
+    def copy_params(self) -> Array:
         """A device-side copy of the flat parameters (for snapshots)."""
         return self.backend.xp.asarray(self.params, copy=True)
 
     # -- forward and backward ------------------------------------------------------------
-    def _buffers(self, batch: int, ops) -> dict:
+    def _buffers(self, batch: int, ops: KernelSet) -> dict[str, list[Array | None]]:
         """Workspaces for one batch size and dtype, allocated once and reused by every kernel set.
 
         Two shapes per dtype are kept: the full batch and an epoch's shorter last batch.
@@ -190,7 +197,20 @@ class MLP:
             self._workspace[key] = ws
         return ws
 
-    def forward(self, x, tape: bool = False, params=None, ops=None):
+    @overload
+    def forward(self, x: Array, tape: Literal[False] = False, params: Array | None = None,
+                ops: KernelSet | None = None) -> Array: ...
+
+    @overload
+    def forward(self, x: Array, tape: Literal[True], params: Array | None = None,
+                ops: KernelSet | None = None) -> tuple[Array, Tape]: ...
+
+    @overload
+    def forward(self, x: Array, tape: bool, params: Array | None = None,
+                ops: KernelSet | None = None) -> Array | tuple[Array, Tape]: ...
+
+    def forward(self, x: Array, tape: bool = False, params: Array | None = None,
+                ops: KernelSet | None = None) -> Array | tuple[Array, Tape]:
         """Logits for a batch ``x`` already on this model's device; ``tape`` keeps what backward needs.
 
         ``params`` / ``ops`` substitute another flat parameter buffer and kernel set (the
@@ -202,7 +222,9 @@ class MLP:
         ops = ops or self.ops
         n = len(self.slots)  # without a tape (prediction): no out= arrays, the kernel set allocates
         ws = self._buffers(x.shape[0], ops) if tape else {"z": [None] * n, "a": [None] * n}
-        inputs, pre, post = [], [], []
+        inputs: list[Array] = []
+        pre: list[Array] = []
+        post: list[Array] = []
         a = x
         last = len(self.slots) - 1
         for l, (W, b) in enumerate(self.layer_views(self.params if params is None else params)):
@@ -214,7 +236,8 @@ class MLP:
             post.append(a)
         return (a, Tape(inputs, pre, post)) if tape else a
 
-    def backward(self, dlogits, tape: Tape, params=None, grads=None, ops=None) -> None:
+    def backward(self, dlogits: Array, tape: Tape, params: Array | None = None, grads: Array | None = None,
+                 ops: KernelSet | None = None) -> None:
         """Write ``dL/dparams`` into ``self.grads`` (or ``grads``) from ``dL/dlogits`` and the tape.
 
         Layer by layer from the output: ``dW_l = a_{l-1}^T @ dz_l``, ``db_l = sum_rows dz_l``,

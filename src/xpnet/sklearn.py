@@ -12,7 +12,7 @@ and pass scikit-learn's ``check_estimator``.  A pickled estimator continues trai
 from __future__ import annotations
 
 from numbers import Integral, Real
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
@@ -125,7 +125,8 @@ class _MLPBase(BaseEstimator):
         return int(rs)
 
     def _new_trainer(self, n_features, n_outputs):
-        hidden = [self.hidden_layer_sizes] if np.isscalar(self.hidden_layer_sizes) else list(self.hidden_layer_sizes)
+        sizes = self.hidden_layer_sizes
+        hidden: list[Any] = [sizes] if np.isscalar(sizes) else list(sizes)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} is unknown: use one of {', '.join(OPTIMIZERS)}.")
         model = MLP([n_features, *hidden, n_outputs], activation=self.activation, dtype=self.dtype,
@@ -134,8 +135,9 @@ class _MLPBase(BaseEstimator):
         return Trainer(model, loss=self._loss, optimizer=opt, metrics=())
 
     def _trainer_for(self, n_features, n_outputs, keep):
-        if keep and getattr(self, "_trainer", None) is not None:
-            return self._trainer
+        trainer = getattr(self, "_trainer", None) if keep else None
+        if trainer is not None:
+            return trainer
         if keep and hasattr(self, "coefs_"):  # unpickled: rebuild from the stored arrays
             return self._restore()
         self._trainer = self._new_trainer(n_features, n_outputs)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import math
 import numbers
 import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import array_api_compat as aac
 import numpy as np
 
-from .backend import library_name, to_host
-from .losses import labels_outside_message
+from ._typing import Array
+from .backend import Backend, library_name, to_host
+from .losses import Loss, labels_outside_message
+
+if TYPE_CHECKING:
+    from .kernels.protocol import KernelSet
 
 
 # -- hyperparameters: one helper per concept, one message style -------------------------------
@@ -22,16 +28,16 @@ class HyperparameterError(ValueError, TypeError):
     """
 
 
-def invalid(name: str, value, rule: str) -> HyperparameterError:
+def invalid(name: str, value: object, rule: str) -> HyperparameterError:
     """The error for ``name=value``: ``"lr=-1 is invalid: use a finite number >= 0."``."""
     return HyperparameterError(f"{name}={value!r} is invalid: {rule}.")
 
 
-def _is_bool(value) -> bool:
+def _is_bool(value: object) -> bool:
     return isinstance(value, (bool, np.bool_))
 
 
-def _bounds(low, high, low_open, high_open) -> str:
+def _bounds(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
         return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
     if low is not None:
@@ -41,7 +47,18 @@ def _bounds(low, high, low_open, high_open) -> str:
     return ""
 
 
-def check_real(name: str, value, *, low=None, high=None, low_open=False, high_open=False, allow_none=False):
+@overload
+def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+               high_open: bool = False, allow_none: Literal[False] = False) -> float: ...
+
+
+@overload
+def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+               high_open: bool = False, allow_none: bool) -> float | None: ...
+
+
+def check_real(name: str, value: Any, *, low: float | None = None, high: float | None = None, low_open: bool = False,
+               high_open: bool = False, allow_none: bool = False) -> float | None:
     """``value`` as a float: a real number (not bool), finite, within the bounds; or None if allowed."""
     if value is None and allow_none:
         return None
@@ -59,7 +76,18 @@ def check_real(name: str, value, *, low=None, high=None, low_open=False, high_op
     return x
 
 
-def check_int(name: str, value, *, low=None, high=None, allow_none=False):
+@overload
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None,
+              allow_none: Literal[False] = False) -> int: ...
+
+
+@overload
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None,
+              allow_none: bool) -> int | None: ...
+
+
+def check_int(name: str, value: Any, *, low: int | None = None, high: int | None = None,
+              allow_none: bool = False) -> int | None:
     """``value`` as an int (Python or NumPy integer, not bool) within ``[low, high]``; or None if allowed."""
     if value is None and allow_none:
         return None
@@ -69,29 +97,29 @@ def check_int(name: str, value, *, low=None, high=None, allow_none=False):
         rule = " ".join(filter(None, ("use an integer", _bounds(low, high, False, False))))
     rule += " or None" if allow_none else ""
     if not isinstance(value, numbers.Integral) or _is_bool(value) \
-            or (low is not None and value < low) or (high is not None and value > high):
+            or (low is not None and int(value) < low) or (high is not None and int(value) > high):
         raise invalid(name, value, rule)
     return int(value)
 
 
-def check_positive_int(name: str, value) -> int:
+def check_positive_int(name: str, value: Any) -> int:
     return check_int(name, value, low=1)
 
 
-def check_bool(name: str, value) -> bool:
+def check_bool(name: str, value: Any) -> bool:
     """``value`` as a bool; 0/1 or "yes" are refused, so a misplaced argument does not pass silently."""
     if not _is_bool(value):
         raise invalid(name, value, "use True or False")
     return bool(value)
 
 
-def check_str(name: str, value) -> str:
+def check_str(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise invalid(name, value, "use a non-empty string")
     return value
 
 
-def check_choice(name: str, value, options):
+def check_choice(name: str, value: Any, options: Iterable[str]) -> str:
     """``value`` if it is one of ``options`` (compared by equality, so unhashable values fail cleanly)."""
     if not isinstance(value, str) or value not in options:
         raise HyperparameterError(f"{name}={value!r} is unknown: use one of {', '.join(map(str, options))}.")
@@ -106,7 +134,7 @@ def host_memory_bytes() -> int | None:
         return None
 
 
-def check_same_library(**arrays) -> None:
+def check_same_library(**arrays: Any) -> None:
     """Refuse arrays that come from different array libraries (e.g. NumPy X with torch y)."""
     libs = {name: library_name(a) for name, a in arrays.items() if aac.is_array_api_obj(a)}
     if len(set(libs.values())) > 1:
@@ -115,7 +143,7 @@ def check_same_library(**arrays) -> None:
                         "e.g. convert with numpy.asarray(...) first.")
 
 
-def _as_array(name: str, value, backend):
+def _as_array(name: str, value: Any, backend: Backend) -> tuple[Array, bool]:
     """Host NumPy view of ``value`` plus whether it already lives on ``backend``'s device."""
     if backend.owns(value):
         return value, True
@@ -135,10 +163,11 @@ class DeviceChecks:
     fused kernel where it has one), and ONE host read for all of them in :meth:`run`, which
     raises the first failed check's message.  Nothing is copied to the host."""
 
-    def __init__(self, ops):
-        self.ops, self.items = ops, []
+    def __init__(self, ops: KernelSet) -> None:
+        self.ops = ops
+        self.items: list[tuple[Array, str]] = []
 
-    def add(self, array, kind: str, message: str, n_classes: int = 0) -> None:
+    def add(self, array: Array, kind: str, message: str, n_classes: int = 0) -> None:
         with self.ops.backend.context():
             self.items.append((self.ops.count_invalid(array, kind, n_classes), message))
 
@@ -154,13 +183,13 @@ class DeviceChecks:
                 raise ValueError(message.format(count=int(count)))
 
 
-def _on_host(a) -> bool:
+def _on_host(a: Array) -> bool:
     """Whether ``a`` lives in host memory (a NumPy array, also as the NumPy backend's device)."""
     return type(a) is np.ndarray
 
 
-def check_features(name: str, X, n_features: int, backend, dtype: str, checks: DeviceChecks, full: bool = True,
-                   place: bool = True):
+def check_features(name: str, X: Any, n_features: int, backend: Backend, dtype: str, checks: DeviceChecks,
+                   full: bool = True, place: bool = True) -> Array:
     """Validate a feature matrix and return it on the model's device in ``dtype``.
 
     ``full=False`` skips the value scan (NaN / inf) for arrays already on the device, so a
@@ -193,7 +222,7 @@ def check_features(name: str, X, n_features: int, backend, dtype: str, checks: D
     return backend.from_host(X, dtype) if place else np.ascontiguousarray(X, dtype=dtype)
 
 
-def _kind(backend, X) -> str:
+def _kind(backend: Backend, X: Array) -> str:
     xp = backend.xp
     if xp.isdtype(X.dtype, "real floating"):
         return "f"
@@ -202,8 +231,8 @@ def _kind(backend, X) -> str:
     return "O"
 
 
-def check_targets(name: str, y, loss, n_outputs: int, n_samples: int, backend, dtype: str, checks: DeviceChecks,
-                  full: bool = True, place: bool = True):
+def check_targets(name: str, y: Any, loss: Loss, n_outputs: int, n_samples: int, backend: Backend, dtype: str,
+                  checks: DeviceChecks, full: bool = True, place: bool = True) -> Array:
     """Validate targets for ``loss`` and return them on the model's device.
 
     Cross-entropy takes integer labels in ``[0, n_outputs)`` (kept as int64) or one-hot /

@@ -71,7 +71,7 @@ def check_arguments(device="cpu", sizes=None, preset="mnist", batch_sizes=DEFAUL
 
 
 def _positive_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and bool(v > 0)
 
 
 def _check_int(flag, value, least, fix):

@@ -7,6 +7,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,13 +98,13 @@ def torch_step(sizes, batch, device, dtype, precision="fp32"):
 
     dev = "cuda" if device.startswith("cuda") else "cpu"
     tdtype = getattr(torch, dtype)
-    layers = []
+    layers: list[Any] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(torch.nn.Linear(a, b, dtype=tdtype, device=dev))
         if i < len(sizes) - 2:
             layers.append(torch.nn.ReLU())
     model = torch.nn.Sequential(*layers)
-    fused = dict(fused=True) if dev == "cuda" else dict(foreach=True)
+    fused: dict[str, Any] = dict(fused=True) if dev == "cuda" else dict(foreach=True)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, **fused)
     X, y = _data(sizes, batch)
     X, y = torch.tensor(X, dtype=tdtype, device=dev), torch.tensor(y, device=dev)
@@ -111,7 +112,7 @@ def torch_step(sizes, batch, device, dtype, precision="fp32"):
     if precision == "fp16":
         scaler = torch.amp.GradScaler("cuda")
 
-        def step():
+        def step_fp16() -> None:
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.float16):
                 loss = torch.nn.functional.cross_entropy(model(X), y)
@@ -119,7 +120,7 @@ def torch_step(sizes, batch, device, dtype, precision="fp32"):
             scaler.step(opt)
             scaler.update()
 
-        return step
+        return step_fp16
 
     def step():
         if dev == "cuda":
@@ -260,7 +261,9 @@ def measure(point: Point, impls=IMPLEMENTATIONS, rounds=7, steps=None, warmup=3,
     for name, fn in runners.items():
         _run_for(fn, settle)  # as before a timed round (below): the probe must not pay another's threads
         counts[name] = steps if steps is not None else calibrate_steps(timer, fn, min_time)
-    times, ran, lengths = ({k: [] for k in runners} for _ in range(3))
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    ran: dict[str, list[int]] = {k: [] for k in runners}
+    lengths: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(rounds):
         for name, fn in runners.items():  # interleaved: drift affects all alike
             # Untimed steps first, for `settle` seconds: the previous library's BLAS / OpenMP

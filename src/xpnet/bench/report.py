@@ -8,6 +8,7 @@ import json
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -15,11 +16,11 @@ from .defaults import CSV_EXTRA, NOISY_RELATIVE_IQR
 
 
 # -- environment -----------------------------------------------------------------------------------
-def environment(device: str = "cpu") -> dict:
+def environment(device: str = "cpu") -> dict[str, Any]:
     """Machine, BLAS, GPU and library versions: printed and stored with every result."""
     from .. import __version__
 
-    env = {
+    env: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "platform": platform.platform(),
         "python": platform.python_version(),

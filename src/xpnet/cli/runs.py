@@ -25,10 +25,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ..io import checkpoint
 from ..train.callbacks import Callback, EarlyStopping
 from .rundir import RUN_MARKER, RunDir
+
+if TYPE_CHECKING:
+    from ..optim.lr_scheduler import LRScheduler
+    from ..train.callbacks import History
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -54,7 +59,7 @@ class Checkpointer(Callback):
                  extra_meta: dict | None = None):
         self.run, self.keep_last, self.monitor, self.extra_meta = run, keep_last, monitor, extra_meta
         self.extra_callbacks = extra_callbacks  # callbacks whose state is saved with the checkpoint
-        self.history = None
+        self.history: History | None = None
 
     @property
     def root(self) -> Path:
@@ -158,7 +163,7 @@ def build(config: dict, data_shapes):
             "cosine": lambda: CosineAnnealingLR(optimizer, T_max=max(1, epochs - warm)),
             "step": lambda: StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1),
             "exponential": lambda: ExponentialLR(optimizer, gamma=0.95)}[t["schedule"]]
-    scheduler = main() if main else None
+    scheduler: LRScheduler | None = main() if main else None
     if warm:
         warmup = LinearLR(optimizer, start_factor=0.1, total_iters=warm)
         scheduler = SequentialLR(optimizer, [warmup, scheduler], [warm]) if scheduler else warmup
@@ -312,7 +317,8 @@ def _stop_on_signals(trainer):
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous, received = {}, []
+    previous: dict[signal.Signals, Any] = {}
+    received: list[str] = []
 
     def stop(signum, frame):
         received.append(signal.Signals(signum).name)

@@ -34,10 +34,19 @@ import os
 import shutil
 import struct
 import warnings
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeGuard, cast
 
 import numpy as np
+
+from .._typing import HostArray, Namespace
+
+if TYPE_CHECKING:
+    from ..model import MLP
+    from ..train.callbacks import Callback, History
+    from ..train.trainer import Trainer
 
 FORMAT = "xpnet-checkpoint-2"
 OLD_FORMATS = ("xpnet-checkpoint-1",)  # no manifest, no weights digest: loaded with a warning
@@ -46,9 +55,11 @@ MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "trainer.safetensors")
 DIGEST_KEY = "sha256"  # weights-file metadata entry: SHA-256 of the tensors and the other metadata
 MODEL_KEYS = ("format", "sizes", "activation", "dtype", "init", "seed")
-TRAINER_KEYS = {"epoch": int, "step_count": int, "optimizer": dict, "rng": dict, "history": dict,
-                "history_epochs": list, "scheduler": (dict, type(None))}
-OPTIMIZER_KEYS = {"type": str, "lr": (int, float), "hparams": dict, "step_count": int}
+TRAINER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int, "step_count": int, "optimizer": dict, "rng": dict, "history": dict,
+    "history_epochs": list, "scheduler": (dict, type(None))}
+OPTIMIZER_KEYS: dict[str, type | tuple[type, ...]] = {
+    "type": str, "lr": (int, float), "hparams": dict, "step_count": int}
 
 
 class IntegrityWarning(UserWarning):
@@ -58,17 +69,17 @@ class IntegrityWarning(UserWarning):
 @dataclass
 class Checkpoint:
     path: Path
-    weights: list  # [(W, b), ...] host arrays
-    model_meta: dict
-    state: dict  # name -> host array (optimizer state, early-stopping weights)
-    trainer_meta: dict
+    weights: list[tuple[HostArray, HostArray]]  # [(W, b), ...] host arrays
+    model_meta: dict[str, Any]
+    state: dict[str, HostArray]  # name -> host array (optimizer state, early-stopping weights)
+    trainer_meta: dict[str, Any]
 
     @property
     def epoch(self) -> int:
         return int(self.trainer_meta["epoch"])
 
 
-def _st():
+def _st() -> Any:
     try:
         import safetensors.numpy as st
     except ImportError as exc:  # pragma: no cover - safetensors is a dependency
@@ -106,12 +117,12 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _canonical(obj) -> bytes:
+def _canonical(obj: object) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
 
 
 # -- writing ------------------------------------------------------------------------------------
-def model_metadata(model) -> dict:
+def model_metadata(model: MLP) -> dict[str, str]:
     from .. import __version__
 
     return {"format": FORMAT, "xpnet_version": __version__, "sizes": json.dumps(model.sizes),
@@ -119,7 +130,7 @@ def model_metadata(model) -> dict:
             "layout": "layer{i}.W is (fan_in, fan_out); a layer computes x @ W + b"}
 
 
-def _tensor_digest(tensors: dict, metadata: dict) -> str:
+def _tensor_digest(tensors: dict[str, HostArray], metadata: dict[str, str]) -> str:
     """SHA-256 over the metadata (less the digest itself) and every tensor's name, dtype, shape and bytes."""
     h = hashlib.sha256(_canonical({k: v for k, v in metadata.items() if k != DIGEST_KEY}))
     for name in sorted(tensors):
@@ -129,21 +140,22 @@ def _tensor_digest(tensors: dict, metadata: dict) -> str:
     return h.hexdigest()
 
 
-def _weights_bytes(model) -> bytes:
+def _weights_bytes(model: MLP) -> bytes:
     tensors = {}
     for i, (W, b) in enumerate(model.get_weights()):
         tensors[f"layer{i}.W"], tensors[f"layer{i}.b"] = np.ascontiguousarray(W), b
     meta = model_metadata(model)
     meta[DIGEST_KEY] = _tensor_digest(tensors, meta)
-    return _st().save(tensors, metadata=meta)
+    return cast(bytes, _st().save(tensors, metadata=meta))
 
 
-def save_weights(path: Path, model) -> None:
+def save_weights(path: Path, model: MLP) -> None:
     """The model's weights alone, as one safetensors file (atomic) carrying its own SHA-256."""
     write_atomic(Path(path), _weights_bytes(model))
 
 
-def _trainer_bytes(trainer, epoch: int, history, callbacks, extra_meta: dict | None) -> bytes:
+def _trainer_bytes(trainer: Trainer, epoch: int, history: History | None, callbacks: Iterable[Callback],
+                   extra_meta: dict[str, Any] | None) -> bytes:
     state, meta = trainer.state_dict()
     meta.update(format=FORMAT, epoch=epoch, history=history.history if history is not None else {},
                 history_epochs=history.epoch if history is not None else [], **(extra_meta or {}))
@@ -156,16 +168,17 @@ def _trainer_bytes(trainer, epoch: int, history, callbacks, extra_meta: dict | N
             tensors.update({f"callback{i}.{k}": v for k, v in cb_tensors.items()})
     if not tensors:  # safetensors needs at least one tensor
         tensors["_empty"] = np.zeros(0, dtype=np.float32)
-    return _st().save(tensors, metadata={"json": json.dumps(meta)})
+    return cast(bytes, _st().save(tensors, metadata={"json": json.dumps(meta)}))
 
 
-def _manifest_bytes(entries: dict) -> bytes:
+def _manifest_bytes(entries: dict[str, Any]) -> bytes:
     """The manifest for ``{file: {"size", "sha256"}}``; its own SHA-256 covers the rest of it."""
     body = {"format": FORMAT, "files": entries}
     return _canonical({**body, "sha256": _sha256(_canonical(body))}) + b"\n"
 
 
-def save(root: Path, trainer, epoch: int, history=None, callbacks=(), extra_meta: dict | None = None) -> Path:
+def save(root: Path, trainer: Trainer, epoch: int, history: History | None = None,
+         callbacks: Iterable[Callback] = (), extra_meta: dict[str, Any] | None = None) -> Path:
     """Write checkpoint ``root/epoch-NNNN`` atomically and return its path; ``extra_meta`` (JSON
     values, e.g. a run's configuration) is stored with the training state.  If writing fails
     (a full disk, an interrupt) the half-written temporary directory is removed."""
@@ -247,7 +260,7 @@ def _damaged(file: Path, why: str, fix: str | None = None) -> ValueError:
     return ValueError(f"checkpoint file {file} {why}. {fix}")
 
 
-def _read_bytes(file: Path, fix=None) -> bytes:
+def _read_bytes(file: Path, fix: str | None = None) -> bytes:
     if not file.exists():
         raise _damaged(file, "is missing (the checkpoint is incomplete or was moved)", fix)
     if not file.is_file():
@@ -258,7 +271,7 @@ def _read_bytes(file: Path, fix=None) -> bytes:
         raise _damaged(file, f"cannot be read ({exc})", fix) from exc
 
 
-def _parse(file: Path, data: bytes, fix=None):
+def _parse(file: Path, data: bytes, fix: str | None = None) -> tuple[dict[str, HostArray], dict[str, Any]]:
     """Tensors and metadata of one safetensors file's bytes, or a ValueError naming the file."""
     try:
         tensors = _st().load(data)
@@ -269,7 +282,7 @@ def _parse(file: Path, data: bytes, fix=None):
     return tensors, metadata
 
 
-def _read_manifest(path: Path) -> dict | None:
+def _read_manifest(path: Path) -> dict[str, Any] | None:
     """The checked ``{file: {"size", "sha256"}}`` of a checkpoint, or None where it has no manifest."""
     file = path / MANIFEST
     if not file.exists():
@@ -285,7 +298,7 @@ def _read_manifest(path: Path) -> dict | None:
     return entries
 
 
-def _well_formed(entries) -> bool:
+def _well_formed(entries: object) -> TypeGuard[dict[str, Any]]:
     return (isinstance(entries, dict) and sorted(entries) == sorted(FILES)
             and all(isinstance(e, dict) and type(e.get("size")) is int and isinstance(e.get("sha256"), str)
                     for e in entries.values()))
@@ -313,7 +326,7 @@ def _verified_files(path: Path) -> dict[str, bytes]:
     return contents
 
 
-def _model_fields(file: Path, meta: dict, fix=None) -> tuple[list, str]:
+def _model_fields(file: Path, meta: dict[str, Any], fix: str | None = None) -> tuple[list[int], str]:
     """The sizes and dtype a weights file's metadata declares, checked."""
     missing = [k for k in MODEL_KEYS if k not in meta]
     if missing:
@@ -334,7 +347,7 @@ def _model_fields(file: Path, meta: dict, fix=None) -> tuple[list, str]:
     return sizes, meta["dtype"]
 
 
-def _check_finite(file: Path, tensors: dict, fix=None) -> None:
+def _check_finite(file: Path, tensors: dict[str, HostArray], fix: str | None = None) -> None:
     for name, arr in tensors.items():
         if arr.dtype.kind != "f":
             raise _damaged(file, f"holds tensor {name!r} of dtype {arr.dtype}, not floating point", fix)
@@ -343,12 +356,13 @@ def _check_finite(file: Path, tensors: dict, fix=None) -> None:
                            "was saved, or the file is corrupted)", fix)
 
 
-def _weights(file: Path, tensors: dict, meta: dict, fix=None) -> list:
+def _weights(file: Path, tensors: dict[str, HostArray], meta: dict[str, Any],
+             fix: str | None = None) -> list[tuple[HostArray, HostArray]]:
     """``[(W, b), ...]`` from a weights file, after checking its digest, tensor names, shapes, dtypes, values."""
     sizes, dtype = _model_fields(file, meta, fix)
     if meta["format"] == FORMAT and meta.get(DIGEST_KEY) != _tensor_digest(tensors, meta):
         raise _damaged(file, "does not match the SHA-256 in its metadata (corrupted or edited)", fix)
-    expected = {}
+    expected: dict[str, tuple[int, ...]] = {}
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         expected[f"layer{i}.W"], expected[f"layer{i}.b"] = (fan_in, fan_out), (fan_out,)
     if set(tensors) != set(expected):
@@ -361,7 +375,7 @@ def _weights(file: Path, tensors: dict, meta: dict, fix=None) -> list:
     return [(tensors[f"layer{i}.W"], tensors[f"layer{i}.b"]) for i in range(len(sizes) - 1)]
 
 
-def _trainer_meta(file: Path, meta: dict) -> dict:
+def _trainer_meta(file: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """The training state in a trainer file's metadata, with every key a resume needs."""
     try:
         state = json.loads(meta["json"])
@@ -385,7 +399,7 @@ def _trainer_meta(file: Path, meta: dict) -> dict:
     return state
 
 
-def _checkpoint_dir(path) -> Path:
+def _checkpoint_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file() and path.name in (*FILES, MANIFEST):
         path = path.parent
@@ -412,7 +426,7 @@ def load(path: Path) -> Checkpoint:
     return Checkpoint(path, weights, model_meta, state, trainer_meta)
 
 
-def load_model(path, device=None, xp=None):
+def load_model(path: str | Path, device: Any = None, xp: Namespace | None = None) -> MLP:
     """An :class:`~xpnet.MLP` from a ``model.safetensors`` file, a run directory (its final
     weights) or a checkpoint directory, placed on ``device`` / ``xp``; damage raises ``ValueError`` naming the file."""
     from ..model import MLP
@@ -441,7 +455,7 @@ def load_model(path, device=None, xp=None):
     return model
 
 
-def check_compatible(ckpt: Checkpoint, model) -> None:
+def check_compatible(ckpt: Checkpoint, model: MLP) -> None:
     """Refuse a checkpoint whose architecture differs from ``model``'s, naming both."""
     theirs = (json.loads(ckpt.model_meta["sizes"]), ckpt.model_meta["activation"], ckpt.model_meta["dtype"])
     ours = (model.sizes, model.activation.name, model.dtype)
@@ -450,11 +464,11 @@ def check_compatible(ckpt: Checkpoint, model) -> None:
                          f"dtype {theirs[2]}; this model has sizes {ours[0]}, activation {ours[1]!r}, dtype {ours[2]}.")
 
 
-def _prefixed(state: dict, prefix: str) -> dict:
+def _prefixed(state: dict[str, HostArray], prefix: str) -> dict[str, HostArray]:
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def _check_restorable(trainer, ckpt: Checkpoint, callbacks) -> None:
+def _check_restorable(trainer: Trainer, ckpt: Checkpoint, callbacks: Iterable[Callback]) -> None:
     """Everything :func:`restore` will apply, checked against ``trainer`` before any of it is."""
     check_compatible(ckpt, trainer.model)
     meta, where = ckpt.trainer_meta, f"checkpoint {ckpt.path}"
@@ -489,7 +503,8 @@ def _check_restorable(trainer, ckpt: Checkpoint, callbacks) -> None:
         raise ValueError(f"{where} {has} learning-rate scheduler state, but this trainer "
                          f"{'has no' if trainer.scheduler is None else 'has a'} scheduler: configure the same "
                          "scheduler as the run that saved it.")
-    if meta["scheduler"] is not None and not _numbers_like(meta["scheduler"], trainer.scheduler.state_dict()):
+    if (meta["scheduler"] is not None and trainer.scheduler is not None  # both or neither, checked above
+            and not _numbers_like(meta["scheduler"], trainer.scheduler.state_dict())):
         raise ValueError(f"{where} holds scheduler state {meta['scheduler']!r} this scheduler cannot restore.")
     if trainer.scaler is not None and meta.get("scaler") and not _numbers_like(meta["scaler"],
                                                                                trainer.scaler.state_dict()):
@@ -500,14 +515,14 @@ def _check_restorable(trainer, ckpt: Checkpoint, callbacks) -> None:
         raise ValueError(f"{where} holds an invalid shuffling RNG state ({exc}).") from exc
 
 
-def _numbers_like(saved, current: dict) -> bool:
+def _numbers_like(saved: object, current: dict[str, Any]) -> bool:
     """Whether ``saved`` has exactly the keys of state dict ``current``, each a number (as scheduler and
     scaler keep)."""
     return (isinstance(saved, dict) and set(saved) == set(current)
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in saved.values()))
 
 
-def restore(trainer, ckpt: Checkpoint, callbacks=()) -> None:
+def restore(trainer: Trainer, ckpt: Checkpoint, callbacks: Iterable[Callback] = ()) -> None:
     """Put a checkpoint's weights and training state into ``trainer``.
 
     Everything is checked first (architecture, loss, optimizer kind and buffer shapes, scheduler,
@@ -522,7 +537,7 @@ def restore(trainer, ckpt: Checkpoint, callbacks=()) -> None:
             cb.load_state_dict(saved[key], _prefixed(ckpt.state, f"callback{i}."), trainer)
 
 
-def prune(root: Path, keep_last: int, keep: set[str] = frozenset()) -> None:
+def prune(root: Path, keep_last: int, keep: Set[str] = frozenset()) -> None:
     """Delete all but the newest ``keep_last`` checkpoints, sparing the names in ``keep``,
     and the half-written leftovers of saving processes that no longer run.
 
@@ -552,7 +567,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def to_torch_state_dict(model) -> dict:
+def to_torch_state_dict(model: MLP) -> dict[str, Any]:
     """Deprecated: :func:`xpnet.io.export.to_torch_state_dict`."""
     from . import export
 
@@ -560,7 +575,7 @@ def to_torch_state_dict(model) -> dict:
     return export.to_torch_state_dict(model)
 
 
-def to_torch(model):
+def to_torch(model: MLP) -> Any:
     """Deprecated: :func:`xpnet.io.export.to_torch`."""
     from . import export
 

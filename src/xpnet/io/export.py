@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 
 from ..activations import LEAKY_SLOPE
 
+if TYPE_CHECKING:
+    from ..model import MLP
 
-def to_torch_state_dict(model) -> dict:
+
+def to_torch_state_dict(model: MLP) -> dict[str, Any]:
     """The weights as a ``torch.nn.Sequential`` state dict (``Linear`` layers at even indices)."""
     import torch
 
@@ -18,11 +24,12 @@ def to_torch_state_dict(model) -> dict:
     return state
 
 
-def to_torch(model):
+def to_torch(model: MLP) -> Any:
     """A ``torch.nn.Sequential`` equal to ``model`` (Linear, activation, ..., Linear)."""
     import torch
 
-    acts = {"identity": torch.nn.Identity, "relu": torch.nn.ReLU, "leaky_relu": lambda: torch.nn.LeakyReLU(LEAKY_SLOPE),
+    acts: dict[str, Callable[[], Any]] = {
+            "identity": torch.nn.Identity, "relu": torch.nn.ReLU, "leaky_relu": lambda: torch.nn.LeakyReLU(LEAKY_SLOPE),
             "sigmoid": torch.nn.Sigmoid, "tanh": torch.nn.Tanh, "gelu": lambda: torch.nn.GELU(approximate="tanh"),
             "silu": torch.nn.SiLU, "elu": torch.nn.ELU, "softplus": torch.nn.Softplus}
     layers = []

@@ -24,8 +24,13 @@ import functools
 import importlib
 import os
 import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, cast
 
 from .reference import ReferenceOps
+
+if TYPE_CHECKING:
+    from ..backend import Backend
 
 KERNEL_MODES = ("auto", "reference")
 # the scoped override set by use_kernels (None: none is active in this context)
@@ -47,7 +52,7 @@ FUSED_OPERATIONS = {
 }
 
 
-def check_kernels(kernels) -> str:
+def check_kernels(kernels: object) -> str:
     """``kernels`` if it is ``"auto"`` or ``"reference"``, else a clear error."""
     from ..validation import check_choice
 
@@ -66,13 +71,13 @@ def default_kernels() -> str:
     return env
 
 
-def resolve_kernels(kernels=None) -> str:
+def resolve_kernels(kernels: str | None = None) -> str:
     """An explicit choice, checked, or :func:`default_kernels` for ``None``."""
     return default_kernels() if kernels is None else check_kernels(kernels)
 
 
 @contextlib.contextmanager
-def use_kernels(kernels: str):
+def use_kernels(kernels: str) -> Iterator[None]:
     """Within the block, models built without a ``kernels`` argument use ``kernels``
     (as thinc's ``use_ops``).  Restored on leaving the block, exceptions included; scoped to
     the current thread / asyncio task (a new thread starts without it)."""
@@ -101,8 +106,8 @@ def get_kernel_mode() -> str:
     return default_kernels()
 
 
-def _import_numba_ops():
-    return importlib.import_module(f"{__name__}.cpu").NumbaOps
+def _import_numba_ops() -> type[ReferenceOps]:
+    return cast("type[ReferenceOps]", importlib.import_module(f"{__name__}.cpu").NumbaOps)
 
 
 @functools.cache
@@ -112,7 +117,7 @@ def _warn_numba_missing(reason: str) -> None:
                   "which is slower. pip install numba to get the fused kernels.", RuntimeWarning, stacklevel=4)
 
 
-def numba_ops_class(load=_import_numba_ops):
+def numba_ops_class(load: Callable[[], type[ReferenceOps]] = _import_numba_ops) -> type[ReferenceOps] | None:
     """``NumbaOps``, or ``None`` (with one warning) when Numba cannot be imported.
 
     ``load`` imports and returns the class; tests pass one that raises ImportError."""
@@ -123,7 +128,7 @@ def numba_ops_class(load=_import_numba_ops):
         return None
 
 
-def ops_for(backend, dtype: str, kernels: str | None = None) -> ReferenceOps:
+def ops_for(backend: Backend, dtype: str, kernels: str | None = None) -> ReferenceOps:
     """The kernel set for arrays of ``dtype`` on ``backend``: ``kernels="auto"`` (fused where
     available), ``"reference"``, or ``None`` for :func:`default_kernels`."""
     if resolve_kernels(kernels) == "reference":

@@ -4,11 +4,14 @@ per shape instead of allocating every step."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from .._typing import Array
 from .reference import ReferenceOps, counted
 
 
 class BufferedOps(ReferenceOps):
-    lib = None  # numpy or cupy: the same calls on both
+    lib: Any = None  # numpy or cupy: the same calls on both
 
     def __init__(self, backend, dtype, tf32=False):
         super().__init__(backend, dtype, tf32=tf32)
@@ -27,24 +30,24 @@ class BufferedOps(ReferenceOps):
                 arr = self._ws[key] = self.lib.empty(shape, dtype=dtype)
         return arr
 
-    def empty(self, shape):
+    def empty(self, shape: tuple[int, ...]) -> Array:
         with self.backend.context():
             return self.lib.empty(shape, dtype=self.dtype)
 
     @counted(1)
-    def matmul(self, a, b, out=None):
+    def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         return self.lib.matmul(a, b, out=out)
 
     @counted(1)
-    def cast(self, a, key):
+    def cast(self, a: Array, key: str) -> Array:
         out = self._buf(key, a.shape)
         self.lib.copyto(out, a, casting="unsafe")
         return out
 
     @counted(1)
-    def cast_into(self, src, out):
+    def cast_into(self, src: Array, out: Array) -> None:
         self.lib.copyto(out, src, casting="unsafe")
 
     @counted(1)
-    def gather_rows(self, data, idx, key):
+    def gather_rows(self, data: Array, idx: Array, key: str) -> Array:
         return self.lib.take(data, idx, axis=0, out=self._buf(key, (len(idx),) + data.shape[1:], data.dtype))

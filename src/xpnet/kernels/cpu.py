@@ -22,16 +22,22 @@ from __future__ import annotations
 import math
 import os
 import types
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
 from numba import njit, prange
 
+from .._typing import Array
 from ..activations import get_activation, sigmoid_scalar
 from ..losses import labels_outside_message
 from .buffered import BufferedOps, counted
 
-_JIT = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no checks, vectorises
+if TYPE_CHECKING:
+    from ..activations import Activation
+    from ..losses import Loss
+
+_JIT: dict[str, Any] = dict(cache=True, nogil=True, error_model="numpy")  # numpy error model: no checks, vectorises
 PARALLEL_MIN = 1 << 18  # elements; below this a thread launch costs more than it saves (the default)
 _compiled: dict[tuple[str, str], object] = {}  # compiled-kernel caches (never configuration)
 _scalar_jit: dict[object, object] = {}
@@ -341,32 +347,33 @@ class NumbaOps(BufferedOps):
         return self.parallel and work >= self.parallel_min
 
     @counted(2)
-    def unscale_into(self, grads16, grads, inv_scale):
+    def unscale_into(self, grads16: Array, grads: Array, inv_scale: float) -> bool:
         # Numba has no float16 on the CPU: widen with NumPy into the float32 buffer, then one pass
         np.copyto(grads, grads16, casting="unsafe")
         found = _unscale(self._par(grads.size), grads, grads.dtype.type(inv_scale))
         return bool(found)
 
     @counted(1)
-    def bias_act(self, z, b, act, out=None):
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
         if out is None:
             out = z if act.name == "identity" else np.empty_like(z)
         _kernel("bias_act", act)(self._par(z.size), z, b, out)
         return z, out
 
     @counted(1)
-    def act_grad(self, g, z, a, act, db_out=None):
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
+                 db_out: Array | None = None) -> tuple[Array, Array]:
         db = np.empty(g.shape[1], dtype=g.dtype) if db_out is None else db_out
         partial = self._buf(("partial", g.shape[1]), (self.chunks, g.shape[1]), np.float64)
         _kernel("act_grad", act)(self._par(g.size), g, z, a, partial, db)
         return g, db
 
-    def bias_grad(self, dz, out=None):
+    def bias_grad(self, dz: Array, out: Array | None = None) -> Array:
         # the linear output layer: the derivative pass of the identity (dz * 1, exact) gives its column sums
         return self.act_grad(dz, dz, dz, _IDENTITY, db_out=out)[1]
 
     @counted(1)
-    def loss(self, loss, logits, targets):
+    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
         rows = logits.shape[0]
         grad = self._buf("dlogits", logits.shape)
         row_loss = self._buf("row_loss", (rows,), np.float64)
@@ -383,25 +390,30 @@ class NumbaOps(BufferedOps):
     # -- optimizers: scalars in the parameters' dtype (no float64 promotion in float32 loops) -----
     # A buffer an option does not use (None) is passed as ``p``: the kernel never touches it.
     @counted(1)
-    def sgd(self, p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov, first, grad_scale=1.0):
+    def sgd(self, p: Array, g: Array, buf: Array | None, *, lr: float, momentum: float, dampening: float,
+            weight_decay: float, nesterov: bool, first: bool, grad_scale: float | Array = 1.0) -> None:
         t = p.dtype.type
         _sgd(self._par(p.size), p, g, p if buf is None else buf, t(lr), t(momentum), t(1.0 - dampening),
              t(weight_decay), bool(nesterov), bool(first), t(grad_scale))
 
     @counted(1)
-    def adagrad(self, p, g, acc, *, lr, weight_decay, eps, grad_scale=1.0):
+    def adagrad(self, p: Array, g: Array, acc: Array, *, lr: float, weight_decay: float, eps: float,
+                grad_scale: float | Array = 1.0) -> None:
         t = p.dtype.type
         _adagrad(self._par(p.size), p, g, acc, t(lr), t(weight_decay), t(eps), t(grad_scale))
 
     @counted(1)
-    def rmsprop(self, p, g, square_avg, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, centered,
-                grad_scale=1.0):
+    def rmsprop(self, p: Array, g: Array, square_avg: Array, grad_avg: Array | None, buf: Array | None, *,
+                lr: float, alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
+                grad_scale: float | Array = 1.0) -> None:
         t = p.dtype.type
         _rmsprop(self._par(p.size), p, g, square_avg, p if grad_avg is None else grad_avg, p if buf is None else buf,
                  t(lr), t(alpha), t(1.0 - alpha), t(eps), t(weight_decay), t(momentum), bool(centered), t(grad_scale))
 
     @counted(1)
-    def adam(self, p, g, m, v, vmax, *, step_size, beta1, beta2, eps, l2, decay, bc2_sqrt, amsgrad, grad_scale=1.0):
+    def adam(self, p: Array, g: Array, m: Array, v: Array, vmax: Array | None, *, step_size: float, beta1: float,
+             beta2: float, eps: float, l2: float, decay: float, bc2_sqrt: float, amsgrad: bool,
+             grad_scale: float | Array = 1.0) -> None:
         t = p.dtype.type
         _adam(self._par(p.size), p, g, m, v, p if vmax is None else vmax, t(step_size), t(1.0 - beta1), t(beta2),
               t(1.0 - beta2), t(eps), t(l2), t(decay), t(bc2_sqrt), bool(amsgrad), t(grad_scale))
@@ -411,10 +423,10 @@ class NumbaOps(BufferedOps):
         return math.sqrt(_sum_of_squares(self._par(grads.size), grads))
 
     @counted(1)
-    def clip_scale(self, grads, max_norm):
+    def clip_scale(self, grads: Array, max_norm: float) -> float | Array:
         return min(max_norm / (self._norm(grads) + 1e-6), 1.0)  # a host float: the CPU has no device to stay on
 
-    def clip_grad_norm(self, grads, max_norm):
+    def clip_grad_norm(self, grads: Array, max_norm: float) -> Array:
         norm = self._norm(grads)
         _scale(self._par(grads.size), grads, min(max_norm / (norm + 1e-6), 1.0))
         return np.asarray(norm, dtype=grads.dtype)

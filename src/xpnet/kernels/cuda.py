@@ -16,12 +16,19 @@ its CUDA source.  Nothing in this module imports CuPy at import time.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._typing import Array
 from ..losses import labels_outside_message
 from . import cuda_source as src
 from .buffered import BufferedOps, counted
+
+if TYPE_CHECKING:
+    from ..activations import Activation
+    from ..losses import Loss
 
 # CuPy's own half type computes in float; everything else in its own precision.
 _CUPY_PREAMBLE = "template <> struct xpnet_compute<float16> { typedef float type; };\n"
@@ -64,7 +71,7 @@ def _pointer(a) -> int:
     return data.ptr if hasattr(data, "ptr") else a.__array_interface__["data"][0]
 
 
-def matmul_tf32(lib, a, b, out=None):
+def matmul_tf32(lib: Any, a: Array, b: Array, out: Array | None = None) -> Array:
     """``a @ b`` for 2-D float32 arrays with cuBLAS's TF32 compute type, for this product only.
 
     CuPy's own switch (``cupy._core.set_compute_type``) is process-wide, so toggling it around a
@@ -122,31 +129,31 @@ class CupyOps(BufferedOps):
             self._gscale = self.lib.zeros((1,), dtype=self.state_dtype)  # a number given as grad_scale
             self._bad_labels = self.lib.zeros((1,), dtype=self.lib.int32)  # written by the loss kernel
 
-    def state_like(self, params):
+    def state_like(self, params: Array) -> Array:
         with self.backend.context():
             return self.lib.zeros(params.shape, dtype=self.state_dtype)
 
     @counted(1)
-    def matmul(self, a, b, out=None):
+    def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         if not self.tf32 or a.dtype != self.lib.float32:
             return self.lib.matmul(a, b, out=out)
         return matmul_tf32(self.lib, a, b, out)
 
     @counted(1)
-    def scale_cast(self, a, scale, key):
+    def scale_cast(self, a: Array, scale: float, key: str) -> Array:
         out = self._buf(key, a.shape)
         _elementwise(self.lib, src.SCALE_CAST)(a, float(scale), out)
         return out
 
     @counted(2)
-    def unscale_into(self, grads16, grads, inv_scale):
+    def unscale_into(self, grads16: Array, grads: Array, inv_scale: float) -> bool:
         """One fused pass (unscale into float32), one count of non-finite values, ONE host read."""
         _elementwise(self.lib, src.UNSCALE)(grads16, float(inv_scale), grads)
         bad = _reduction(self.lib, src.COUNT_NONFINITE)(grads)
         return bool(int(bad) > 0)
 
     @counted(1)
-    def count_invalid(self, a, kind: str, n_classes: int = 0):
+    def count_invalid(self, a: Array, kind: str, n_classes: int = 0) -> Array:
         """One reduction on the device: how many values of ``a`` are invalid for ``kind``."""
         if kind == "labels":
             return _reduction(self.lib, src.count_bad_labels(n_classes))(a)
@@ -165,7 +172,8 @@ class CupyOps(BufferedOps):
             free, _ = self.lib.cuda.runtime.memGetInfo()
         return nbytes <= 0.5 * free
 
-    def stream_batches(self, X, y, order, batch_size):
+    def stream_batches(self, X: Array, y: Array, order: Array,
+                       batch_size: int) -> Iterator[tuple[int, int, Array, Array]]:
         """Batches of host arrays, double-buffered: while batch i trains on the current stream,
         batch i+1 is gathered into pinned host memory and copied on a second stream.
 
@@ -221,7 +229,7 @@ class CupyOps(BufferedOps):
         slot["copied"].record(copier)
 
     @counted(1)
-    def bias_act(self, z, b, act, out=None):
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
         if act.name == "identity":
             _elementwise(self.lib, src.BIAS_ADD)(b, z)
             return z, z
@@ -231,15 +239,16 @@ class CupyOps(BufferedOps):
         return z, out
 
     @counted(2)
-    def act_grad(self, g, z, a, act, db_out=None):
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
+                 db_out: Array | None = None) -> tuple[Array, Array]:
         _elementwise(self.lib, src.act_grad(act.name))(z, a, g)
         return g, self.lib.sum(g, axis=0, out=db_out)
 
     @counted(1)
-    def bias_grad(self, dz, out=None):
+    def bias_grad(self, dz: Array, out: Array | None = None) -> Array:
         return self.lib.sum(dz, axis=0, out=out)
 
-    def loss(self, loss, logits, targets):
+    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
         lib = self.lib
         if logits.dtype not in (lib.float32, lib.float64):  # half logits: reference math in float32
             value, grad = super().loss(loss, logits.astype(lib.float32), targets)
@@ -286,33 +295,38 @@ class CupyOps(BufferedOps):
         kernel(g, self._grad_scale(grad_scale), *values, p, *[b for b in buffers if b is not None])
 
     @counted(1)
-    def sgd(self, p, g, buf, *, lr, momentum, dampening, weight_decay, nesterov, first, grad_scale=1.0):
+    def sgd(self, p: Array, g: Array, buf: Array | None, *, lr: float, momentum: float, dampening: float,
+            weight_decay: float, nesterov: bool, first: bool, grad_scale: float | Array = 1.0) -> None:
         self._optimizer("sgd", p, g, (buf,), grad_scale, lr=lr, momentum=momentum, dampening=dampening,
                         weight_decay=weight_decay, nesterov=nesterov, first=first)
 
     @counted(1)
-    def adagrad(self, p, g, acc, *, lr, weight_decay, eps, grad_scale=1.0):
+    def adagrad(self, p: Array, g: Array, acc: Array, *, lr: float, weight_decay: float, eps: float,
+                grad_scale: float | Array = 1.0) -> None:
         self._optimizer("adagrad", p, g, (acc,), grad_scale, lr=lr, weight_decay=weight_decay, eps=eps)
 
     @counted(1)
-    def rmsprop(self, p, g, square_avg, grad_avg, buf, *, lr, alpha, eps, weight_decay, momentum, centered,
-                grad_scale=1.0):
+    def rmsprop(self, p: Array, g: Array, square_avg: Array, grad_avg: Array | None, buf: Array | None, *,
+                lr: float, alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
+                grad_scale: float | Array = 1.0) -> None:
         self._optimizer("rmsprop", p, g, (square_avg, grad_avg, buf), grad_scale, lr=lr, alpha=alpha, eps=eps,
                         weight_decay=weight_decay, momentum=momentum, centered=centered)
 
     @counted(1)
-    def adam(self, p, g, m, v, vmax, *, step_size, beta1, beta2, eps, l2, decay, bc2_sqrt, amsgrad, grad_scale=1.0):
+    def adam(self, p: Array, g: Array, m: Array, v: Array, vmax: Array | None, *, step_size: float, beta1: float,
+             beta2: float, eps: float, l2: float, decay: float, bc2_sqrt: float, amsgrad: bool,
+             grad_scale: float | Array = 1.0) -> None:
         self._optimizer("adam", p, g, (m, v, vmax), grad_scale, step_size=step_size, beta1=beta1, beta2=beta2,
                         eps=eps, l2=l2, decay=decay, bc2_sqrt=bc2_sqrt, amsgrad=amsgrad)
 
     # -- clipping ----------------------------------------------------------------------------
     @counted(1)
-    def clip_scale(self, grads, max_norm):
+    def clip_scale(self, grads: Array, max_norm: float) -> float | Array:
         """One reduction: the clipping factor as a 0-d device array (no host read)."""
         return _reduction(self.lib, src.clip_scale(max_norm))(grads, out=self._clip)
 
     @counted(2)
-    def clip_grad_norm(self, grads, max_norm):
+    def clip_grad_norm(self, grads: Array, max_norm: float) -> Array:
         _reduction(self.lib, src.SUM_OF_SQUARES)(grads, out=self._sumsq)
         _elementwise(self.lib, src.SCALE)(self._sumsq.reshape(1), float(max_norm), grads)
         return self.lib.sqrt(self._sumsq)

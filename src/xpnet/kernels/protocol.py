@@ -17,9 +17,13 @@ update).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-Array = Any  # an array of the kernel set's backend (NumPy, CuPy, any array-API namespace)
+from .._typing import Array  # an array of the kernel set's backend (NumPy, CuPy, any array-API namespace)
+
+if TYPE_CHECKING:
+    from ..activations import Activation
+    from ..losses import Loss
 
 
 @runtime_checkable
@@ -35,7 +39,7 @@ class KernelSet(Protocol):
         """A new kernel set of the same kind, backend and dtype (nothing shared)."""
 
     # -- allocation and data movement ---------------------------------------------------------
-    def empty(self, shape) -> Array: ...
+    def empty(self, shape: tuple[int, ...]) -> Array: ...
 
     def zeros_like(self, a: Array) -> Array: ...
 
@@ -44,7 +48,8 @@ class KernelSet(Protocol):
 
     def fits_on_device(self, nbytes: int) -> bool: ...
 
-    def stream_batches(self, X, y, order, batch_size: int) -> Iterator[tuple[int, int, Array, Array]]: ...
+    def stream_batches(self, X: Array, y: Array, order: Array,
+                       batch_size: int) -> Iterator[tuple[int, int, Array, Array]]: ...
 
     def gather_rows(self, data: Array, idx: Array, key: str) -> Array: ...
 
@@ -65,31 +70,32 @@ class KernelSet(Protocol):
     # -- layers and loss -----------------------------------------------------------------------
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array: ...
 
-    def bias_act(self, z: Array, b: Array, act, out: Array | None = None) -> tuple[Array, Array]:
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
         """``(z + b, f(z + b))``."""
 
-    def act_grad(self, g: Array, z: Array, a: Array, act, db_out: Array | None = None) -> tuple[Array, Array]:
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
+                 db_out: Array | None = None) -> tuple[Array, Array]:
         """``(g * f'(z), its column sums)``."""
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array: ...
 
-    def loss(self, loss, logits: Array, targets: Array) -> tuple[Array, Array]:
+    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
         """``(0-d mean loss, dL/dlogits)``."""
 
     # -- optimizers: one operation per update rule ----------------------------------------------
     def sgd(self, p: Array, g: Array, buf: Array | None, *, lr: float, momentum: float, dampening: float,
-            weight_decay: float, nesterov: bool, first: bool, grad_scale=1.0) -> None: ...
+            weight_decay: float, nesterov: bool, first: bool, grad_scale: float | Array = 1.0) -> None: ...
 
     def adagrad(self, p: Array, g: Array, acc: Array, *, lr: float, weight_decay: float, eps: float,
-                grad_scale=1.0) -> None: ...
+                grad_scale: float | Array = 1.0) -> None: ...
 
     def rmsprop(self, p: Array, g: Array, square_avg: Array, grad_avg: Array | None, buf: Array | None, *,
                 lr: float, alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
-                grad_scale=1.0) -> None: ...
+                grad_scale: float | Array = 1.0) -> None: ...
 
     def adam(self, p: Array, g: Array, m: Array, v: Array, vmax: Array | None, *, step_size: float, beta1: float,
              beta2: float, eps: float, l2: float, decay: float, bc2_sqrt: float, amsgrad: bool,
-             grad_scale=1.0) -> None: ...
+             grad_scale: float | Array = 1.0) -> None: ...
 
     # -- gradient clipping ------------------------------------------------------------------
     def clip_scale(self, grads: Array, max_norm: float) -> float | Array:

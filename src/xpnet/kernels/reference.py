@@ -9,28 +9,38 @@ given, and returns it; the signatures are those of ``protocol.KernelSet``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import numpy as np
 
+from .._typing import Array
 from ..losses import dense_targets
 
+if TYPE_CHECKING:
+    from ..activations import Activation
+    from ..backend import Backend
+    from ..losses import Loss
 
-def counted(launches: int):
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def counted(launches: int) -> Callable[[F], F]:
     """Decorator: the operation launches ``launches`` kernels; adds them to ``self.launches``.
 
     The one place a kernel set counts its launches (``xpnet bench`` reports them per step and
     tests pin them); the count is added after the operation returns.
     """
 
-    def wrap(method):
+    def wrap(method: F) -> F:
         @functools.wraps(method)
-        def run(self, *args, **kwargs):
+        def run(self: Any, *args: Any, **kwargs: Any) -> Any:
             result = method(self, *args, **kwargs)
             self.launches += launches
             return result
 
-        run.launches = launches
-        return run
+        run.launches = launches  # type: ignore[attr-defined]  # read by tests and bench, on the function
+        return cast(F, run)
 
     return wrap
 
@@ -38,7 +48,7 @@ def counted(launches: int):
 class ReferenceOps:
     name = "reference"
 
-    def __init__(self, backend, dtype: str, tf32: bool = False):
+    def __init__(self, backend: Backend, dtype: str, tf32: bool = False) -> None:
         self.backend = backend
         self.xp = backend.xp
         self.dtype = dtype
@@ -55,13 +65,13 @@ class ReferenceOps:
         """Whether ``out=`` buffers are honoured: True for every kernel set (kept for compatibility)."""
         return True
 
-    def empty(self, shape):
+    def empty(self, shape: tuple[int, ...]) -> Array:
         return self.backend.zeros(shape, self.dtype)
 
-    def zeros_like(self, a):
+    def zeros_like(self, a: Array) -> Array:
         return self.xp.zeros_like(a)
 
-    def state_like(self, params):
+    def state_like(self, params: Array) -> Array:
         """A zeroed optimizer-state buffer for ``params`` (float32 for float16 params on the GPU)."""
         return self.xp.zeros_like(params)
 
@@ -69,7 +79,8 @@ class ReferenceOps:
         """Whether a data set of ``nbytes`` should live on the device (host memory: always)."""
         return True
 
-    def stream_batches(self, X, y, order, batch_size):
+    def stream_batches(self, X: Array, y: Array, order: Array,
+                       batch_size: int) -> Iterator[tuple[int, int, Array, Array]]:
         """``(start, stop, x, y)`` batches of host arrays in ``order``, moved to the device one at a
         time (synchronously here; the GPU kernel set overlaps the copies with training)."""
         backend = self.backend
@@ -78,23 +89,23 @@ class ReferenceOps:
             idx = order[start:stop]
             yield start, stop, backend.from_host(np.take(X, idx, axis=0)), backend.from_host(np.take(y, idx, axis=0))
 
-    def gather_rows(self, data, idx, key: str):
+    def gather_rows(self, data: Array, idx: Array, key: str) -> Array:
         """``data[idx]`` (a mini-batch); fused sets write into a reused buffer named ``key``."""
         return self.xp.take(data, idx, axis=0)
 
     # -- precision casts (mixed precision) ------------------------------------------
-    def cast(self, a, key: str):
+    def cast(self, a: Array, key: str) -> Array:
         """``a`` in this kernel set's dtype (fused sets reuse a buffer named ``key``)."""
         return self.xp.astype(a, self.backend.dtype(self.dtype))
 
-    def cast_into(self, src, out) -> None:
+    def cast_into(self, src: Array, out: Array) -> None:
         out[...] = self.xp.astype(src, out.dtype)
 
-    def scale_cast(self, a, scale: float, key: str):
+    def scale_cast(self, a: Array, scale: float, key: str) -> Array:
         """``a * scale`` in this kernel set's dtype (the loss-scaled gradient in float16)."""
         return self.xp.astype(a * scale, self.backend.dtype(self.dtype))
 
-    def unscale_into(self, grads16, grads, inv_scale: float) -> bool:
+    def unscale_into(self, grads16: Array, grads: Array, inv_scale: float) -> bool:
         """``grads = grads16 * inv_scale`` in the float32 buffer; True if any value is inf or NaN.
 
         Reading the flag back is one host synchronisation per step (as in torch's GradScaler).
@@ -104,7 +115,7 @@ class ReferenceOps:
         return not bool(xp.all(xp.isfinite(grads16)))
 
     # -- layers --------------------------------------------------------------------
-    def matmul(self, a, b, out=None):
+    def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         if self.tf32 and self.backend.kind == "cupy" and a.dtype == self.backend.lib.float32:
             from .cuda import matmul_tf32
 
@@ -112,7 +123,7 @@ class ReferenceOps:
         return _into(out, a @ b)
 
     # -- input checks on the device ----------------------------------------------------
-    def count_invalid(self, a, kind: str, n_classes: int = 0):
+    def count_invalid(self, a: Array, kind: str, n_classes: int = 0) -> Array:
         """How many values of ``a`` are invalid: ``"finite"`` (NaN/inf), ``"probability"`` (outside
         [0, 1] or NaN) or ``"labels"`` (outside [0, n_classes)); a 0-d array on ``a``'s device."""
         xp = self.xp
@@ -127,21 +138,22 @@ class ReferenceOps:
     def check_device_errors(self) -> None:
         """Raise what the kernels found on the device since the last check (nothing here)."""
 
-    def bias_act(self, z, b, act, out=None):
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
         """``z + b`` and its activation; returns ``(pre_activation, activation)``."""
         z = z + b
         return z, _into(out, act.forward(self.xp, z))
 
-    def act_grad(self, g, z, a, act, db_out=None):
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
+                 db_out: Array | None = None) -> tuple[Array, Array]:
         """``dz = g * f'(z)`` and its column sums (the bias gradient of that layer)."""
         dz = g * act.derivative(self.xp, z, a)
         return dz, _into(db_out, self.xp.sum(dz, axis=0))
 
-    def bias_grad(self, dz, out=None):
+    def bias_grad(self, dz: Array, out: Array | None = None) -> Array:
         return _into(out, self.xp.sum(dz, axis=0))
 
     # -- loss ----------------------------------------------------------------------
-    def loss(self, loss, logits, targets):
+    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
         """``(0-d loss, dL/dlogits)``; integer labels are expanded to one-hot rows here."""
         xp = self.xp
         if loss.integer_labels and targets.ndim == 1:
@@ -153,13 +165,14 @@ class ReferenceOps:
     # Arrays first (parameters, gradients, state buffers; a buffer an option does not use is None),
     # then numbers only, keyword-only.  ``grad_scale`` multiplies every gradient first: 1.0, or what
     # ``clip_scale`` returned (global-norm clipping fused into the update).  ``g`` is never written.
-    def sgd(self, p, g, buf, *, lr: float, momentum: float, dampening: float, weight_decay: float,
-            nesterov: bool, first: bool, grad_scale=1.0) -> None:
+    def sgd(self, p: Array, g: Array, buf: Array | None, *, lr: float, momentum: float, dampening: float,
+            weight_decay: float, nesterov: bool, first: bool, grad_scale: float | Array = 1.0) -> None:
         """``torch.optim.SGD``; ``first``: the first step, which fills ``buf`` with the gradient."""
         g = _scaled(g, grad_scale)
         if weight_decay:
             g = g + weight_decay * p
         if momentum:
+            assert buf is not None, "SGD with momentum needs its buffer"
             if first:  # torch initialises the buffer with the first gradient
                 buf[...] = g
             else:
@@ -168,7 +181,8 @@ class ReferenceOps:
             g = g + momentum * buf if nesterov else buf
         p -= lr * g
 
-    def adagrad(self, p, g, acc, *, lr: float, weight_decay: float, eps: float, grad_scale=1.0) -> None:
+    def adagrad(self, p: Array, g: Array, acc: Array, *, lr: float, weight_decay: float, eps: float,
+                grad_scale: float | Array = 1.0) -> None:
         """``torch.optim.Adagrad``; ``lr`` is this step's decayed rate ``lr / (1 + (t - 1) * lr_decay)``."""
         g = _scaled(g, grad_scale)
         if weight_decay:
@@ -176,8 +190,9 @@ class ReferenceOps:
         acc += g * g
         p -= lr * (g / (self.xp.sqrt(acc) + eps))
 
-    def rmsprop(self, p, g, square_avg, grad_avg, buf, *, lr: float, alpha: float, eps: float, weight_decay: float,
-                momentum: float, centered: bool, grad_scale=1.0) -> None:
+    def rmsprop(self, p: Array, g: Array, square_avg: Array, grad_avg: Array | None, buf: Array | None, *,
+                lr: float, alpha: float, eps: float, weight_decay: float, momentum: float, centered: bool,
+                grad_scale: float | Array = 1.0) -> None:
         """``torch.optim.RMSprop``; ``grad_avg`` is used when ``centered``, ``buf`` when ``momentum``."""
         xp = self.xp
         g = _scaled(g, grad_scale)
@@ -186,19 +201,22 @@ class ReferenceOps:
         square_avg *= alpha
         square_avg += (1.0 - alpha) * (g * g)
         if centered:
+            assert grad_avg is not None, "centered RMSprop needs grad_avg"
             grad_avg += (1.0 - alpha) * (g - grad_avg)  # torch: grad_avg.lerp_(grad, 1 - alpha)
             avg = xp.sqrt(square_avg - grad_avg * grad_avg) + eps
         else:
             avg = xp.sqrt(square_avg) + eps
         if momentum:
+            assert buf is not None, "RMSprop with momentum needs its buffer"
             buf *= momentum
             buf += g / avg
             p -= lr * buf
         else:
             p -= lr * (g / avg)
 
-    def adam(self, p, g, m, v, vmax, *, step_size: float, beta1: float, beta2: float, eps: float, l2: float,
-             decay: float, bc2_sqrt: float, amsgrad: bool, grad_scale=1.0) -> None:
+    def adam(self, p: Array, g: Array, m: Array, v: Array, vmax: Array | None, *, step_size: float, beta1: float,
+             beta2: float, eps: float, l2: float, decay: float, bc2_sqrt: float, amsgrad: bool,
+             grad_scale: float | Array = 1.0) -> None:
         """``torch.optim.Adam`` / ``AdamW``: ``p *= decay`` (AdamW's decoupled decay ``1 - lr * wd``, else 1),
         ``g += l2 * p`` (Adam's L2 term, else 0); ``step_size = lr / (1 - beta1**t)`` and
         ``bc2_sqrt = sqrt(1 - beta2**t)`` are the bias corrections; ``vmax`` is used when ``amsgrad``."""
@@ -212,29 +230,30 @@ class ReferenceOps:
         v *= beta2
         v += (1.0 - beta2) * (g * g)
         if amsgrad:
+            assert vmax is not None, "AMSGrad needs vmax"
             vmax[...] = xp.maximum(vmax, v)
             v = vmax
         p -= step_size * (m / (xp.sqrt(v) / bc2_sqrt + eps))
 
     # -- gradient clipping ---------------------------------------------------------------
-    def _norm_and_coef(self, grads, max_norm: float):
+    def _norm_and_coef(self, grads: Array, max_norm: float) -> tuple[Array, Array]:
         xp = self.xp
         norm = xp.sqrt(xp.sum(grads * grads))
         return norm, xp.minimum(max_norm / (norm + 1e-6), xp.ones_like(norm))
 
-    def clip_scale(self, grads, max_norm: float):
+    def clip_scale(self, grads: Array, max_norm: float) -> float | Array:
         """The factor ``min(max_norm / (||grads|| + 1e-6), 1)`` (torch's clip_grad_norm_ rule) that an
         optimizer operation's ``grad_scale`` takes; a 0-d array on the device (no host sync)."""
         return self._norm_and_coef(grads, max_norm)[1]
 
-    def clip_grad_norm(self, grads, max_norm: float):
+    def clip_grad_norm(self, grads: Array, max_norm: float) -> Array:
         """Scale ``grads`` in place by :meth:`clip_scale`; returns the norm before clipping (0-d)."""
         norm, coef = self._norm_and_coef(grads, max_norm)
         grads *= coef
         return norm
 
 
-def _into(out, value):
+def _into(out: Array | None, value: Array) -> Array:
     """``value``, written into ``out`` when one is given (then ``out`` is returned)."""
     if out is None:
         return value
@@ -242,7 +261,7 @@ def _into(out, value):
     return out
 
 
-def _scaled(g, grad_scale):
+def _scaled(g: Array, grad_scale: float | Array) -> Array:
     """``g * grad_scale`` as a new array (``g`` itself when the scale is the number 1)."""
     if isinstance(grad_scale, (int, float)) and grad_scale == 1.0:
         return g

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..validation import check_int, check_real
 
 
@@ -14,7 +16,8 @@ class GradScaler:
     ``growth_interval`` clean steps in a row it is multiplied by ``growth_factor``.
     """
 
-    def __init__(self, init_scale=2.0**16, growth_factor=2.0, backoff_factor=0.5, growth_interval=2000):
+    def __init__(self, init_scale: float = 2.0**16, growth_factor: float = 2.0, backoff_factor: float = 0.5,
+                 growth_interval: int = 2000) -> None:
         # ranges as torch.amp.GradScaler: the scale must stay positive, grow up and back off down
         self.scale = check_real("init_scale", init_scale, low=0, low_open=True)
         self.growth_factor = check_real("growth_factor", growth_factor, low=1, low_open=True)
@@ -33,11 +36,11 @@ class GradScaler:
             self.scale *= self.growth_factor
             self.growth_tracker = 0
 
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         return {"scale": self.scale, "growth_tracker": self.growth_tracker, "skipped_steps": self.skipped_steps,
                 "growth_factor": self.growth_factor, "backoff_factor": self.backoff_factor,
                 "growth_interval": self.growth_interval}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             setattr(self, key, value)

@@ -15,19 +15,26 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import TYPE_CHECKING, Any
 
+from .._typing import Array, Namespace
 from ..validation import HyperparameterError, check_bool, check_int, check_real, invalid
 
+if TYPE_CHECKING:
+    from ..backend import Backend
+    from ..kernels.protocol import KernelSet
 
-def _nonneg(name: str, value) -> float:
+
+def _nonneg(name: str, value: Any) -> float:
     return check_real(name, value, low=0)
 
 
-def _betas(betas) -> tuple[float, float]:
+def _betas(betas: Any) -> tuple[float, float]:
     """Adam's ``betas``: a pair of numbers, each in [0, 1) (as torch.optim.Adam)."""
     if isinstance(betas, str) or not hasattr(betas, "__len__") or len(betas) != 2:
         raise invalid("betas", betas, "use a pair (beta1, beta2) of numbers in [0, 1), e.g. (0.9, 0.999)")
-    return tuple(check_real(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
+    beta1, beta2 = (check_real(f"betas[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(betas))
+    return beta1, beta2
 
 
 class Optimizer:
@@ -40,23 +47,24 @@ class Optimizer:
 
     rule = ""
     state_names: tuple[str, ...] = ()
+    initial_lr: float  # set by the first LR scheduler attached (absent until then)
 
-    def __init__(self, lr: float, **hparams):
+    def __init__(self, lr: float, **hparams: Any) -> None:
         self.lr = lr
         self.hparams = hparams
         self.step_count = 0
-        self.state: dict[str, object] = {}
+        self.state: dict[str, Array] = {}
 
     @property
     def lr(self) -> float:
         return self._lr
 
     @lr.setter
-    def lr(self, value) -> None:  # checked on every assignment: a scheduler or user cannot set NaN
+    def lr(self, value: float) -> None:  # checked on every assignment: a scheduler or user cannot set NaN
         self._lr = _nonneg("lr", value)
 
     # -- the public step -----------------------------------------------------------
-    def step(self, params, grads, ops, max_norm: float | None = None) -> None:
+    def step(self, params: Array, grads: Array, ops: KernelSet, max_norm: float | None = None) -> None:
         """Update ``params`` in place from ``grads`` (flat buffers) with kernel set ``ops``.
 
         ``max_norm`` clips the gradients' global L2 norm first (fused into the update where
@@ -68,7 +76,7 @@ class Optimizer:
         grad_scale = 1.0 if max_norm is None else ops.clip_scale(grads, float(max_norm))
         self._update(ops, params, grads, grad_scale)
 
-    def _update(self, ops, params, grads, grad_scale) -> None:
+    def _update(self, ops: KernelSet, params: Array, grads: Array, grad_scale: float | Array) -> None:
         """One call of this optimizer's kernel operation (``ops.<rule>``) over the flat buffers."""
         if type(self)._reference is not Optimizer._reference:  # a subclass of the old interface
             warnings.warn(f"{type(self).__name__}._reference is deprecated: override _update and call one kernel "
@@ -79,18 +87,19 @@ class Optimizer:
             return
         raise NotImplementedError(f"{type(self).__name__} defines no _update")
 
-    def scalars(self) -> dict[str, float]:
+    def scalars(self) -> dict[str, Any]:
         """Host-side scalars of this step (bias corrections folded in), fed to the kernel."""
         return dict(lr=self.lr, step=float(self.step_count), **self.hparams)
 
-    def _initial_state(self, name, params, ops):
+    def _initial_state(self, name: str, params: Array, ops: KernelSet) -> Array:
         return ops.state_like(params)
 
-    def _reference(self, xp, p, g, state, s) -> None:  # deprecated extension point (see _update)
+    # deprecated extension point (see _update)
+    def _reference(self, xp: Namespace, p: Array, g: Array, state: dict[str, Array], s: dict[str, Any]) -> None:
         raise NotImplementedError
 
     # -- checkpointing ------------------------------------------------------------
-    def state_dict(self) -> dict:
+    def state_dict(self) -> dict[str, Any]:
         """Hyperparameters, step count and state buffers (as host NumPy arrays)."""
         from ..backend import to_host
 
@@ -103,11 +112,11 @@ class Optimizer:
         }
 
     @classmethod
-    def _init_kwargs(cls, hparams: dict) -> dict:
+    def _init_kwargs(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         """Constructor arguments that rebuild ``hparams`` (Adam stores ``betas`` as two entries)."""
         return dict(hparams)
 
-    def load_state_dict(self, state: dict, backend=None) -> None:
+    def load_state_dict(self, state: dict[str, Any], backend: Backend | None = None) -> None:
         """Restore :meth:`state_dict`'s output; everything is checked before anything changes."""
         name = type(self).__name__
         if not isinstance(state, dict):
@@ -134,7 +143,7 @@ class Optimizer:
         self.step_count = step_count
         self.state = {k: (backend.from_host(v) if backend else v) for k, v in buffers.items()}
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in {"lr": self.lr, **self.hparams}.items())
         return f"{type(self).__name__}({args})"
 
@@ -144,7 +153,8 @@ class SGD(Optimizer):
 
     rule = "sgd"
 
-    def __init__(self, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False):
+    def __init__(self, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False) -> None:
         momentum, dampening = _nonneg("momentum", momentum), check_real("dampening", dampening)
         nesterov = check_bool("nesterov", nesterov)
         if nesterov and (momentum <= 0 or dampening != 0):
@@ -153,7 +163,7 @@ class SGD(Optimizer):
                          weight_decay=_nonneg("weight_decay", weight_decay), nesterov=nesterov)
         self.state_names = ("momentum_buffer",) if momentum else ()
 
-    def _update(self, ops, p, g, grad_scale):
+    def _update(self, ops: KernelSet, p: Array, g: Array, grad_scale: float | Array) -> None:
         h = self.hparams
         ops.sgd(p, g, self.state.get("momentum_buffer"), lr=self.lr, momentum=h["momentum"],
                 dampening=h["dampening"], weight_decay=h["weight_decay"], nesterov=h["nesterov"],
@@ -166,23 +176,24 @@ class Adagrad(Optimizer):
     rule = "adagrad"
     state_names = ("sum",)
 
-    def __init__(self, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0, eps=1e-10):
+    def __init__(self, lr: float = 1e-2, lr_decay: float = 0.0, weight_decay: float = 0.0,
+                 initial_accumulator_value: float = 0.0, eps: float = 1e-10) -> None:
         super().__init__(_nonneg("lr", lr), lr_decay=_nonneg("lr_decay", lr_decay),
                          weight_decay=_nonneg("weight_decay", weight_decay),
                          initial_accumulator_value=_nonneg("initial_accumulator_value", initial_accumulator_value),
                          eps=_nonneg("eps", eps))
 
-    def _initial_state(self, name, params, ops):
+    def _initial_state(self, name: str, params: Array, ops: KernelSet) -> Array:
         buf = ops.state_like(params)
         buf += self.hparams["initial_accumulator_value"]
         return buf
 
-    def scalars(self):
+    def scalars(self) -> dict[str, Any]:
         s = super().scalars()
         s["clr"] = self.lr / (1.0 + (self.step_count - 1) * s["lr_decay"])
         return s
 
-    def _update(self, ops, p, g, grad_scale):
+    def _update(self, ops: KernelSet, p: Array, g: Array, grad_scale: float | Array) -> None:
         s = self.scalars()
         ops.adagrad(p, g, self.state["sum"], lr=s["clr"], weight_decay=s["weight_decay"], eps=s["eps"],
                     grad_scale=grad_scale)
@@ -193,7 +204,8 @@ class RMSprop(Optimizer):
 
     rule = "rmsprop"
 
-    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=False):
+    def __init__(self, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8, weight_decay: float = 0.0,
+                 momentum: float = 0.0, centered: bool = False) -> None:
         # torch only asks alpha >= 0, but alpha > 1 makes (1 - alpha) negative and square_avg with it
         super().__init__(_nonneg("lr", lr), alpha=check_real("alpha", alpha, low=0, high=1), eps=_nonneg("eps", eps),
                          weight_decay=_nonneg("weight_decay", weight_decay), momentum=_nonneg("momentum", momentum),
@@ -201,7 +213,7 @@ class RMSprop(Optimizer):
         self.state_names = (("square_avg",) + (("grad_avg",) if centered else ())
                             + (("momentum_buffer",) if momentum else ()))
 
-    def _update(self, ops, p, g, grad_scale):
+    def _update(self, ops: KernelSet, p: Array, g: Array, grad_scale: float | Array) -> None:
         h, st = self.hparams, self.state
         ops.rmsprop(p, g, st["square_avg"], st.get("grad_avg"), st.get("momentum_buffer"), lr=self.lr,
                     alpha=h["alpha"], eps=h["eps"], weight_decay=h["weight_decay"], momentum=h["momentum"],
@@ -214,19 +226,20 @@ class Adam(Optimizer):
     rule = "adam"
     decoupled = False
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0, amsgrad: bool = False) -> None:
         beta1, beta2 = _betas(betas)
         super().__init__(_nonneg("lr", lr), beta1=beta1, beta2=beta2, eps=_nonneg("eps", eps),
                          weight_decay=_nonneg("weight_decay", weight_decay), amsgrad=check_bool("amsgrad", amsgrad))
         self.state_names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if amsgrad else ())
 
     @classmethod
-    def _init_kwargs(cls, hparams):
+    def _init_kwargs(cls, hparams: dict[str, Any]) -> dict[str, Any]:
         kwargs = dict(hparams)
         kwargs["betas"] = (kwargs.pop("beta1"), kwargs.pop("beta2"))
         return kwargs
 
-    def scalars(self):
+    def scalars(self) -> dict[str, Any]:
         s = super().scalars()
         t = self.step_count
         s["step_size"] = self.lr / (1.0 - s["beta1"] ** t)  # bias corrections as host scalars
@@ -234,7 +247,7 @@ class Adam(Optimizer):
         s["decay_factor"] = 1.0 - self.lr * s["weight_decay"] if self.decoupled else 1.0
         return s
 
-    def _update(self, ops, p, g, grad_scale):
+    def _update(self, ops: KernelSet, p: Array, g: Array, grad_scale: float | Array) -> None:
         s, st = self.scalars(), self.state
         ops.adam(p, g, st["exp_avg"], st["exp_avg_sq"], st.get("max_exp_avg_sq"), step_size=s["step_size"],
                  beta1=s["beta1"], beta2=s["beta2"], eps=s["eps"], l2=0.0 if self.decoupled else s["weight_decay"],
@@ -248,14 +261,15 @@ class AdamW(Adam):
     rule = "adamw"
     decoupled = True
 
-    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False):
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False) -> None:
         super().__init__(lr, betas, eps, weight_decay, amsgrad)
 
 
 OPTIMIZERS = {cls.__name__.lower(): cls for cls in (SGD, Adagrad, RMSprop, Adam, AdamW)}
 
 
-def get_optimizer(optimizer, lr: float | None = None) -> Optimizer:
+def get_optimizer(optimizer: Optimizer | str | None, lr: float | None = None) -> Optimizer:
     """An optimizer instance from an instance, or a name (``"adam"``) plus ``lr``."""
     if isinstance(optimizer, Optimizer):
         return optimizer
@@ -268,7 +282,7 @@ def get_optimizer(optimizer, lr: float | None = None) -> Optimizer:
     return cls() if lr is None else cls(lr=lr)
 
 
-def clip_grad_norm_(grads, max_norm: float, ops):
+def clip_grad_norm_(grads: Array, max_norm: float, ops: KernelSet) -> Array:
     """Scale the flat gradient buffer in place so its global L2 norm is at most ``max_norm``.
 
     Same rule as ``torch.nn.utils.clip_grad_norm_`` (coefficient ``max_norm / (norm + 1e-6)``

@@ -9,19 +9,26 @@ A callback sets ``trainer.stop_training = True`` to stop after the current epoch
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._typing import Array
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
 
 class Callback:
-    def on_train_begin(self, trainer) -> None: ...
+    def on_train_begin(self, trainer: Trainer) -> None: ...
 
-    def on_step_loss(self, trainer, loss) -> bool:
+    def on_step_loss(self, trainer: Trainer, loss: Array) -> bool:
         return True
 
-    def on_epoch_end(self, trainer, epoch: int, logs: dict) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
 
-    def on_train_end(self, trainer) -> None: ...
+    def on_train_end(self, trainer: Trainer) -> None: ...
 
 
 class TerminateOnNaN(Callback):
@@ -39,20 +46,20 @@ class TerminateOnNaN(Callback):
     ``History.diverged``.
     """
 
-    def __init__(self, check_every: int | None = None):
+    def __init__(self, check_every: int | None = None) -> None:
         from ..validation import check_int
 
         self.check_every = check_int("check_every", check_every, low=1, allow_none=True)
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         self.every = self.check_every or (50 if trainer.model.backend.kind == "cupy" else 1)
-        self.pending: list = []
+        self.pending: list[Array] = []
         self.diverged: tuple[float, int, int] | None = None  # (loss, step, epoch) where it happened
         self.initial = _Snapshot.take(trainer, epochs_done=trainer.fit_plan.get("initial_epoch", 0))
         self.best: _Snapshot | None = None  # after the epoch with the lowest finite training loss
         self.restored_epochs: int | None = None
 
-    def on_step_loss(self, trainer, loss):
+    def on_step_loss(self, trainer: Trainer, loss: Array) -> bool:
         if self.every == 1:
             return self._ok_or_stop(trainer, float(loss))
         self.pending.append(loss)
@@ -63,7 +70,7 @@ class TerminateOnNaN(Callback):
         self.pending = []
         return self._ok_or_stop(trainer, total)
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         self.pending = []  # the epoch's mean loss covers every step not yet checked
         if all(math.isfinite(v) for v in logs.values()):
             if self.best is None or logs["loss"] < self.best.loss:
@@ -71,16 +78,17 @@ class TerminateOnNaN(Callback):
         else:
             self._ok_or_stop(trainer, logs["loss"] if not math.isfinite(logs["loss"]) else math.nan)
 
-    def _ok_or_stop(self, trainer, value: float) -> bool:
+    def _ok_or_stop(self, trainer: Trainer, value: float) -> bool:
         if math.isfinite(value):
             return True
         trainer.stop_training = True
         self.diverged = (value, trainer.step_count + 1, trainer.epoch)
         return False
 
-    def recover(self, trainer, training_loss) -> str:
+    def recover(self, trainer: Trainer, training_loss: Callable[[], float]) -> str:
         """Restore the snapshot whose weights give the lowest finite ``training_loss()``; the
         message says what happened and what was restored (``fit`` sets it as ``stop_reason``)."""
+        assert self.diverged is not None, "recover() is called only after on_batch_end reported a divergence"
         value, step, epoch = self.diverged
         what = f"training diverged: the loss became {value} at step {step} (epoch {epoch + 1})"
         advice = ("Lower the learning rate, clip gradients (clip_grad_norm=...) or check the data "
@@ -104,30 +112,39 @@ class TerminateOnNaN(Callback):
 class _Snapshot:
     """Device-side copy of the weights, optimizer state and loss scale after ``epochs_done`` epochs."""
 
-    def __init__(self, params, optimizer_state, optimizer_steps, scaler, epochs_done, loss):
+    def __init__(self, params: Array, optimizer_state: dict[str, Array], optimizer_steps: int,
+                 scaler: dict[str, Any] | None, epochs_done: int, loss: float) -> None:
         self.params, self.optimizer_state, self.optimizer_steps = params, optimizer_state, optimizer_steps
         self.scaler, self.epochs_done, self.loss = scaler, epochs_done, loss
 
     @classmethod
-    def take(cls, trainer, epochs_done: int, loss: float = math.inf) -> _Snapshot:
+    def take(cls, trainer: Trainer, epochs_done: int, loss: float = math.inf) -> _Snapshot:
         xp, opt = trainer.model.backend.xp, trainer.optimizer
         state = {k: xp.asarray(v, copy=True) for k, v in opt.state.items()}
         scaler = trainer.scaler.state_dict() if trainer.scaler is not None else None
         return cls(trainer.model.copy_params(), state, opt.step_count, scaler, epochs_done, loss)
 
-    def restore(self, trainer) -> None:
+    def restore(self, trainer: Trainer) -> None:
         xp, opt = trainer.model.backend.xp, trainer.optimizer
         trainer.model.params[...] = self.params
         opt.state = {k: xp.asarray(v, copy=True) for k, v in self.optimizer_state.items()}
         opt.step_count = self.optimizer_steps
         if self.scaler is not None:
+            assert trainer.scaler is not None, "scaler state is snapshotted only from a trainer with a scaler"
             trainer.scaler.load_state_dict(self.scaler)
 
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras semantics)."""
 
-    def __init__(self, monitor="val_loss", patience=5, min_delta=0.0, mode="auto", restore_best_weights=False):
+    best: float | None
+    best_epoch: int
+    wait: int
+    best_params: Array | None
+    _restored: bool
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 5, min_delta: float = 0.0, mode: str = "auto",
+                 restore_best_weights: bool = False) -> None:
         from ..validation import check_bool, check_choice, check_int, check_real, check_str
 
         check_choice("mode", mode, ("auto", "min", "max"))
@@ -136,12 +153,12 @@ class EarlyStopping(Callback):
         self.maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
         self.restore_best_weights = check_bool("restore_best_weights", restore_best_weights)
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         if not getattr(self, "_restored", False):
             self.best, self.best_epoch, self.wait, self.best_params = None, -1, 0, None
         self._restored = False
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if self.monitor not in logs:
             raise ValueError(f"EarlyStopping monitors {self.monitor!r}, which fit does not report "
                              f"(it reports {', '.join(logs)}): pass validation_data or validation_split, "
@@ -160,18 +177,18 @@ class EarlyStopping(Callback):
             trainer.stop_reason = (f"early stopping: {self.monitor} has not improved for {self.patience} "
                                    f"epochs (best {self.best:.6g} at epoch {self.best_epoch + 1})")
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: Trainer) -> None:
         if self.restore_best_weights and self.best_params is not None:
             trainer.model.params[...] = self.best_params
 
-    def state_dict(self) -> tuple[dict, dict]:
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(metadata, arrays)`` for checkpoints: a resumed run stops where this one would."""
         from ..backend import to_host
 
         arrays = {"best_params": to_host(self.best_params).copy()} if self.best_params is not None else {}
         return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait}, arrays
 
-    def load_state_dict(self, meta: dict, arrays: dict, trainer) -> None:
+    def load_state_dict(self, meta: dict[str, Any], arrays: dict[str, Any], trainer: Trainer) -> None:
         self.best, self.best_epoch, self.wait = meta["best"], meta["best_epoch"], meta["wait"]
         self.best_params, self._restored = None, True
         if "best_params" in arrays:
@@ -185,16 +202,19 @@ class ProgressBar(Callback):
     ``refresh_s`` seconds), so on the GPU it costs one synchronisation per redraw, not per step.
     """
 
-    def __init__(self, refresh_s: float = 0.25, **tqdm_kwargs):
+    bar: Any  # a tqdm bar, or None between epochs
+    last: float
+
+    def __init__(self, refresh_s: float = 0.25, **tqdm_kwargs: Any) -> None:
         from ..validation import check_real
 
         self.refresh_s = check_real("refresh_s", refresh_s, low=0)
         self.tqdm_kwargs = tqdm_kwargs
 
-    def on_train_begin(self, trainer):
+    def on_train_begin(self, trainer: Trainer) -> None:
         self.bar, self.last = None, 0.0
 
-    def on_step_loss(self, trainer, loss):
+    def on_step_loss(self, trainer: Trainer, loss: Array) -> bool:
         import time
 
         from tqdm.auto import tqdm
@@ -211,13 +231,13 @@ class ProgressBar(Callback):
             self.last = now
         return True
 
-    def on_epoch_end(self, trainer, epoch, logs):
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         if self.bar is not None:
             self.bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=True)
             self.bar.close()
             self.bar = None
 
-    def on_train_end(self, trainer):
+    def on_train_end(self, trainer: Trainer) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -226,22 +246,22 @@ class ProgressBar(Callback):
 class History:
     """Per-epoch metrics from ``fit``: ``history["loss"]``, ``history["val_accuracy"]``, ..."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
         self.stop_reason: str | None = None
         self.diverged = False  # the loss became NaN/inf; see stop_reason for what was restored
         self.interrupted = False  # stopped by Trainer.interrupt (e.g. Ctrl-C) at a step boundary
 
-    def append(self, epoch: int, logs: dict) -> None:
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
         self.epoch.append(epoch)
         for k, v in logs.items():
             self.history.setdefault(k, []).append(v)
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         last = {k: round(v[-1], 6) for k, v in self.history.items() if v and np.isfinite(v[-1])}
         return (f"History(epochs={len(self.epoch)}, last={last}, diverged={self.diverged}, "
                 f"stop_reason={self.stop_reason!r})")

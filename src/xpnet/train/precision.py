@@ -20,9 +20,18 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import TYPE_CHECKING, Any
 
+from .._typing import Array
 from ..optim.grad_scaler import GradScaler
 from ..validation import check_choice
+
+if TYPE_CHECKING:
+    from ..kernels.protocol import KernelSet
+    from ..losses import Loss
+    from ..model import MLP
+    from ..optim.optimizers import Optimizer
+    from .trainer import Trainer
 
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
@@ -34,7 +43,7 @@ def _warn_tf32_cpu() -> None:
                   "float32.", RuntimeWarning, stacklevel=4)
 
 
-def check_precision(precision: str, model) -> str:
+def check_precision(precision: str, model: MLP) -> str:
     """Validate ``precision`` for ``model`` before anything is built."""
     check_choice("precision", precision, PRECISIONS)
     if precision == "bf16":
@@ -48,7 +57,7 @@ def check_precision(precision: str, model) -> str:
     return precision
 
 
-def _max_norm(clip_grad_norm):
+def _max_norm(clip_grad_norm: float | None) -> float | None:
     return None if clip_grad_norm is None else float(clip_grad_norm)
 
 
@@ -59,13 +68,14 @@ class FP32Step:
     writes to the model's, loss's or optimizer's attributes -- the model's buffers and the
     optimizer's state change only through their own methods."""
 
-    scaler = None
+    scaler: GradScaler | None = None
 
-    def __init__(self, model, loss, optimizer, ops, clip_grad_norm=None):
+    def __init__(self, model: MLP, loss: Loss, optimizer: Optimizer, ops: KernelSet,
+                 clip_grad_norm: float | None = None) -> None:
         self.model, self.loss, self.optimizer, self.ops = model, loss, optimizer, ops
         self.max_norm = _max_norm(clip_grad_norm)
 
-    def forward_backward(self, x, y):
+    def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
         """Loss (0-d, on the device) and logits of batch ``(x, y)``; gradients into ``model.grads``."""
         logits, tape = self.model.forward(x, tape=True, ops=self.ops)
         loss, dlogits = self.ops.loss(self.loss, logits, y)
@@ -82,16 +92,17 @@ class MixedPrecisionStep(FP32Step):
     """The fp16 training step: float16 copy of the weights, float16 forward and backward,
     float32 loss, float32 master update with dynamic loss scaling (:attr:`scaler`)."""
 
-    def __init__(self, model, loss, optimizer, ops, clip_grad_norm=None, scaler=None):
+    def __init__(self, model: MLP, loss: Loss, optimizer: Optimizer, ops: KernelSet,
+                 clip_grad_norm: float | None = None, scaler: GradScaler | None = None) -> None:
         from ..kernels import ops_for
 
         super().__init__(model, loss, optimizer, ops, clip_grad_norm)
         self.half = ops_for(model.backend, "float16", getattr(model, "kernels", None))
         self.params16 = self.half.empty((model.n_params,))
         self.grads16 = self.half.empty((model.n_params,))
-        self.scaler = GradScaler() if scaler is None else scaler
+        self.scaler: GradScaler = GradScaler() if scaler is None else scaler
 
-    def forward_backward(self, x, y):
+    def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
         m, half, ops = self.model, self.half, self.ops
         half.cast_into(m.params, self.params16)
         x16 = half.cast(x, "x16")
@@ -112,7 +123,8 @@ class MixedPrecisionStep(FP32Step):
         return not found_inf
 
 
-def step_for(precision, model, loss, optimizer, ops, clip_grad_norm=None) -> FP32Step:
+def step_for(precision: str, model: MLP, loss: Loss, optimizer: Optimizer, ops: KernelSet,
+             clip_grad_norm: float | None = None) -> FP32Step:
     """The step strategy of a checked ``precision`` (see :func:`check_precision`); ``ops`` must
     already be TF32-configured for ``"tf32"``."""
     cls = MixedPrecisionStep if precision == "fp16" else FP32Step
@@ -122,16 +134,16 @@ def step_for(precision, model, loss, optimizer, ops, clip_grad_norm=None) -> FP3
 class MixedPrecision(MixedPrecisionStep):
     """Deprecated: the old trainer-bound fp16 step; use :class:`MixedPrecisionStep`."""
 
-    def __init__(self, trainer):
+    def __init__(self, trainer: Trainer) -> None:
         warnings.warn("xpnet.train.precision.MixedPrecision is deprecated: use MixedPrecisionStep(model, loss, "
                       "optimizer, ops, clip_grad_norm).", DeprecationWarning, stacklevel=2)
         super().__init__(trainer.model, trainer.loss, trainer.optimizer, trainer.ops, trainer.clip_grad_norm)
 
-    def forward_backward(self, *args):
+    def forward_backward(self, *args: Array) -> tuple[Array, Array]:
         """``(x, y)``, or the old ``(trainer, x, y)``."""
         return super().forward_backward(*args[-2:])
 
-    def update(self, *args) -> bool:
+    def update(self, *args: Any) -> bool:
         """``()``, or the old ``(trainer, max_norm)`` (``max_norm`` then replaces the clip value)."""
         if len(args) == 2:
             self.max_norm = _max_norm(args[1])

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import numbers
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._typing import Array
 from ..losses import get_loss
 from ..optim import get_optimizer
 from ..validation import (
@@ -27,17 +30,23 @@ from ..validation import (
 from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
 from .precision import check_precision, step_for
 
+if TYPE_CHECKING:
+    from ..model import MLP
+    from ..optim.grad_scaler import GradScaler
+    from ..optim.lr_scheduler import LRScheduler
+    from ..optim.optimizers import Optimizer
+
 METRICS = ("accuracy",)
 
 
-def _batches(n: int, batch_size: int):
+def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` of each mini-batch; stops never run past ``n`` (the array API forbids it)."""
     for start in range(0, n, batch_size):
         yield start, min(start + batch_size, n)
 
 
-def _check_fit_options(epochs, shuffle, validation_data, validation_split, callbacks, initial_epoch, history,
-                       data_on_device) -> None:
+def _check_fit_options(epochs: int, shuffle: Any, validation_data: Any, validation_split: Any, callbacks: Any,
+                       initial_epoch: Any, history: Any, data_on_device: Any) -> None:
     """``fit``'s options, checked before anything is moved or trained."""
     check_real("validation_split", validation_split, low=0, high=1, high_open=True)
     if validation_split and validation_data is not None:
@@ -45,7 +54,7 @@ def _check_fit_options(epochs, shuffle, validation_data, validation_split, callb
     check_bool("shuffle", shuffle)
     if data_on_device is not None:
         check_bool("data_on_device", data_on_device)
-    if not isinstance(initial_epoch, numbers.Integral) or not 0 <= initial_epoch <= epochs:
+    if not isinstance(initial_epoch, numbers.Integral) or not 0 <= int(initial_epoch) <= epochs:
         raise ValueError(f"initial_epoch={initial_epoch!r} is invalid: use an integer in [0, epochs].")
     if history is not None and not isinstance(history, History):
         raise TypeError(f"history={history!r} is invalid: pass the History of an earlier fit, or None.")
@@ -73,8 +82,9 @@ class Trainer:
         ``"fp16"`` (mixed precision with dynamic loss scaling, as PyTorch AMP); see ``xpnet.train.precision``.
     """
 
-    def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, scheduler=None,
-                 clip_grad_norm=None, precision="fp32"):
+    def __init__(self, model: MLP, loss: str = "cross_entropy", optimizer: Optimizer | str | None = None,
+                 metrics: Sequence[str] | None = None, scheduler: LRScheduler | None = None,
+                 clip_grad_norm: float | None = None, precision: str = "fp32") -> None:
         from ..model import MLP
         from ..optim.lr_scheduler import LRScheduler
         from ..validation import check_real, invalid
@@ -113,7 +123,7 @@ class Trainer:
         self.stop_training = False
         self.stop_reason: str | None = None
         self._rng = np.random.default_rng(model.seed)  # host-side: same batch order on every backend
-        self.fit_plan: dict = {}
+        self.fit_plan: dict[str, int] = {}
         self.epoch = 0  # the epoch fit is in (0-based)
         self._interrupt: str | None = None
 
@@ -123,7 +133,8 @@ class Trainer:
         self._interrupt = reason
 
     # -- data -------------------------------------------------------------------------
-    def prepare(self, X, y, names=("X", "y"), full=True, place=True):
+    def prepare(self, X: Any, y: Any, names: tuple[str, str] = ("X", "y"), full: bool = True,
+                place: bool = True) -> tuple[Array, Array]:
         """``(X, y)`` validated for this model and loss and (``place``) put on the model's device.
 
         Host arrays are checked in full; ``full=False`` checks arrays already on the device for
@@ -137,13 +148,13 @@ class Trainer:
         checks.run()
         return Xd, yd
 
-    def _on_device(self, a):
+    def _on_device(self, a: Array) -> Array:
         """A batch on the model's device (host batches of streamed data are moved here)."""
         backend = self.model.backend
         return a if backend.owns(a) else backend.from_host(a)
 
     # -- one step -----------------------------------------------------------------------
-    def train_step(self, x, y):
+    def train_step(self, x: Any, y: Any) -> Array:
         """One mini-batch update; returns the loss as a 0-d array on the model's device.
 
         Host inputs are fully validated; arrays already on the model's device are checked
@@ -152,7 +163,7 @@ class Trainer:
         x, y = self.prepare(x, y, ("x", "y"), full=False)
         return self.step(x, y)
 
-    def step(self, x, y):
+    def step(self, x: Array, y: Array) -> Array:
         """:meth:`forward_backward` then :meth:`update` on a batch from :meth:`prepare` (no checks:
         the fast path for benchmarks); returns the loss as a 0-d array on the model's device."""
         with self.model.backend.context():
@@ -160,7 +171,7 @@ class Trainer:
             self.update()
         return loss
 
-    def forward_backward(self, x, y):
+    def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
         """``(loss, logits)`` of a prepared batch; the gradients land in ``model.grads``
         (in this trainer's precision and kernel set).  Call inside ``model.backend.context()``."""
         return self.precision_step.forward_backward(x, y)
@@ -173,13 +184,15 @@ class Trainer:
         return applied
 
     @property
-    def scaler(self):
+    def scaler(self) -> GradScaler | None:
         """The loss scaler of ``precision="fp16"`` (None otherwise)."""
         return self.precision_step.scaler
 
     # -- epochs -------------------------------------------------------------------------
-    def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
-            callbacks=(), verbose=True, initial_epoch=0, history=None, data_on_device=None) -> History:
+    def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
+            validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
+            callbacks: Sequence[Callback] = (), verbose: bool = True, initial_epoch: int = 0,
+            history: History | None = None, data_on_device: bool | None = None) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns a :class:`History`.
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling);
@@ -215,7 +228,8 @@ class Trainer:
         history.stop_reason = self.stop_reason
         return history
 
-    def _prepare_fit_data(self, X, y, validation_data, validation_split, data_on_device):
+    def _prepare_fit_data(self, X: Any, y: Any, validation_data: Any, validation_split: float,
+                          data_on_device: bool | None) -> tuple[Array, Array, tuple[Array, Array] | None]:
         """Training and validation data checked and placed (or left on the host to stream)."""
         if data_on_device is None:
             data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
@@ -229,12 +243,13 @@ class Trainer:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val).")
-            validation_data = self.prepare(*validation_data, names=("validation_data[0]", "validation_data[1]"),
+            X_val, y_val = validation_data
+            validation_data = self.prepare(X_val, y_val, names=("validation_data[0]", "validation_data[1]"),
                                            place=bool(data_on_device))
         return X, y, validation_data
 
     @staticmethod
-    def _callbacks_for(callbacks, verbose) -> list:
+    def _callbacks_for(callbacks: Iterable[Callback], verbose: bool) -> list[Callback]:
         """The user's callbacks, with a NaN guard first (unless given) and a progress bar (if verbose)."""
         callbacks = list(callbacks)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
@@ -243,7 +258,8 @@ class Trainer:
             callbacks.append(ProgressBar())
         return callbacks
 
-    def _run_epochs(self, X, y, validation_data, epochs, batch_size, shuffle, callbacks, history) -> None:
+    def _run_epochs(self, X: Array, y: Array, validation_data: tuple[Array, Array] | None, epochs: Iterable[int],
+                    batch_size: int, shuffle: bool, callbacks: list[Callback], history: History) -> None:
         """The epochs in ``epochs``, until one is stopped inside (NaN loss, interrupt) or a callback
         sets ``stop_training``."""
         for epoch in epochs:
@@ -262,7 +278,7 @@ class Trainer:
             if self.stop_training:
                 return
 
-    def _finish(self, X, y, callbacks, history) -> None:
+    def _finish(self, X: Array, y: Array, callbacks: list[Callback], history: History) -> None:
         """After the epochs: recover from divergence, or record an interrupt."""
         guard = next(c for c in callbacks if isinstance(c, TerminateOnNaN))
         if guard.diverged:
@@ -274,10 +290,12 @@ class Trainer:
                                 f"{self.epoch + 1}; that epoch's steps are dropped")
             history.interrupted = True
 
-    def _epoch(self, X, y, n, batch_size, shuffle, callbacks):
+    def _epoch(self, X: Array, y: Array, n: int, batch_size: int, shuffle: bool,
+               callbacks: list[Callback]) -> dict[str, float] | None:
         backend = self.model.backend
         host_order = self._rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
         totals = self._zero_totals()
+        batches: Iterator[tuple[int, int, Array, Array]]
         if backend.owns(X):  # device-resident: the host-drawn permutation is applied on the device
             order = backend.from_host(host_order) if shuffle else None
             batches = self._resident_batches(X, y, order, n, batch_size)
@@ -298,12 +316,14 @@ class Trainer:
         return self._metrics(totals, n, y)
 
     # -- metrics: one accumulation for training epochs and evaluation ----------------------
-    def _zero_totals(self):
+    def _zero_totals(self) -> tuple[Array, Array]:
         """``(sum of loss * batch size, correct count)`` as device scalars: nothing is read back per batch."""
         xp, backend = self.model.backend.xp, self.model.backend
-        return tuple(xp.zeros((), dtype=self.model.params.dtype, device=backend.device) for _ in range(2))
+        total, correct = (xp.zeros((), dtype=self.model.params.dtype, device=backend.device) for _ in range(2))
+        return total, correct
 
-    def _tally(self, totals, loss, logits, y, count: int):
+    def _tally(self, totals: tuple[Array, Array], loss: Array, logits: Array, y: Array,
+               count: int) -> tuple[Array, Array]:
         """``totals`` plus one batch of ``count`` samples: its loss times ``count`` and (for
         accuracy) its correct predictions."""
         total, correct = totals
@@ -312,7 +332,7 @@ class Trainer:
             correct = correct + self._n_correct(logits, y)
         return total, correct
 
-    def _metrics(self, totals, n: int, y) -> dict:
+    def _metrics(self, totals: tuple[Array, Array], n: int, y: Array) -> dict[str, float]:
         """Mean loss (and accuracy) over ``n`` samples from ``totals`` (one host read each); device
         errors met by a kernel (e.g. labels out of range) are raised here."""
         self.ops.check_device_errors()
@@ -321,7 +341,8 @@ class Trainer:
             out["accuracy"] = float(totals[1]) / (n * (1 if self.loss.integer_labels else y.shape[1]))
         return out
 
-    def _resident_batches(self, X, y, order, n, batch_size):
+    def _resident_batches(self, X: Array, y: Array, order: Array | None, n: int,
+                          batch_size: int) -> Iterator[tuple[int, int, Array, Array]]:
         for start, stop in _batches(n, batch_size):
             if order is None:
                 yield start, stop, X[start:stop, ...], y[start:stop, ...]
@@ -329,7 +350,7 @@ class Trainer:
                 idx = order[start:stop]
                 yield start, stop, self.ops.gather_rows(X, idx, "x_batch"), self.ops.gather_rows(y, idx, "y_batch")
 
-    def _n_correct(self, logits, y):
+    def _n_correct(self, logits: Array, y: Array) -> Array:
         xp = self.model.backend.xp
         dtype = logits.dtype
         if self.loss.integer_labels:  # cross-entropy: class = argmax; one-hot targets too
@@ -338,7 +359,7 @@ class Trainer:
         return xp.sum(xp.astype((logits > 0) == (y > 0.5), dtype))  # bce: per output
 
     # -- state for checkpoints ------------------------------------------------------------
-    def state_dict(self) -> tuple[dict, dict]:
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(arrays, metadata)``: optimizer state buffers on the host, and everything else
         a resumed run needs to continue exactly (optimizer hyperparameters and step, scheduler,
         shuffling RNG, step count) as JSON-ready values."""
@@ -355,7 +376,7 @@ class Trainer:
         }
         return opt["state"], meta
 
-    def check_rng_state(self, state) -> None:
+    def check_rng_state(self, state: Any) -> None:
         """Raise ValueError unless ``state`` can restore the shuffling RNG (tried on a throwaway
         generator of the same kind: this trainer's own stays untouched)."""
         try:
@@ -363,7 +384,7 @@ class Trainer:
         except (TypeError, ValueError, KeyError) as exc:
             raise ValueError(str(exc)) from exc
 
-    def load_state_dict(self, arrays: dict, meta: dict) -> None:
+    def load_state_dict(self, arrays: dict[str, Any], meta: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (the weights are restored separately)."""
         if meta.get("loss", self.loss.name) != self.loss.name:
             raise ValueError(f"the saved state is for loss {meta['loss']!r}, this trainer uses {self.loss.name!r}.")
@@ -378,14 +399,14 @@ class Trainer:
             self.scaler.load_state_dict(meta["scaler"])
 
     # -- inference ----------------------------------------------------------------------
-    def evaluate(self, X, y, batch_size=1024) -> dict:
+    def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, float]:
         """Mean loss (and accuracy for classification) over ``(X, y)``, as Python floats."""
         batch_size = check_positive_int("batch_size", batch_size)
         X, y = self.prepare(X, y)
         with self.model.backend.context():
             return self._evaluate(X, y, batch_size)
 
-    def _evaluate(self, X, y, batch_size=1024) -> dict:
+    def _evaluate(self, X: Array, y: Array, batch_size: int = 1024) -> dict[str, float]:
         totals = self._zero_totals()
         for start, stop in _batches(X.shape[0], batch_size):
             xb, yb = self._on_device(X[start:stop, ...]), self._on_device(y[start:stop, ...])
@@ -394,7 +415,7 @@ class Trainer:
             totals = self._tally(totals, loss, logits, yb, stop - start)
         return self._metrics(totals, X.shape[0], y)
 
-    def predict(self, X, batch_size=1024):
+    def predict(self, X: Any, batch_size: int = 1024) -> Array:
         """Network outputs (logits) for ``X``, as an array on the model's device."""
         batch_size = check_positive_int("batch_size", batch_size)
         m = self.model

@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 import types
 import weakref
+from typing import Any
 
 import numpy as np
 
@@ -465,7 +466,7 @@ class _Cublas:
 
     def gemmEx(self, handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype,
                ldc, compute_type, algo):
-        dtypes = {self.R32F: np.float32, self.R64F: np.float64}
+        dtypes: dict[int, Any] = {self.R32F: np.float32, self.R64F: np.float64}
         if not (Atype == Btype == Ctype) or Atype not in dtypes:
             raise NotImplementedError("the emulated gemmEx models float32 and float64 products of one type")
         dt = dtypes[Atype]
