@@ -38,7 +38,10 @@ class Backend:
 
     # -- creation ------------------------------------------------------------------
     def dtype(self, name: str) -> Any:
-        """The namespace's dtype object for a dtype name such as ``"float32"``."""
+        """The namespace's dtype object for a dtype name such as ``"float32"``; ``"bfloat16"`` is
+        ``ml_dtypes.bfloat16`` (the type NumPy arrays and CuPy >= 14 arrays hold)."""
+        if name == "bfloat16":
+            return bfloat16_dtype()
         return getattr(self.xp, name)
 
     def zeros(self, shape: int | tuple[int, ...], dtype: str) -> Array:
@@ -201,6 +204,35 @@ def gpu_available() -> bool:
         return bool(cupy.cuda.runtime.getDeviceCount() > 0)
     except Exception:
         return False
+
+
+BF16_MIN_CUPY = (14, 0)  # the first CuPy with bfloat16 arrays (ml_dtypes.bfloat16; CuPy PR 9494)
+
+
+def bfloat16_dtype() -> Any:
+    """``ml_dtypes.bfloat16`` (a NumPy dtype), or a clear ImportError naming what to install."""
+    try:
+        import ml_dtypes
+    except ImportError as exc:
+        raise ImportError("bfloat16 needs the ml_dtypes package (NumPy's and CuPy's bfloat16 type): "
+                          "pip install ml_dtypes, or pip install 'xpnet[bf16]'.") from exc
+    return ml_dtypes.bfloat16
+
+
+def check_bfloat16(backend: Backend) -> None:
+    """Raise a clear error when ``backend`` cannot hold bfloat16 arrays: ``ml_dtypes`` missing, or
+    CuPy older than :data:`BF16_MIN_CUPY`.  NumPy (with ml_dtypes) and xpnet's GPU emulator can."""
+    bfloat16_dtype()
+    lib = backend.lib
+    if backend.kind == "cupy" and not getattr(lib, "is_emulator", False):
+        version = getattr(lib, "__version__", "0")
+        parts = tuple(int(p) for p in re.findall(r"\d+", version)[:2])
+        if parts < BF16_MIN_CUPY:
+            raise RuntimeError(f"precision='bf16' on the GPU needs CuPy >= {'.'.join(map(str, BF16_MIN_CUPY))} "
+                               f"(bfloat16 arrays through ml_dtypes); this is CuPy {version}: "
+                               "pip install -U 'cupy-cuda12x>=14' (or cupy-cuda13x), or use precision='fp16'.")
+    elif backend.kind == "generic":
+        raise ValueError(f"precision='bf16' runs on NumPy (CPU) or CuPy (GPU), not on {backend.name}.")
 
 
 def check_dtype(dtype: Any) -> str:

@@ -6,7 +6,8 @@ never know which implementation runs.  With ``kernels="auto"``:
 
 * NumPy, float32/float64  -> ``cpu.NumbaOps`` (fused Numba kernels), if Numba imports;
 * CuPy, any float dtype   -> ``cuda.CupyOps`` (fused CUDA kernels, compiled on first use);
-* anything else           -> ``reference.ReferenceOps`` (array-API math, the specification).
+* anything else           -> ``reference.ReferenceOps`` (array-API math, the specification);
+  for ``"bfloat16"`` its float32-compute form ``bfloat16.BFloat16Ops``.
 
 ``kernels="reference"`` forces the reference path, for debugging and for comparisons in
 benchmarks.  The choice is an argument (``MLP(..., kernels="reference")``); when it is not
@@ -131,7 +132,11 @@ def numba_ops_class(load: Callable[[], type[ReferenceOps]] = _import_numba_ops) 
 def ops_for(backend: Backend, dtype: str, kernels: str | None = None) -> ReferenceOps:
     """The kernel set for arrays of ``dtype`` on ``backend``: ``kernels="auto"`` (fused where
     available), ``"reference"``, or ``None`` for :func:`default_kernels`."""
-    if resolve_kernels(kernels) == "reference":
+    if resolve_kernels(kernels) == "reference" or (dtype == "bfloat16" and backend.kind != "cupy"):
+        if dtype == "bfloat16":
+            from .bfloat16 import BFloat16Ops
+
+            return BFloat16Ops(backend, dtype)
         return ReferenceOps(backend, dtype)
     if backend.kind == "numpy" and dtype in ("float32", "float64"):
         cls = numba_ops_class()

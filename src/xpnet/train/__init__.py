@@ -1,8 +1,8 @@
 """Training: the :class:`~xpnet.train.trainer.Trainer`, its callbacks and precision strategies."""
 
 from .callbacks import Callback, EarlyStopping, History, ProgressBar, TerminateOnNaN
-from .precision import FP32Step, MixedPrecisionStep
+from .precision import BF16Step, FP32Step, MixedPrecisionStep
 from .trainer import Trainer
 
-__all__ = ["Callback", "EarlyStopping", "FP32Step", "History", "MixedPrecisionStep", "ProgressBar",
+__all__ = ["BF16Step", "Callback", "EarlyStopping", "FP32Step", "History", "MixedPrecisionStep", "ProgressBar",
            "TerminateOnNaN", "Trainer"]

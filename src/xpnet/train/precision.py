@@ -8,11 +8,18 @@
   weights and optimizer in the model's flat buffers, and dynamic loss scaling
   (:class:`GradScaler`).  The same code runs on NumPy float16 on the CPU (slowly), which is
   how its logic is tested without a GPU.
-* ``bf16`` -- refused with a clear error: neither CuPy nor NumPy has a bfloat16 array type.
+* ``bf16`` -- mixed precision as ``torch.autocast(dtype=torch.bfloat16)`` without a GradScaler:
+  a bfloat16 copy of the weights, bfloat16 activations and matrix products, the loss and its
+  gradient in float32, float32 master weights and optimizer in the model's flat buffers, and
+  no loss scaling (bfloat16 has float32's exponent range).  Arrays are ``ml_dtypes.bfloat16``:
+  CuPy >= 14 on the GPU (fused kernels, bfloat16 storage, float32 compute), NumPy on the CPU
+  (``kernels.bfloat16.BFloat16Ops``: slow, float32 compute, bfloat16 results), which is how its
+  logic is tested without a GPU.  Refused with a clear error naming what to install when
+  ``ml_dtypes`` is missing or CuPy is older than 14.
 
 Each precision is a step strategy built from the model, loss, optimizer and kernel set (never
 from the trainer): :class:`FP32Step` (fp32, and tf32 with a TF32-configured kernel set) and
-:class:`MixedPrecisionStep` (fp16).  Both offer ``forward_backward(x, y) -> (loss, logits)``
+:class:`MixedPrecisionStep` (fp16) and :class:`BF16Step` (bf16).  All offer ``forward_backward(x, y) -> (loss, logits)``
 and ``update() -> bool``; :func:`step_for` picks one for a precision name.
 """
 
@@ -46,14 +53,15 @@ def _warn_tf32_cpu() -> None:
 def check_precision(precision: str, model: MLP) -> str:
     """Validate ``precision`` for ``model`` before anything is built."""
     check_choice("precision", precision, PRECISIONS)
-    if precision == "bf16":
-        raise ValueError("precision='bf16' is not supported: CuPy and NumPy have no bfloat16 array type. "
-                         "Use precision='fp16' (mixed precision with loss scaling) or 'tf32'.")
-    if precision in ("tf32", "fp16") and model.dtype != "float32":
+    if precision in ("tf32", "fp16", "bf16") and model.dtype != "float32":
         raise ValueError(f"precision={precision!r} needs a float32 model (its float32 weights are the master "
                          f"copy), not {model.dtype}: build the MLP with dtype='float32'.")
     if precision == "tf32" and model.backend.kind != "cupy":
         _warn_tf32_cpu()
+    if precision == "bf16":
+        from ..backend import check_bfloat16
+
+        check_bfloat16(model.backend)
     return precision
 
 
@@ -123,11 +131,45 @@ class MixedPrecisionStep(FP32Step):
         return not found_inf
 
 
+class BF16Step(FP32Step):
+    """The bf16 training step (``torch.autocast(dtype=torch.bfloat16)``, no GradScaler): bfloat16
+    copy of the weights, bfloat16 forward and backward, float32 loss and gradient of the loss,
+    float32 master update.  No loss scaling, so every step is applied (:attr:`scaler` is None)."""
+
+    def __init__(self, model: MLP, loss: Loss, optimizer: Optimizer, ops: KernelSet,
+                 clip_grad_norm: float | None = None) -> None:
+        from ..kernels import ops_for
+
+        super().__init__(model, loss, optimizer, ops, clip_grad_norm)
+        self.half = ops_for(model.backend, "bfloat16", getattr(model, "kernels", None))
+        self.params16 = self.half.empty((model.n_params,))
+        self.grads16 = self.half.empty((model.n_params,))
+
+    def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
+        m, half, ops = self.model, self.half, self.ops
+        half.cast_into(m.params, self.params16)  # round the float32 master weights to bfloat16
+        x16 = half.cast(x, "x16")
+        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half)
+        logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as autocast does
+        loss, dlogits = ops.loss(self.loss, logits, y)
+        dlogits16 = half.cast(dlogits, "dlogits16")
+        m.backward(dlogits16, tape, params=self.params16, grads=self.grads16, ops=half)
+        return loss, logits
+
+    def update(self) -> bool:
+        """Widen the bfloat16 gradients into the float32 buffer (exact) and step; always applied."""
+        self.ops.cast_into(self.grads16, self.model.grads)
+        return super().update()
+
+
+_STEPS: dict[str, type[FP32Step]] = {"fp16": MixedPrecisionStep, "bf16": BF16Step}
+
+
 def step_for(precision: str, model: MLP, loss: Loss, optimizer: Optimizer, ops: KernelSet,
              clip_grad_norm: float | None = None) -> FP32Step:
     """The step strategy of a checked ``precision`` (see :func:`check_precision`); ``ops`` must
     already be TF32-configured for ``"tf32"``."""
-    cls = MixedPrecisionStep if precision == "fp16" else FP32Step
+    cls = _STEPS.get(precision, FP32Step)
     return cls(model, loss, optimizer, ops, clip_grad_norm)
 
 
