@@ -40,12 +40,14 @@ if [ "$tests_rc" -eq 5 ] && [ "$device" = cpu ]; then tests_rc=0; fi  # dry run:
 
 echo "== sweeps =="
 # name|arguments: the fused-kernel sweep, then the GPU issue's targets (784-512-512-10 at 256 in
-# fp32; the large model at 8192 in tf32 and in fp16 against PyTorch AMP).
+# fp32; the large model at 8192 in tf32, in fp16 against PyTorch AMP and in bf16 against PyTorch
+# autocast(bfloat16)).
 sweeps=(
   "mnist|--preset mnist --batch-sizes 256,1024,4096 --impls xpnet,reference,torch"
   "small-fp32|--sizes 784,512,512,10 --batch-sizes 256 --impls xpnet,torch"
   "large-tf32|--preset large --batch-sizes 1024,8192 --impls xpnet,torch --precision tf32"
   "large-fp16|--preset large --batch-sizes 8192 --impls xpnet,torch --precision fp16"
+  "large-bf16|--preset large --batch-sizes 8192 --impls xpnet,torch --precision bf16"
 )
 if [ "$device" = cpu ]; then  # dry run: the same logic on small CPU-sized sweeps
   sweeps=("mnist|--preset mnist --batch-sizes 64 --impls xpnet,reference,torch"

@@ -50,7 +50,8 @@ BAD_ARGUMENTS = [
     (dict(impls=("xpnet", "jax")), r"--impls .*unknown \['jax'\]"), (dict(impls=()), "--impls"),
     (dict(device="gpu"), "--device 'gpu' is not understood"), (dict(device="cuda:x"), "--device"),
     (dict(dtype="float16"), "--dtype 'float16' is unknown"),
-    (dict(precision="bf16"), "--precision 'bf16' is unknown"),
+    (dict(precision="bf8"), "--precision 'bf8' is unknown"),
+    (dict(precision="bf16"), "--precision bf16 is measured on the GPU only"),
     (dict(precision="fp16"), "--precision fp16 is measured on the GPU only"),
     (dict(precision="tf32"), "--precision tf32"),
 ]

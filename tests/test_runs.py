@@ -138,3 +138,15 @@ def test_fp16_run_checkpoints_its_loss_scaler(tmp_path):
     ckpt = checkpoint.load(checkpoint.latest(run / "checkpoints"))
     assert ckpt.trainer_meta["precision"] == "fp16" and ckpt.trainer_meta["scaler"]["scale"] > 0
     assert json.loads((run / "result.json").read_text())["test"]["accuracy"] > 0.9
+
+
+def test_bf16_run_records_its_precision_and_resumes_from_its_checkpoint(tmp_path):
+    pytest.importorskip("ml_dtypes")
+    from xpnet.io import checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--precision", "bf16", "--run-dir", str(run)]) == 0
+    assert "precision = \"bf16\"" in (run / "config.toml").read_text()
+    ckpt = checkpoint.load(checkpoint.latest(run / "checkpoints"))
+    assert ckpt.trainer_meta["precision"] == "bf16" and ckpt.trainer_meta["scaler"] is None
+    assert json.loads((run / "result.json").read_text())["test"]["accuracy"] > 0.9

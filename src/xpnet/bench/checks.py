@@ -117,7 +117,7 @@ def _check_precision(precision, device, dtype) -> None:
     if precision != "fp32" and not device.startswith("cuda"):
         raise ValueError(f"--precision {precision} is measured on the GPU only: use "
                          "--device cuda, or --precision fp32 on the CPU (where it would be a float32 run or "
-                         "NumPy's slow float16).")
+                         "NumPy's slow float16 / bfloat16).")
     if precision != "fp32" and dtype != "float32":
         raise ValueError(f"--precision {precision} needs --dtype float32 (its float32 weights are the master copy).")
 

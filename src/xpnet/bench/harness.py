@@ -93,7 +93,8 @@ def xpnet_step(sizes, batch, device, dtype, kernels, precision="fp32"):
 
 
 def torch_step(sizes, batch, device, dtype, precision="fp32"):
-    """PyTorch eager, same model and Adam (fused on the GPU); AMP with GradScaler for fp16."""
+    """PyTorch eager, same model and Adam (fused on the GPU); AMP with GradScaler for fp16, and
+    ``autocast(bfloat16)`` without a scaler for bf16."""
     import torch
 
     dev = "cuda" if device.startswith("cuda") else "cpu"
@@ -122,6 +123,17 @@ def torch_step(sizes, batch, device, dtype, precision="fp32"):
 
         return step_fp16
 
+    if precision == "bf16":
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = torch.nn.functional.cross_entropy(model(X), y)
+            loss.backward()
+            opt.step()
+
+        return step
+
     def step():
         if dev == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
@@ -139,7 +151,12 @@ def floor_step(sizes, batch, device, dtype, precision="fp32"):
     import cupy as lib
 
     with lib.cuda.Device(int(device.split(":")[1]) if ":" in device else 0):
-        return _floor_with(lib, sizes, batch, "float16" if precision == "fp16" else dtype, tf32=precision == "tf32")
+        if precision == "bf16":
+            from ..backend import bfloat16_dtype
+
+            bfloat16_dtype()  # registers the "bfloat16" dtype name with NumPy (and so CuPy)
+        half = {"fp16": "float16", "bf16": "bfloat16"}.get(precision, dtype)
+        return _floor_with(lib, sizes, batch, half, tf32=precision == "tf32")
 
 
 def _floor_with(lib, sizes, batch, dtype, tf32=False):
@@ -318,8 +335,8 @@ def run(device="cpu", sizes=None, preset="mnist", batch_sizes=DEFAULT_BATCH_SIZE
         min_time=DEFAULT_MIN_TIME, overwrite=False, check_against=None, tolerance=0.2) -> dict:
     """Sweep batch sizes for one model on one device; optionally write JSON, CSV and PNG to ``out``.
 
-    ``precision`` (``fp32``, ``tf32``, ``fp16``) applies to xpnet, PyTorch (TF32 matmuls / AMP with
-    GradScaler) and the GEMM floor alike; ``tf32`` and ``fp16`` are GPU-only here.  With
+    ``precision`` (``fp32``, ``tf32``, ``fp16``, ``bf16``) applies to xpnet, PyTorch (TF32 matmuls / AMP
+    with GradScaler / ``autocast(bfloat16)``) and the GEMM floor alike; all but fp32 are GPU-only here.  With
     ``check_against`` (a baseline results.json) the result carries a ``gate`` entry (see :func:`gate`).
     Every argument is checked (:func:`check_arguments`) before anything is timed.
     """

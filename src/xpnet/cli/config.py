@@ -67,7 +67,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "batch_size": (32, "int+"),
         "seed": (0, "int0"),
         "clip_grad_norm": (None, "float+?"),
-        "precision": ("fp32", _choice("fp32", "tf32", "fp16")),
+        "precision": ("fp32", _choice("fp32", "tf32", "fp16", "bf16")),
         "early_stopping": (False, "bool"),
         "patience": (5, "int0"),
     },

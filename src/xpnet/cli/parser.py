@@ -32,7 +32,7 @@ TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
     ("--warmup-epochs", "train.warmup_epochs", int, None), ("--epochs", "train.epochs", int, None),
     ("--batch-size", "train.batch_size", int, None), ("--seed", "train.seed", int, None),
     ("--clip-grad-norm", "train.clip_grad_norm", float, None), ("--patience", "train.patience", int, None),
-    ("--precision", "train.precision", str, "fp32, tf32 or fp16 (mixed precision)"),
+    ("--precision", "train.precision", str, "fp32, tf32, fp16 or bf16 (mixed precision)"),
     ("--keep-last", "run.keep_last", int, "checkpoints to keep (the best is kept too)"),
 ]
 
@@ -85,8 +85,8 @@ def _add_bench(sub) -> None:
     b.add_argument("--batch-sizes", type=_sizes, default=None, help="e.g. 32,128,512 (default 32..8192 that fit)")
     b.add_argument("--impls", default="xpnet,reference,torch", help="comma-separated: xpnet, reference, torch")
     b.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    b.add_argument("--precision", choices=["fp32", "tf32", "fp16"], default="fp32",
-                   help="tf32 / fp16 (mixed, vs PyTorch AMP) on the GPU")
+    b.add_argument("--precision", choices=["fp32", "tf32", "fp16", "bf16"], default="fp32",
+                   help="tf32 / fp16 / bf16 (mixed, vs PyTorch AMP / autocast) on the GPU")
     b.add_argument("--rounds", type=int, default=7,
                    help="interleaved timing rounds per point, at least 3 (median and IQR reported)")
     b.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
