@@ -23,7 +23,7 @@ from xpnet.kernels import cuda_source as src
 
 cupy = pytest.importorskip("cupy", reason="CuPy is in the test extra: pip install -e '.[test]'")
 from xpnet.kernels import cupy_codegen as codegen  # noqa: E402
-from xpnet.kernels.cuda import _CUPY_PREAMBLE  # noqa: E402
+from xpnet.kernels.cuda import _CUPY_BF16_PREAMBLE, _CUPY_PREAMBLE  # noqa: E402
 from xpnet.kernels.emulator import Emulator  # noqa: E402
 
 ARCHS = ("80", "90")
@@ -115,3 +115,51 @@ def test_the_nvrtc_check_can_fail():
 
     with pytest.raises(CompileException):
         codegen.nvrtc_compile(broken, "90")
+
+
+# -- bfloat16 (precision="bf16"): the kernels its bfloat16 kernel set launches, T = bfloat16 -------------
+def _bf16_dtype():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is in the test extra")
+    if int(cupy.__version__.split(".")[0]) < 14:
+        pytest.skip("CuPy >= 14 generates bfloat16 kernels")
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def bf16_sources() -> dict[str, str]:
+    """(name, CuPy's source) of every kernel a bfloat16 ``CupyOps`` builds: bias + activation and
+    derivative for every activation, the output layer's bias add, the casts in and out of float32
+    (loss gradient, gradients), and the reductions over bfloat16 arrays; state ``S`` is float32."""
+    bf16, f32 = _bf16_dtype(), np.dtype("float32")
+    emu = Emulator()
+    out = {}
+    specs = [src.BIAS_ADD, src.SCALE_CAST, src.UNSCALE] + [f(n) for n in ACTIVATIONS for f in (src.bias_act,
+                                                                                                 src.act_grad)]
+    for spec in specs:
+        kernel = emu.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name,
+                                       preamble=src.cuda_source() + _CUPY_PREAMBLE + _CUPY_BF16_PREAMBLE)
+        args = []
+        for p in kernel.in_params + kernel.out_params:
+            typ = bf16 if p.ctype == "T" else f32
+            if p.name in spec.scalars:
+                args.append(1.0)
+            elif _flat(spec):
+                args.append(emu.zeros((96,), typ))
+            else:
+                args.append(emu.zeros((8,) if p.name == "b" else (4, 8), typ))
+        out[f"{spec.name}[bfloat16]"] = codegen.cupy_headers() + kernel.prepare(*args)[0]
+    for spec in (src.COUNT_NONFINITE, src.SUM_OF_SQUARES):
+        kernel = emu.ReductionKernel(spec.in_params, spec.out_params, spec.map_expr, "a + b", spec.post_map_expr, "0",
+                                     spec.name)
+        y = emu.zeros((), f32 if "S y" in spec.out_params else np.int64)
+        out[f"{spec.name}[bfloat16]"] = codegen.cupy_headers() + kernel.prepare(emu.zeros((1000,), bf16), out=y)[0]
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_bf16_kernel_compiles_with_nvrtc_as_cupy_compiles_it(arch):
+    sources = bf16_sources()
+    assert len(sources) == 3 + 2 * len(ACTIVATIONS) + 2
+    assert all('#include "cupy/bfloat16.cuh"' in code for code in sources.values())  # CuPy's own bfloat16 type
+    assert "CArray<bfloat16, 2" in sources["xpnet_bias_act_relu[bfloat16]"]
+    for name, cubin in _compile_all([(name, (code, arch)) for name, code in sources.items()]):
+        assert len(cubin) > 0, name

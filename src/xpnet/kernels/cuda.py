@@ -1,4 +1,4 @@
-"""Fused GPU kernels (CuPy) for float16 / float32 / float64 arrays on NVIDIA GPUs.
+"""Fused GPU kernels (CuPy) for float16 / bfloat16 / float32 / float64 arrays on NVIDIA GPUs.
 
 The CUDA code comes from ``cuda_source.py`` (which assembles ``xpnet_kernels.cu`` and the
 activations' device functions, ``cuda_source.ACTIVATION_CUDA``).  Kernels compile on first use and CuPy caches them
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 # CuPy's own half type computes in float; everything else in its own precision.
 _CUPY_PREAMBLE = "template <> struct xpnet_compute<float16> { typedef float type; };\n"
+# CuPy >= 14's bfloat16 (cupy/bfloat16.cuh, included by CuPy when an argument is bfloat16) too;
+# added only to kernels built for bfloat16, so every other kernel's source stays as it was.
+_CUPY_BF16_PREAMBLE = "template <> struct xpnet_compute<bfloat16> { typedef float type; };\n"
 _WARPS_PER_BLOCK = 8  # row kernels: one warp per row
 
 
@@ -47,9 +50,10 @@ def cuda_libs(lib):
 
 # Kernel objects per array library: compiled on first call, then reused.
 @functools.cache
-def _elementwise(lib, spec: src.Elementwise):
+def _elementwise(lib, spec: src.Elementwise, bf16: bool = False):
+    """``bf16``: the kernel for bfloat16 arrays (its preamble names CuPy's bfloat16 type)."""
     return lib.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name,
-                                 preamble=src.cuda_source() + _CUPY_PREAMBLE)
+                                 preamble=src.cuda_source() + _CUPY_PREAMBLE + (_CUPY_BF16_PREAMBLE if bf16 else ""))
 
 
 @functools.cache
@@ -119,7 +123,8 @@ class CupyOps(BufferedOps):
     def __init__(self, backend, dtype, tf32: bool = False):
         super().__init__(backend, dtype, tf32=tf32)
         self.lib = backend.lib
-        self.state_dtype = "float32" if dtype == "float16" else dtype  # low precision updates in float32
+        self.state_dtype = "float32" if dtype in ("float16", "bfloat16") else dtype  # low precision updates in float32
+        self.bf16 = dtype == "bfloat16"  # bfloat16 storage: elementwise kernels built for it, float32 sums
         self._n_classes = 0  # of the last labelled loss, for the error message
         with backend.context():
             self._sumsq = self.lib.zeros((), dtype=self.state_dtype)
@@ -142,13 +147,13 @@ class CupyOps(BufferedOps):
     @counted(1)
     def scale_cast(self, a: Array, scale: float, key: str) -> Array:
         out = self._buf(key, a.shape)
-        _elementwise(self.lib, src.SCALE_CAST)(a, float(scale), out)
+        _elementwise(self.lib, src.SCALE_CAST, self.bf16)(a, float(scale), out)
         return out
 
     @counted(2)
     def unscale_into(self, grads16: Array, grads: Array, inv_scale: float) -> bool:
         """One fused pass (unscale into float32), one count of non-finite values, ONE host read."""
-        _elementwise(self.lib, src.UNSCALE)(grads16, float(inv_scale), grads)
+        _elementwise(self.lib, src.UNSCALE, grads16.dtype.name == "bfloat16")(grads16, float(inv_scale), grads)
         bad = _reduction(self.lib, src.COUNT_NONFINITE)(grads)
         return bool(int(bad) > 0)
 
@@ -231,22 +236,32 @@ class CupyOps(BufferedOps):
     @counted(1)
     def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
         if act.name == "identity":
-            _elementwise(self.lib, src.BIAS_ADD)(b, z)
+            _elementwise(self.lib, src.BIAS_ADD, self.bf16)(b, z)
             return z, z
         if out is None:
             out = self.lib.empty_like(z)
-        _elementwise(self.lib, src.bias_act(act.name))(b, z, out)
+        _elementwise(self.lib, src.bias_act(act.name), self.bf16)(b, z, out)
         return z, out
 
     @counted(2)
     def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
                  db_out: Array | None = None) -> tuple[Array, Array]:
-        _elementwise(self.lib, src.act_grad(act.name))(z, a, g)
-        return g, self.lib.sum(g, axis=0, out=db_out)
+        _elementwise(self.lib, src.act_grad(act.name), self.bf16)(z, a, g)
+        return g, self._column_sums(g, db_out)
 
     @counted(1)
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array:
-        return self.lib.sum(dz, axis=0, out=out)
+        return self._column_sums(dz, out)
+
+    def _column_sums(self, g: Array, out: Array | None) -> Array:
+        """Bias gradients; bfloat16 columns are summed in float32 (one rounding, into ``out``)."""
+        if not self.bf16:
+            return self.lib.sum(g, axis=0, out=out)
+        sums = self.lib.sum(g, axis=0, dtype=self.lib.float32)
+        if out is None:
+            return sums.astype(g.dtype)
+        out[...] = sums
+        return out
 
     def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
         lib = self.lib

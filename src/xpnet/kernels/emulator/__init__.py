@@ -78,6 +78,12 @@ class Emulator:
         self.ndarray = ndarray
         for name in ("float16", "float32", "float64", "int32", "int64", "uint8", "bool_", "dtype"):
             setattr(self, name, getattr(np, name))
+        try:  # CuPy >= 14 holds bfloat16 arrays of ml_dtypes' type (cupy has no bfloat16 attribute)
+            import ml_dtypes
+
+            self._bf16 = np.dtype(ml_dtypes.bfloat16)
+        except ImportError:
+            self._bf16 = None
         self.cuda = _Cuda(self)
         self.cupyx = types.SimpleNamespace(empty_pinned=self.cuda._empty_pinned)
         self.cublas = _Cublas(self)
@@ -101,13 +107,27 @@ class Emulator:
         return np.array(a, dtype=dtype, copy=True).view(self.ndarray)
 
     def sum(self, a, axis=None, dtype=None, out=None, keepdims=False):
-        """CuPy sums float16 in float32 accumulators; NumPy would round every partial sum to half."""
+        """CuPy sums float16 (and xpnet sums bfloat16) in float32 accumulators; NumPy would round every
+        partial sum to the half type."""
         if type(a) is np.ndarray:
             raise TypeError("cupy.sum got a host numpy.ndarray")
-        wide = a.astype(np.float32) if a.dtype == np.float16 else a
+        wide = a.astype(np.float32) if a.dtype in (np.float16, self._bf16) else a
         result = np.sum(wide.view(np.ndarray), axis=axis, keepdims=keepdims).astype(dtype or a.dtype)
         if out is None:
             return np.asarray(result).view(self.ndarray)
+        out.view(np.ndarray)[...] = result
+        return out
+
+    def matmul(self, a, b, out=None):
+        """cuBLAS: bfloat16 products accumulate in float32 and round once to bfloat16 (NumPy's
+        ml_dtypes matmul would return float32); every other dtype as NumPy."""
+        if self._bf16 is None or a.dtype != self._bf16:
+            return self.__getattr__("matmul")(a, b, out=out)
+        if type(a) is np.ndarray or type(b) is np.ndarray:
+            raise TypeError("cupy.matmul got a host numpy.ndarray")
+        result = (a.view(np.ndarray).astype(np.float32) @ b.view(np.ndarray).astype(np.float32)).astype(self._bf16)
+        if out is None:
+            return result.view(self.ndarray)
         out.view(np.ndarray)[...] = result
         return out
 

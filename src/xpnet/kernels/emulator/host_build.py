@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 HEADER = Path(__file__).with_name("host_cuda.h")
+BF16_INCLUDE = Path(__file__).with_name("include")  # cuda_bf16.h for the host (only bfloat16 kernels use it)
 _BARRIER_WORDS = ("__syncthreads", "__shfl", "__syncwarp")
 
 
@@ -99,7 +100,11 @@ def build(source: str, kernel_exprs: list[str], mode: FloatMode, include_dirs: t
         for i, expr in enumerate(kernel_exprs))
     text = f'#include "{HEADER}"\n{body}\n{launchers}'
     flags = ["-std=c++17", "-O1", "-shared", "-fPIC", "-w", *mode.flags(), *[f"-I{d}" for d in include_dirs]]
-    key = hashlib.sha256((text + HEADER.read_text() + " ".join(flags)).encode()).hexdigest()[:24]
+    headers = HEADER.read_text()
+    if "bfloat16" in body:  # CuPy's bfloat16.cuh includes <cuda_bf16.h>: the host's stands in for it
+        flags.append(f"-I{BF16_INCLUDE}")
+        headers += (BF16_INCLUDE / "cuda_bf16.h").read_text()
+    key = hashlib.sha256((text + headers + " ".join(flags)).encode()).hexdigest()[:24]
     if key in _loaded:
         return _loaded[key]
     lib = cache_dir() / f"{key}.so"
