@@ -421,3 +421,81 @@ def test_the_unmutated_source_passes_the_same_checks():
     emu = Emulator()
     test_optimizer_update(emu, "adam", None, "float32")
     test_loss(emu, "cross_entropy", (37, 70), "float32")
+
+
+# -- bfloat16 (precision="bf16"): bfloat16 storage, float32 compute ----------------------------------
+def _bf16():
+    ml_dtypes = pytest.importorskip("ml_dtypes", reason="ml_dtypes is in the test extra")
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+EPS["bfloat16"] = 2.0**-7  # bfloat16 keeps 8 significant bits: half an ulp of 1 is 2**-8
+
+
+def _bf16_sets(emu):
+    """(fused bfloat16 CupyOps on the emulated GPU, the NumPy bfloat16 reference kernel set)."""
+    from xpnet.backend import resolve_backend
+    from xpnet.kernels.bfloat16 import BFloat16Ops
+
+    return CupyOps(emulated_backend(emu), "bfloat16"), BFloat16Ops(resolve_backend("cpu"))
+
+
+@pytest.mark.parametrize("act", list(ACTIVATIONS))
+def test_bf16_bias_act_and_act_grad_match_the_bfloat16_reference(emu, act):
+    bf16 = _bf16()
+    fused, ref = _bf16_sets(emu)
+    a_fn = ACTIVATIONS[act]
+    r = np.random.default_rng(0)
+    z = r.normal(0, 4, size=(37, 70))
+    z.reshape(-1)[:9] = [0.0, -0.0, np.inf, -np.inf, np.nan, 60.0, -60.0, 1e-30, -3.0e38]
+    z, b = z.astype(bf16), r.normal(size=70).astype(bf16)
+    g = r.normal(size=z.shape).astype(bf16)
+    zf, af = fused.bias_act(emu.asarray(z), emu.asarray(b), a_fn)
+    zr, ar = ref.bias_act(z, b, a_fn)
+    assert zf.dtype == af.dtype == bf16 and fused.state_dtype == "float32"
+    np.testing.assert_array_equal(host(zf), host(zr))  # one float32 add, one rounding: exact either way
+    close(host(af), host(ar), "bfloat16", scale=1.0, ulps=1)  # float32 math differs in its last bits only
+    dzf, dbf = fused.act_grad(emu.asarray(g), zf, af, a_fn)
+    dzr, dbr = ref.act_grad(g, xpnet.to_host(zf), xpnet.to_host(af), a_fn)
+    assert dzf.dtype == dbf.dtype == bf16
+    close(host(dzf), host(dzr), "bfloat16", scale=np.abs(host(g)), ulps=1)
+    finite = np.isfinite(host(dbr))
+    close(host(dbf)[finite], host(dbr)[finite], "bfloat16", scale=np.abs(host(dzr)).sum(axis=0)[finite], ulps=1)
+
+
+def test_bf16_casts_round_to_nearest_even_as_cuda_does(emu):
+    bf16 = _bf16()
+    fused, _ = _bf16_sets(emu)
+    one = np.float32(1.0)
+    ties = np.array([1 + 2.0**-8, 1 + 3 * 2.0**-8, -(1 + 2.0**-8), 3.4e38, np.inf, -np.inf, 3.0e38, 0.1],
+                    np.float32)  # halfway cases go to the even neighbour; 3.4e38 is past bfloat16's largest
+    g32 = np.concatenate([ties, np.random.default_rng(7).normal(size=500).astype(np.float32)])
+    out = fused.scale_cast(emu.asarray(g32), 1.0, "k")
+    assert out.dtype == bf16
+    np.testing.assert_array_equal(host(out)[:3], [1.0, 1 + 2.0**-6, -1.0])
+    np.testing.assert_array_equal(host(out)[3:], g32[3:].astype(bf16).astype(np.float64))  # ml_dtypes: also RNE
+    assert host(out)[3] == np.inf and np.isfinite(host(out)[6])
+    nan = fused.scale_cast(emu.asarray(np.array([np.nan, -np.nan], np.float32)), one, "n")
+    assert np.all(np.isnan(host(nan)))
+    grads = emu.asarray(np.zeros(508, np.float32))
+    assert not fused.unscale_into(out[8:].copy(), grads[:500], 1.0)  # bfloat16 -> float32 is exact
+    np.testing.assert_array_equal(host(grads[:500]), host(out)[8:])
+
+
+def test_bf16_training_on_the_emulated_gpu_matches_the_numpy_bf16_path(emu):
+    _bf16()
+    dev = emulated_backend(emu)
+    runs = []
+    for device in (dev, "cpu"):
+        X, y = blobs()
+        model = xpnet.MLP([10, 24, 16, 4], activation="gelu", seed=3, device=device)
+        trainer = xpnet.Trainer(model, optimizer=optim.Adam(lr=0.01), precision="bf16", clip_grad_norm=5.0)
+        history = trainer.fit(X, y, epochs=6, batch_size=16, verbose=False)
+        runs.append((xpnet.to_host(model.params).astype(np.float64), history.history["loss"],
+                     trainer.evaluate(X, y)["accuracy"], trainer))
+    (w_gpu, loss_gpu, acc_gpu, t_gpu), (w_cpu, loss_cpu, acc_cpu, t_cpu) = runs
+    assert t_gpu.precision_step.half.name == "cupy" and t_cpu.precision_step.half.name == "reference-bf16"
+    assert t_gpu.scaler is None and t_gpu.model.params.dtype == np.float32
+    assert np.linalg.norm(w_gpu - w_cpu) <= 2e-2 * np.linalg.norm(w_cpu)  # bfloat16 roundings of float32 noise
+    np.testing.assert_allclose(loss_gpu, loss_cpu, rtol=2e-2)
+    assert acc_gpu > 0.9 and acc_cpu > 0.9
