@@ -1,7 +1,7 @@
 """One shape for every kernel set: the ``KernelSet`` protocol, checked signature by signature.
 
 Each operation of ``xpnet.kernels.protocol.KernelSet`` must have the same parameters (names,
-order, kinds, defaults) on ``ReferenceOps``, ``NumbaOps`` and ``CupyOps`` -- the check that
+order, kinds, defaults) on ``ReferenceOps``, ``NumbaOps``, ``CupyOps`` and ``BFloat16Ops`` -- the check that
 would have caught the CPU and GPU Adam kernels taking different arguments -- and the CUDA
 optimizer kernels' parameter lists must follow the same signatures.
 """
@@ -26,9 +26,10 @@ cpu = pytest.importorskip("xpnet.kernels.cpu")
 
 
 def _kernel_set_classes():
+    from xpnet.kernels.bfloat16 import BFloat16Ops
     from xpnet.kernels.cuda import CupyOps  # imports without CuPy: nothing GPU-side happens at import
 
-    return {"reference": ReferenceOps, "numba": cpu.NumbaOps, "cupy": CupyOps}
+    return {"reference": ReferenceOps, "numba": cpu.NumbaOps, "cupy": CupyOps, "bfloat16": BFloat16Ops}
 
 
 def _params(fn):
@@ -36,7 +37,7 @@ def _params(fn):
     return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
 
 
-@pytest.mark.parametrize("kind", ["reference", "numba", "cupy"])
+@pytest.mark.parametrize("kind", ["reference", "numba", "cupy", "bfloat16"])
 @pytest.mark.parametrize("op", operation_names())
 def test_every_kernel_set_has_the_protocol_signature(kind, op):
     cls = _kernel_set_classes()[kind]
