@@ -78,8 +78,10 @@ class Trainer:
     metrics : names reported besides the loss; default ``("accuracy",)`` for classification.
     scheduler : an ``xpnet.optim`` lr scheduler built on ``optimizer``; stepped once per epoch.
     clip_grad_norm : clip the global gradient norm to this value before each update.
-    precision : ``"fp32"`` (default), ``"tf32"`` (tensor-core matrix products on NVIDIA GPUs) or
-        ``"fp16"`` (mixed precision with dynamic loss scaling, as PyTorch AMP); see ``xpnet.train.precision``.
+    precision : ``"fp32"`` (default), ``"tf32"`` (tensor-core matrix products on NVIDIA GPUs),
+        ``"fp16"`` (mixed precision with dynamic loss scaling, as PyTorch AMP) or ``"bf16"`` (bfloat16
+        mixed precision without loss scaling, as ``torch.autocast(dtype=torch.bfloat16)``); see
+        ``xpnet.train.precision``.
     """
 
     def __init__(self, model: MLP, loss: str = "cross_entropy", optimizer: Optimizer | str | None = None,
