@@ -499,3 +499,19 @@ def test_bf16_training_on_the_emulated_gpu_matches_the_numpy_bf16_path(emu):
     assert np.linalg.norm(w_gpu - w_cpu) <= 2e-2 * np.linalg.norm(w_cpu)  # bfloat16 roundings of float32 noise
     np.testing.assert_allclose(loss_gpu, loss_cpu, rtol=2e-2)
     assert acc_gpu > 0.9 and acc_cpu > 0.9
+
+
+@pytest.mark.parametrize("layout", ["cc", "tc", "ct", "tt"])
+def test_bf16_product_is_one_gemm_with_float32_accumulation(emu, layout):
+    from xpnet.kernels.cuda import matmul_bf16
+
+    bf16 = _bf16()
+    r = np.random.default_rng(0)
+    dev = emulated_backend(emu)
+    a, b = r.normal(size=(5, 7)).astype(bf16), r.normal(size=(7, 3)).astype(bf16)
+    da = dev.from_host(a.T.copy()).T if layout[0] == "t" else dev.from_host(a)  # F-contiguous when "t"
+    db = dev.from_host(b.T.copy()).T if layout[1] == "t" else dev.from_host(b)
+    calls = len(emu.cublas.calls)
+    out = matmul_bf16(emu, da, db)
+    assert out.dtype == bf16 and emu.cublas.calls[calls:] == [emu.cublas.CUBLAS_COMPUTE_32F]
+    np.testing.assert_array_equal(host(out), (a.astype(np.float32) @ b.astype(np.float32)).astype(bf16))

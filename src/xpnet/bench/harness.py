@@ -161,12 +161,18 @@ def floor_step(sizes, batch, device, dtype, precision="fp32"):
 
 def _floor_with(lib, sizes, batch, dtype, tf32=False):
     """The products of a step; ``tf32`` runs them as xpnet's TF32 kernel set does (per-product cuBLAS
-    TF32 compute type), so the floor and the xpnet / reference paths compare like with like."""
+    TF32 compute type), and bfloat16 as its bf16 kernel set does (``gemmEx``, float32 accumulation),
+    so the floor and the xpnet / reference paths compare like with like."""
     if tf32:
         from ..kernels.cuda import matmul_tf32
 
         def matmul(a, b, out):
             return matmul_tf32(lib, a, b, out)
+    elif dtype == "bfloat16":
+        from ..kernels.cuda import matmul_bf16
+
+        def matmul(a, b, out):
+            return matmul_bf16(lib, a, b, out)
     else:
         matmul = lib.matmul
     r = np.random.default_rng(0)

@@ -71,8 +71,9 @@ def _reduction(lib, spec: src.Reduction):
 
 
 def _pointer(a) -> int:
-    data = a.data
-    return data.ptr if hasattr(data, "ptr") else a.__array_interface__["data"][0]
+    if isinstance(a, np.ndarray):  # the emulator's device arrays (``.data`` refuses bfloat16 buffers)
+        return a.__array_interface__["data"][0]
+    return a.data.ptr
 
 
 def matmul_tf32(lib: Any, a: Array, b: Array, out: Array | None = None) -> Array:
@@ -80,18 +81,32 @@ def matmul_tf32(lib: Any, a: Array, b: Array, out: Array | None = None) -> Array
 
     CuPy's own switch (``cupy._core.set_compute_type``) is process-wide, so toggling it around a
     product would leak TF32 into other threads' products; a direct ``gemmEx`` call with
-    ``CUBLAS_COMPUTE_32F_FAST_TF32`` leaves every other product alone.  Row-major
-    ``C = A @ B`` is column-major ``C^T = B^T @ A^T``: each operand's memory already holds its
-    transpose in column-major order when it is C-contiguous, or itself when it is F-contiguous.
+    ``CUBLAS_COMPUTE_32F_FAST_TF32`` leaves every other product alone.
     """
+    _, cublas = cuda_libs(lib)
+    return _gemm_ex(lib, a, b, out, lib.float32, lib.cuda.runtime.CUDA_R_32F, cublas.CUBLAS_COMPUTE_32F_FAST_TF32)
+
+
+def matmul_bf16(lib, a, b, out=None):
+    """``a @ b`` for 2-D bfloat16 arrays: one cuBLAS ``gemmEx``, bfloat16 operands and result, float32
+    accumulation (``CUBLAS_COMPUTE_32F``, tensor cores on sm_80+), as PyTorch's bfloat16 autocast GEMMs --
+    stated here rather than left to which path CuPy's ``matmul`` takes for 16-bit types."""
+    _, cublas = cuda_libs(lib)
+    return _gemm_ex(lib, a, b, out, a.dtype, lib.cuda.runtime.CUDA_R_16BF, cublas.CUBLAS_COMPUTE_32F)
+
+
+def _gemm_ex(lib, a, b, out, dtype, cuda_type, compute_type):
+    """Row-major ``C = A @ B`` as column-major ``C^T = B^T @ A^T``: each operand's memory already holds
+    its transpose in column-major order when it is C-contiguous, or itself when it is F-contiguous.
+    ``alpha`` and ``beta`` are float32 (both compute types here are 32-bit)."""
     _, cublas = cuda_libs(lib)
     (m, k), (k2, n) = a.shape, b.shape
     if k != k2:
         raise ValueError(f"matmul: shapes {a.shape} and {b.shape} do not align")
     if out is None:
-        out = lib.empty((m, n), dtype=lib.float32)
+        out = lib.empty((m, n), dtype=dtype)
     if not out.flags.c_contiguous or out.shape != (m, n):
-        raise ValueError("matmul_tf32 writes into a C-contiguous (m, n) output")
+        raise ValueError("a gemmEx product writes into a C-contiguous (m, n) output")
 
     def operand(x):  # (cuBLAS op that yields x^T from x's memory, leading dimension, array)
         if x.flags.c_contiguous:
@@ -104,10 +119,9 @@ def matmul_tf32(lib: Any, a: Array, b: Array, out: Array | None = None) -> Array
     op_b, ldb, b = operand(b)
     op_a, lda, a = operand(a)
     one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
-    r32 = lib.cuda.runtime.CUDA_R_32F
-    cublas.gemmEx(lib.cuda.device.get_cublas_handle(), op_b, op_a, n, m, k, one.ctypes.data, _pointer(b), r32, ldb,
-                  _pointer(a), r32, lda, zero.ctypes.data, _pointer(out), r32, max(1, n),
-                  cublas.CUBLAS_COMPUTE_32F_FAST_TF32, cublas.CUBLAS_GEMM_DEFAULT_TENSOR_OP)
+    cublas.gemmEx(lib.cuda.device.get_cublas_handle(), op_b, op_a, n, m, k, one.ctypes.data, _pointer(b), cuda_type,
+                  ldb, _pointer(a), cuda_type, lda, zero.ctypes.data, _pointer(out), cuda_type, max(1, n),
+                  compute_type, cublas.CUBLAS_GEMM_DEFAULT_TENSOR_OP)
     return out
 
 
@@ -140,6 +154,8 @@ class CupyOps(BufferedOps):
 
     @counted(1)
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
+        if self.bf16:
+            return matmul_bf16(self.lib, a, b, out)
         if not self.tf32 or a.dtype != self.lib.float32:
             return self.lib.matmul(a, b, out=out)
         return matmul_tf32(self.lib, a, b, out)

@@ -118,19 +118,6 @@ class Emulator:
         out.view(np.ndarray)[...] = result
         return out
 
-    def matmul(self, a, b, out=None):
-        """cuBLAS: bfloat16 products accumulate in float32 and round once to bfloat16 (NumPy's
-        ml_dtypes matmul would return float32); every other dtype as NumPy."""
-        if self._bf16 is None or a.dtype != self._bf16:
-            return self.__getattr__("matmul")(a, b, out=out)
-        if type(a) is np.ndarray or type(b) is np.ndarray:
-            raise TypeError("cupy.matmul got a host numpy.ndarray")
-        result = (a.view(np.ndarray).astype(np.float32) @ b.view(np.ndarray).astype(np.float32)).astype(self._bf16)
-        if out is None:
-            return result.view(self.ndarray)
-        out.view(np.ndarray)[...] = result
-        return out
-
     def __getattr__(self, name):
         if name not in _MODELLED:
             raise NotImplementedError(f"cupy.{name} is not modelled by xpnet's GPU emulator")
@@ -409,7 +396,8 @@ class _Cuda:
 
         self.runtime = types.SimpleNamespace(memGetInfo=lambda: (emu.free_memory, 2 * emu.free_memory),
                                              getDeviceCount=lambda: 1, CUDA_R_32F=cupy.cuda.runtime.CUDA_R_32F,
-                                             CUDA_R_64F=cupy.cuda.runtime.CUDA_R_64F)
+                                             CUDA_R_64F=cupy.cuda.runtime.CUDA_R_64F,
+                                             CUDA_R_16BF=cupy.cuda.runtime.CUDA_R_16BF)
         self.device = types.SimpleNamespace(get_cublas_handle=lambda: 1)
         self._streams: list = []
         self._pinned: dict[int, str] = {}
@@ -462,7 +450,9 @@ class _Cublas:
     """cuBLAS ``gemmEx`` on the host: column-major, ``op(A)`` of m x k times ``op(B)`` of k x n.
 
     With ``CUBLAS_COMPUTE_32F_FAST_TF32`` the inputs are rounded to TF32 (10 mantissa bits,
-    round to nearest) before a float32 product, as tensor cores do."""
+    round to nearest) before a float32 product, as tensor cores do.  bfloat16 operands
+    (``CUDA_R_16BF``, ``CUBLAS_COMPUTE_32F``) are multiplied exactly and summed in float32, and the
+    result is rounded once to bfloat16."""
 
     # cuBLAS's ABI values (cublas_api.h); CuPy's cublas module cannot load without libcublas.
     CUBLAS_OP_N, CUBLAS_OP_T = 0, 1
@@ -472,6 +462,7 @@ class _Cublas:
     def __init__(self, emu):
         self.emu = emu
         self.R32F, self.R64F = emu.cuda.runtime.CUDA_R_32F, emu.cuda.runtime.CUDA_R_64F
+        self.R16BF = emu.cuda.runtime.CUDA_R_16BF
         self.calls: list[int] = []  # compute types, in order
 
     def _matrix(self, ptr, dtype, ld, rows, cols, trans):
@@ -480,25 +471,32 @@ class _Cublas:
         if ld < max(1, stored_rows):
             raise KernelError(f"gemmEx: ld={ld} < rows={stored_rows}")
         n = ld * (stored_cols - 1) + stored_rows
-        buf = np.ctypeslib.as_array((np.ctypeslib.as_ctypes_type(dtype) * n).from_address(ptr))
+        dtype = np.dtype(dtype)
+        storage = np.uint16 if dtype == self.emu._bf16 else dtype  # ctypes has no bfloat16: its bits
+        buf = np.ctypeslib.as_array((np.ctypeslib.as_ctypes_type(storage) * n).from_address(ptr)).view(dtype)
         m = np.lib.stride_tricks.as_strided(buf, (stored_rows, stored_cols), (buf.itemsize, ld * buf.itemsize))
         return m.T if trans else m
 
     def gemmEx(self, handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C, Ctype,
                ldc, compute_type, algo):
         dtypes: dict[int, Any] = {self.R32F: np.float32, self.R64F: np.float64}
+        if self.emu._bf16 is not None:
+            dtypes[self.R16BF] = self.emu._bf16
         if not (Atype == Btype == Ctype) or Atype not in dtypes:
-            raise NotImplementedError("the emulated gemmEx models float32 and float64 products of one type")
+            raise NotImplementedError("the emulated gemmEx models float32, float64 and bfloat16 products of one type")
         dt = dtypes[Atype]
-        a = self._matrix(A, dt, lda, m, k, transa == self.CUBLAS_OP_T).astype(dt)
-        b = self._matrix(B, dt, ldb, k, n, transb == self.CUBLAS_OP_T).astype(dt)
-        al = np.ctypeslib.as_array((np.ctypeslib.as_ctypes_type(dt) * 1).from_address(alpha))[0]
-        be = np.ctypeslib.as_array((np.ctypeslib.as_ctypes_type(dt) * 1).from_address(beta))[0]
+        if Atype == self.R16BF and compute_type != self.CUBLAS_COMPUTE_32F:
+            raise NotImplementedError("the emulated gemmEx models bfloat16 products with CUBLAS_COMPUTE_32F only")
+        wide = np.float64 if dt == np.float64 else np.float32  # the compute type's precision (and alpha's)
+        a = self._matrix(A, dt, lda, m, k, transa == self.CUBLAS_OP_T).astype(wide)
+        b = self._matrix(B, dt, ldb, k, n, transb == self.CUBLAS_OP_T).astype(wide)
+        al = np.ctypeslib.as_array((np.ctypeslib.as_ctypes_type(wide) * 1).from_address(alpha))[0]
+        be = np.ctypeslib.as_array((np.ctypeslib.as_ctypes_type(wide) * 1).from_address(beta))[0]
         if compute_type == self.CUBLAS_COMPUTE_32F_FAST_TF32:
             a, b = tf32_round(a), tf32_round(b)
         self.calls.append(compute_type)
         c = self._matrix(C, dt, ldc, m, n, False)
-        c[...] = (al * (a @ b) + (be * c if be != 0 else 0)).astype(dt)
+        c[...] = (al * (a @ b) + (be * c.astype(wide) if be != 0 else 0)).astype(dt)  # float32 sums, one rounding
 
 
 def tf32_round(x: np.ndarray) -> np.ndarray:
