@@ -496,8 +496,9 @@ def test_bf16_training_on_the_emulated_gpu_matches_the_numpy_bf16_path(emu):
     (w_gpu, loss_gpu, acc_gpu, t_gpu), (w_cpu, loss_cpu, acc_cpu, t_cpu) = runs
     assert t_gpu.precision_step.half.name == "cupy" and t_cpu.precision_step.half.name == "reference-bf16"
     assert t_gpu.scaler is None and t_gpu.model.params.dtype == np.float32
-    assert np.linalg.norm(w_gpu - w_cpu) <= 2e-2 * np.linalg.norm(w_cpu)  # bfloat16 roundings of float32 noise
-    np.testing.assert_allclose(loss_gpu, loss_cpu, rtol=2e-2)
+    # the same bfloat16 roundings of float32 values that differ in their last bits (FMA, libm): 7e-6 measured
+    assert np.linalg.norm(w_gpu - w_cpu) <= 1e-3 * np.linalg.norm(w_cpu)
+    np.testing.assert_allclose(loss_gpu, loss_cpu, rtol=1e-3)
     assert acc_gpu > 0.9 and acc_cpu > 0.9
 
 
