@@ -154,7 +154,7 @@ def cmd_info(args) -> int:
     from ..kernels import default_kernels
 
     print(f"xpnet kernel mode: {default_kernels()}")
-    for name in ("numpy", "array_api_compat", "numba", "cupy", "torch", "array_api_strict"):
+    for name in ("numpy", "array_api_compat", "numba", "cupy", "ml_dtypes", "torch", "array_api_strict"):
         try:
             mod = importlib.import_module(name)
             print(f"{name:18s} {getattr(mod, '__version__', '?')}")
