@@ -150,3 +150,28 @@ def test_bf16_run_records_its_precision_and_resumes_from_its_checkpoint(tmp_path
     ckpt = checkpoint.load(checkpoint.latest(run / "checkpoints"))
     assert ckpt.trainer_meta["precision"] == "bf16" and ckpt.trainer_meta["scaler"] is None
     assert json.loads((run / "result.json").read_text())["test"]["accuracy"] > 0.9
+
+
+def test_bf16_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
+    """bf16 (bfloat16 compute, float32 master weights and Adam state in the checkpoint): a run
+    SIGKILLed mid-training and resumed ends bit-identical to one never interrupted."""
+    pytest.importorskip("ml_dtypes")
+    args = ["--data", "synthetic", "--hidden", "64,64", "--epochs", "8", "--batch-size", "16", "--val-fraction",
+            "0.1", "--precision", "bf16", "--quiet"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", *args, "--run-dir", str(full)]) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "xpnet", "train", *args, "--run-dir", str(cut)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (cut / "checkpoints" / "epoch-0002").is_dir():
+            assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (cut / "model.safetensors").exists()  # it really was interrupted
+    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert json.loads((full / "history.json").read_text()) == json.loads((cut / "history.json").read_text())
