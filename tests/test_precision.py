@@ -93,6 +93,8 @@ def test_unsupported_precisions_are_refused_clearly():
         xpnet.Trainer(xpnet.MLP([4, 2], dtype="float64"), precision="fp16")
     with pytest.raises(ValueError, match=r"precision='bf16' needs a float32 model .* not float64"):
         xpnet.Trainer(xpnet.MLP([4, 2], dtype="float64"), precision="bf16")
+    with pytest.raises(TypeError, match=r"dtype='bfloat16' is not a model dtype: .* precision='bf16'"):
+        xpnet.MLP([4, 2], dtype="bfloat16")
 
 
 # -- bf16: bfloat16 compute, float32 loss and master weights, no loss scaling (NumPy + ml_dtypes) ----

@@ -241,6 +241,9 @@ def check_dtype(dtype: Any) -> str:
         name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
     except TypeError:  # e.g. dtype=5: not a dtype at all, same message as a non-float one
         name = None
+    if name == "bfloat16":  # a compute precision, never the weights' dtype
+        raise TypeError("dtype='bfloat16' is not a model dtype: bfloat16 training keeps float32 master weights; "
+                        "build the MLP with dtype='float32' and train with Trainer(..., precision='bf16').")
     if name not in FLOAT_DTYPES:
         raise TypeError(f"dtype={dtype!r} is not a floating dtype: use one of {', '.join(FLOAT_DTYPES)}.")
     return name
