@@ -187,7 +187,12 @@ def test_bf16_is_refused_clearly_without_ml_dtypes_or_with_an_old_cupy(monkeypat
                                                             lib=SimpleNamespace(__version__="13.6.0")))
     with pytest.raises(RuntimeError, match=r"precision='bf16' on the GPU needs CuPy >= 14\.0 .* this is CuPy 13\.6\.0"):
         precision.check_precision("bf16", fake)
-    fake.backend = Backend(None, None, "cupy", "cupy:cuda:0", lib=SimpleNamespace(__version__="14.2.0"))
+    fake.backend = Backend(None, SimpleNamespace(compute_capability="75"), "cupy", "cupy:cuda:0",
+                           lib=SimpleNamespace(__version__="14.2.0"))
+    with pytest.raises(RuntimeError, match=r"compute capability 8\.0 or newer .* cupy:cuda:0 is 7\.5"):
+        precision.check_precision("bf16", fake)
+    fake.backend = Backend(None, SimpleNamespace(compute_capability="90"), "cupy", "cupy:cuda:0",
+                           lib=SimpleNamespace(__version__="14.2.0"))
     assert precision.check_precision("bf16", fake) == "bf16"
     monkeypatch.setitem(__import__("sys").modules, "ml_dtypes", None)  # import ml_dtypes now fails
     with pytest.raises(ImportError, match=r"bfloat16 needs the ml_dtypes package .* pip install ml_dtypes"):

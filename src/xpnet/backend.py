@@ -220,8 +220,9 @@ def bfloat16_dtype() -> Any:
 
 
 def check_bfloat16(backend: Backend) -> None:
-    """Raise a clear error when ``backend`` cannot hold bfloat16 arrays: ``ml_dtypes`` missing, or
-    CuPy older than :data:`BF16_MIN_CUPY`.  NumPy (with ml_dtypes) and xpnet's GPU emulator can."""
+    """Raise a clear error when ``backend`` cannot train in bfloat16: ``ml_dtypes`` missing, CuPy older
+    than :data:`BF16_MIN_CUPY`, or a GPU older than sm_80 (no bfloat16 GEMMs).  NumPy (with ml_dtypes)
+    and xpnet's GPU emulator can."""
     bfloat16_dtype()
     lib = backend.lib
     if backend.kind == "cupy" and not getattr(lib, "is_emulator", False):
@@ -231,6 +232,11 @@ def check_bfloat16(backend: Backend) -> None:
             raise RuntimeError(f"precision='bf16' on the GPU needs CuPy >= {'.'.join(map(str, BF16_MIN_CUPY))} "
                                f"(bfloat16 arrays through ml_dtypes); this is CuPy {version}: "
                                "pip install -U 'cupy-cuda12x>=14' (or cupy-cuda13x), or use precision='fp16'.")
+        capability = getattr(backend.device, "compute_capability", None)  # e.g. "90" on an H100 / H200
+        if capability is not None and int(capability) < 80:
+            raise RuntimeError(f"precision='bf16' needs an NVIDIA GPU of compute capability 8.0 or newer (Ampere, "
+                               f"Hopper: bfloat16 tensor-core GEMMs); {backend.name} is {int(capability) / 10:.1f}: "
+                               "use precision='fp16' there.")
     elif backend.kind == "generic":
         raise ValueError(f"precision='bf16' runs on NumPy (CPU) or CuPy (GPU), not on {backend.name}.")
 
