@@ -123,16 +123,16 @@ def torch_step(sizes, batch, device, dtype, precision="fp32"):
 
         return step_fp16
 
-    if precision == "bf16":
+    if precision == "bf16":  # autocast without a GradScaler: bfloat16 has float32's range
 
-        def step():
+        def step_bf16() -> None:
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 loss = torch.nn.functional.cross_entropy(model(X), y)
             loss.backward()
             opt.step()
 
-        return step
+        return step_bf16
 
     def step():
         if dev == "cuda":

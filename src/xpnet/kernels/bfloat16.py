@@ -14,7 +14,15 @@ GPU kernels are compared with on the emulated GPU (``tests/test_emulated_gpu.py`
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from .._typing import Array
 from .reference import ReferenceOps, _into
+
+if TYPE_CHECKING:
+    from ..activations import Activation
+    from ..backend import Backend
+    from ..losses import Loss
 
 
 class BFloat16Ops(ReferenceOps):
@@ -22,37 +30,38 @@ class BFloat16Ops(ReferenceOps):
 
     name = "reference-bf16"
 
-    def __init__(self, backend, dtype: str = "bfloat16", tf32: bool = False):
+    def __init__(self, backend: Backend, dtype: str = "bfloat16", tf32: bool = False) -> None:
         if dtype != "bfloat16":
             raise ValueError(f"BFloat16Ops holds bfloat16 arrays, not {dtype}")
         super().__init__(backend, dtype, tf32=tf32)
-        self._bf16 = backend.dtype("bfloat16")
+        self._bf16: Any = backend.dtype("bfloat16")
 
-    def _f32(self, a):
+    def _f32(self, a: Array) -> Array:
         return self.xp.astype(a, self.xp.float32)
 
-    def _bf(self, a):
+    def _bf(self, a: Array) -> Array:
         return self.xp.astype(a, self._bf16)
 
-    def matmul(self, a, b, out=None):
+    def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         """bfloat16 ``a @ b``: exact float32 products of the bfloat16 values, float32 sums, one rounding."""
         return _into(out, self._bf(self._f32(a) @ self._f32(b)))
 
-    def bias_act(self, z, b, act, out=None):
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
         v = self._f32(z) + self._f32(b)  # the activation sees the float32 sum, as the fused kernel does
         return self._bf(v), _into(out, self._bf(act.forward(self.xp, v)))
 
-    def act_grad(self, g, z, a, act, db_out=None):
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
+                 db_out: Array | None = None) -> tuple[Array, Array]:
         dz = self._bf(self._f32(g) * act.derivative(self.xp, self._f32(z), self._f32(a)))
         return dz, self.bias_grad(dz, out=db_out)
 
-    def bias_grad(self, dz, out=None):
+    def bias_grad(self, dz: Array, out: Array | None = None) -> Array:
         return _into(out, self._bf(self.xp.sum(self._f32(dz), axis=0)))
 
-    def loss(self, loss, logits, targets):
+    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
         """In float32 (the bf16 step computes its loss on float32 logits; this is for completeness)."""
         value, grad = super().loss(loss, self._f32(logits), targets)
         return value, self._bf(grad)
 
-    def clip_scale(self, grads, max_norm: float):
+    def clip_scale(self, grads: Array, max_norm: float) -> float | Array:
         return super().clip_scale(self._f32(grads), max_norm)
