@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .._typing import Array
-from .reference import ReferenceOps, _into
+from .reference import ReferenceOps
 
 if TYPE_CHECKING:
     from ..activations import Activation
@@ -44,11 +44,11 @@ class BFloat16Ops(ReferenceOps):
 
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array:
         """bfloat16 ``a @ b``: exact float32 products of the bfloat16 values, float32 sums, one rounding."""
-        return _into(out, self._bf(self._f32(a) @ self._f32(b)))
+        return _store(out, self._bf(self._f32(a) @ self._f32(b)))
 
     def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
         v = self._f32(z) + self._f32(b)  # the activation sees the float32 sum, as the fused kernel does
-        return self._bf(v), _into(out, self._bf(act.forward(self.xp, v)))
+        return self._bf(v), _store(out, self._bf(act.forward(self.xp, v)))
 
     def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
                  db_out: Array | None = None) -> tuple[Array, Array]:
@@ -56,7 +56,7 @@ class BFloat16Ops(ReferenceOps):
         return dz, self.bias_grad(dz, out=db_out)
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array:
-        return _into(out, self._bf(self.xp.sum(self._f32(dz), axis=0)))
+        return _store(out, self._bf(self.xp.sum(self._f32(dz), axis=0)))
 
     def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
         """In float32 (the bf16 step computes its loss on float32 logits; this is for completeness)."""
@@ -65,3 +65,11 @@ class BFloat16Ops(ReferenceOps):
 
     def clip_scale(self, grads: Array, max_norm: float) -> float | Array:
         return super().clip_scale(self._f32(grads), max_norm)
+
+
+def _store(out: Array | None, value: Array) -> Array:
+    """``value``, written into ``out`` when one is given (then ``out`` is returned)."""
+    if out is None:
+        return value
+    out[...] = value
+    return out
