@@ -24,13 +24,20 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ACTIVATIONS", "LOSSES", "MLP", "EarlyStopping", "History", "ProgressBar", "TerminateOnNaN", "Trainer",
-    "__version__", "get_kernel_mode", "io", "optim", "set_kernel_mode", "to_host", "train", "use_kernels",
+    "__version__", "get_kernel_mode", "io", "load", "optim", "set_kernel_mode", "to_host", "train", "use_kernels",
 ]
 
 _moved.install()
 
 
-def __getattr__(name: str) -> ModuleType:
+def load(source, checkpoint=None, device=None):
+    """A trained model that predicts on raw data: ``xpnet.load(RUN_DIR).predict(X_raw)``; see :func:`xpnet.predict.load`."""
+    from .predict import load as _load
+
+    return _load(source, checkpoint=checkpoint, device=device)
+
+
+def __getattr__(name: str):
     """``xpnet.checkpoint``, ``xpnet.callbacks``, ... : the moved modules under their old names (deprecated)."""
     if f"{__name__}.{name}" in _moved.MOVED:
         import importlib

@@ -37,11 +37,17 @@ def train_test_split(X: HostArray, y: HostArray, test_fraction: float = 0.25,
     return parts["train"][0], parts["test"][0], parts["train"][1], parts["test"][1]
 
 
-def standardize(X_train: HostArray, *others: HostArray) -> tuple[HostArray, ...]:
-    """Scale features to zero mean, unit variance using statistics of ``X_train`` only."""
+def standardize_stats(X_train):
+    """``(mean, scale)`` of each feature of ``X_train``; a constant feature gets scale 1 (it stays 0)."""
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
     std[std == 0] = 1.0  # constant features (e.g. always-blank pixels) stay 0
+    return mean, std
+
+
+def standardize(X_train, *others):
+    """Scale features to zero mean, unit variance using statistics of ``X_train`` only."""
+    mean, std = standardize_stats(X_train)
     return tuple((X - mean) / std for X in (X_train, *others))
 
 
@@ -87,7 +93,7 @@ def _check_loaded(X: HostArray, y: HostArray, where: str, x_name: str = "X", y_n
         raise ValueError(f"{where}: no data ({x_name} has shape {X.shape}, {y_name} {y.shape}); "
                          "it needs at least one sample, one feature and one target.")
     for name, arr in ((x_name, X), (y_name, y)):
-        if arr.dtype.kind not in "fiub":
+        if arr.dtype.kind not in "fiub" and not (arr is y and arr.dtype.kind == "U"):  # class names are fine
             raise ValueError(f"{where}: {name} must be real numbers (int, float or bool), got dtype {arr.dtype}; "
                              "convert it before saving, e.g. arr.astype(float)"
                              + (" (complex values: store real and imaginary parts as two columns)."
@@ -331,13 +337,38 @@ def _csv_number(value: str, name: str, line: int, path: str) -> float:
     return x
 
 
-def load_csv(path: str, target: str) -> tuple[HostArray, HostArray]:
+def _csv_target(cells, name: str, path: str):
+    """The target column: numbers (integer-valued ones as int64 labels), or, when any value is not
+    a number, class names as strings (missing values are refused either way)."""
+    for line, v in cells:
+        if v.strip().lower() in MISSING:
+            raise ValueError(f"{path}: column {name!r} has missing values (line {line}); fill or drop them first.")
+    try:
+        y = np.array([float(v) for _, v in cells])
+    except ValueError:
+        return np.array([v.strip() for _, v in cells], dtype=str)
+    if not np.isfinite(y).all():
+        line = cells[int(np.flatnonzero(~np.isfinite(y))[0])][0]
+        raise ValueError(f"{path}: column {name!r} has an infinite or out-of-range value on line {line}; "
+                         "rescale or drop it.")
+    if np.all(y == np.round(y)) and np.all(np.abs(y) < _EXACT_INT):
+        y = y.astype(np.int64)
+    return y
+
+
+def load_csv(path, target: str):
     """A CSV file with a header row; ``target`` names the target column, the rest are features.
 
     UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark; comma-separated, or
     ';' / tab when the header has no comma; whitespace around names and values and quotes around
-    numbers are fine; blank lines are skipped.  Integer-valued targets become int64 labels.
+    numbers are fine; blank lines are skipped.  Integer-valued targets become int64 labels; a
+    target column with any non-numeric value is class names (a string array).
     """
+    return load_csv_named(path, target)[:2]
+
+
+def load_csv_named(path, target: str):
+    """:func:`load_csv` plus the feature names (the header less the target, in column order)."""
     path = str(path)
     rows = _csv_rows(_read_text(path), path)
     header, target = _csv_header(rows[0][1], target, path)
@@ -348,17 +379,30 @@ def load_csv(path: str, target: str) -> tuple[HostArray, HostArray]:
             raise ValueError(f"{path}: line {line} has {len(r)} fields but the header has {len(header)}; "
                              "every row needs one value per column.")
     parsed = {name: np.array([_csv_number(r[j], name, line, path) for line, r in rows[1:]])
-              for j, name in enumerate(header)}
-    y = parsed.pop(target)
-    if np.all(y == np.round(y)) and np.all(np.abs(y) < _EXACT_INT):
-        y = y.astype(np.int64)
+              for j, name in enumerate(header) if name != target}
+    y = _csv_target([(line, r[header.index(target)]) for line, r in rows[1:]], target, path)
     X = np.stack(list(parsed.values()), axis=1)
-    return _check_loaded(X, y, path, columns=list(parsed))
+    X, y = _check_loaded(X, y, path, columns=list(parsed))
+    return X, y, list(parsed)
 
 
 def split(X: HostArray, y: HostArray, test_fraction: float = 0.25, val_fraction: float = 0.0, seed: int = 0,
           stratify: bool = True) -> dict[str, tuple[HostArray, HostArray]]:
     """Seeded train / validation / test split (stratified for class labels)."""
+    test_fraction = check_real("test_fraction", test_fraction, low=0, high=1, high_open=True)
+    val_fraction = check_real("val_fraction", val_fraction, low=0, high=1, high_open=True)
+    if test_fraction + val_fraction >= 1:
+        raise ValueError(f"test_fraction={test_fraction!r} + val_fraction={val_fraction!r} leaves no training "
+                         "samples: make their sum below 1.")
+    idx = split_indices(y, test_fraction, val_fraction, seed, stratify)
+    return {name: (X[i], y[i]) for name, i in idx.items()}
+
+
+SPLIT_ALGORITHM = "xpnet.data.split_indices/v1"  # a seeded permutation per class (stratified) or of all rows
+
+
+def split_indices(y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True) -> dict:
+    """The sorted row indices of the ``train``, ``val`` and ``test`` parts :func:`split` takes."""
     test_fraction = check_real("test_fraction", test_fraction, low=0, high=1, high_open=True)
     val_fraction = check_real("val_fraction", val_fraction, low=0, high=1, high_open=True)
     if test_fraction + val_fraction >= 1:
@@ -376,25 +420,47 @@ def split(X: HostArray, y: HostArray, test_fraction: float = 0.25, val_fraction:
         parts["test"].append(members[:n_test])
         parts["val"].append(members[n_test:n_test + n_val])
         parts["train"].append(members[n_test + n_val:])
-    out = {}
-    for name, members_of in parts.items():
-        idx = np.sort(np.concatenate(members_of))
-        out[name] = (X[idx], y[idx])
+    out = {name: np.sort(np.concatenate(idx)) for name, idx in parts.items()}
     for name, fraction in (("test", test_fraction), ("val", val_fraction)):
-        if fraction > 0 and len(out[name][1]) == 0:  # rounding per class gave nothing: never silently
+        if fraction > 0 and len(out[name]) == 0:  # rounding per class gave nothing: never silently
             largest = max(len(g) for g in groups)
             raise ValueError(f"{name}_fraction={fraction} leaves no {name} samples ({len(groups)} group(s), the "
                              f"largest of {largest}): use a larger fraction, or 0 for no {name} set.")
     return out
 
 
-def load_for_run(data_cfg: dict[str, Any], loss_name: str, seed: int) -> dict[str, tuple[HostArray, HostArray]]:
-    """The data a run configuration names, with targets as ``loss_name`` needs them (see
-    :func:`targets_for_loss`), split and (optionally) standardised on the train split."""
-    from .losses import get_loss
+def infer_loss(y) -> tuple[str, str]:
+    """The loss ``--loss auto`` picks for targets ``y``, and why: class names (strings), integers, bools
+    or whole-number floats in one column -> ``cross_entropy``; anything else -> ``mse``."""
+    y = np.asarray(y)
+    one_column = y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1)
+    if y.dtype.kind in "UOS":
+        return "cross_entropy", "the targets are class names"
+    if one_column and y.dtype.kind in "iub":
+        return "cross_entropy", "the targets are integers"
+    if one_column and y.dtype.kind == "f" and np.isfinite(y).all() and np.all(y == np.round(y)):
+        return "cross_entropy", "the targets are whole numbers"
+    return "mse", "the targets are continuous numbers"
 
-    source, regression = data_cfg["source"], not get_loss(loss_name).classification
+
+def encode_labels(y, where: str):
+    """String class names -> ``(int64 codes, sorted class names)``; other targets pass unchanged (None)."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "UOS":
+        return y, None
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"{where}: class names must be one column, got shape {y.shape}.")
+    classes, codes = np.unique(y.astype(str), return_inverse=True)
+    return codes.astype(np.int64), [str(c) for c in classes]
+
+
+def load_raw(data_cfg: dict, regression: bool, seed: int):
+    """``(X, y, feature names, target name, where)`` of the data a run configuration names, unprocessed."""
+    source = data_cfg["source"]
     where = data_cfg.get("y_path") if source == "npy" else data_cfg.get("path") if source in ("npz", "csv") else source
+    names = None
     if source == "digits":
         X, y = load_digits()
     elif source == "synthetic":
@@ -404,14 +470,53 @@ def load_for_run(data_cfg: dict[str, Any], loss_name: str, seed: int) -> dict[st
     elif source == "npy":
         X, y = load_npy_pair(data_cfg["x_path"], data_cfg["y_path"])
     else:
-        X, y = load_csv(data_cfg["path"], data_cfg["target"])
-    y = targets_for_loss(y, loss_name, str(where))
-    parts = split(X, y, data_cfg["test_fraction"], data_cfg["val_fraction"], seed, stratify=not regression)
-    if parts["train"][0].shape[0] == 0:
+        X, y, names = load_csv_named(data_cfg["path"], data_cfg["target"])
+    if names is None:
+        names = [f"x{i}" for i in range(X.shape[1])]
+    return X, y, names, data_cfg.get("target") if source == "csv" else None, str(where)
+
+
+
+def prepare_run_data(data_cfg: dict, loss_name: str, seed: int):
+    """``(parts, info)``: the data a run configuration names, with targets as the loss needs them
+    (see :func:`targets_for_loss`), split and (optionally) standardised on the train split; and
+    what a trained model needs to take raw inputs: ``info`` holds ``loss`` (``"auto"`` resolved
+    by :func:`infer_loss`, with ``loss_reason``), ``feature_names``, ``target``, ``classes`` (the
+    class names for classification, in output order), ``mean`` / ``scale`` (None unless
+    standardised) and ``split`` (the algorithm, its parameters and the row indices)."""
+    from .losses import get_loss
+
+    info = {"loss": loss_name, "loss_reason": None}
+    regression = loss_name != "auto" and not get_loss(loss_name).classification
+    X, y, names, target, where = load_raw(data_cfg, regression, seed)
+    if loss_name == "auto":
+        info["loss"], info["loss_reason"] = infer_loss(y)
+        regression = not get_loss(info["loss"]).classification
+    y, classes = encode_labels(y, where) if not regression else (y, None)
+    y = targets_for_loss(y, info["loss"], where)
+    if classes is None and not regression and y.ndim == 1:
+        classes = list(range(check_class_labels(y, where)))
+    elif classes is None and not regression:
+        classes = list(range(y.shape[1]))
+    idx = split_indices(y, data_cfg["test_fraction"], data_cfg["val_fraction"], seed, stratify=not regression)
+    if idx["train"].shape[0] == 0:
         raise ValueError(f"data: the split leaves no training samples (test_fraction {data_cfg['test_fraction']}, "
                          f"val_fraction {data_cfg['val_fraction']}).")
+    parts = {name: (X[i], y[i]) for name, i in idx.items()}
+    mean = scale = None
     if data_cfg["standardize"]:
-        names = list(parts)
-        scaled = standardize(*(parts[k][0] for k in names))
-        parts = {k: (Xp, parts[k][1]) for k, Xp in zip(names, scaled)}
-    return parts
+        mean, scale = standardize_stats(parts["train"][0])
+        parts = {k: ((Xp - mean) / scale, yp) for k, (Xp, yp) in parts.items()}
+    info.update(feature_names=list(names), target=target, classes=classes,
+                mean=None if mean is None else mean.tolist(), scale=None if scale is None else scale.tolist(),
+                split={"algorithm": SPLIT_ALGORITHM, "seed": seed, "test_fraction": data_cfg["test_fraction"],
+                       "val_fraction": data_cfg["val_fraction"], "stratified": not regression,
+                       "n_samples": int(X.shape[0]), "indices": idx})
+    return parts, info
+
+
+def load_for_run(data_cfg: dict, loss_name: str, seed: int):
+    """The data a run configuration names, with targets as ``loss_name`` needs them (see
+    :func:`targets_for_loss`), split and (optionally) standardised on the train split
+    (:func:`prepare_run_data` without what it records)."""
+    return prepare_run_data(data_cfg, loss_name, seed)[0]

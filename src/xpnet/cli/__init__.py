@@ -1,7 +1,7 @@
-"""The ``xpnet`` command: ``train`` (digits by default), ``bench``, ``export``, ``info``.
+"""The ``xpnet`` command: ``train`` (digits by default), ``predict``, ``export``, ``convert``, ``bench``, ``info``.
 
 Modules: ``parser`` (flags), ``commands`` (what each subcommand does), ``config`` (the TOML schema),
-``runs`` (one training run), ``rundir`` (run directories that lose nothing), ``exit_codes``.
+``runs`` (one training run), ``deploy`` (predict, export, convert), ``rundir`` (run directories that lose nothing), ``exit_codes``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from ..backend import DeviceUnavailableError
-from . import commands
+from . import commands, deploy
 from .exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .parser import build_parser
 
@@ -26,8 +26,8 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    command = {"train": commands.cmd_train, "bench": commands.cmd_bench, "export": commands.cmd_export,
-               "info": commands.cmd_info}[args.command]
+    command = {"train": commands.cmd_train, "bench": commands.cmd_bench, "export": deploy.cmd_export,
+               "predict": deploy.cmd_predict, "convert": deploy.cmd_convert, "info": commands.cmd_info}[args.command]
     where = f"xpnet {args.command}"
     try:
         return command(args)

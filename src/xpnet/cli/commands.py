@@ -99,36 +99,6 @@ def cmd_bench(args) -> int:
     return 1 if verdict["problems"] else 0
 
 
-def cmd_export(args) -> int:
-    import os
-    from pathlib import Path
-
-    from ..io.checkpoint import load_model
-    from ..io.export import to_torch_state_dict
-
-    out = Path(args.out)
-    if os.path.lexists(out):  # a dangling symlink too: never written through
-        raise ValueError(f"{out} exists; nothing was written. Choose another --out.")
-    if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: its folder {out.parent} does not exist; create it first.")
-    try:
-        import torch
-    except ImportError:
-        raise ValueError("export needs PyTorch: pip install torch.") from None
-    model = load_model(_weights_of(Path(args.source)))
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:  # written beside the target and renamed: a failure never leaves a partial file at --out
-        torch.save(to_torch_state_dict(model), tmp)
-        if out.exists():
-            raise ValueError(f"{out} appeared while exporting; nothing was overwritten.")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    layers = ", ".join(f"Linear({a}, {b})" for a, b in zip(model.sizes[:-1], model.sizes[1:]))
-    print(f"wrote {out}: nn.Sequential state dict of {layers} with {model.activation.name} between them")
-    return 0
-
-
 def _weights_of(source):
     """The weights ``xpnet export SOURCE`` reads: a file, a checkpoint, or a run's final weights --
     with a message naming what to pass instead when a run has not finished or is no run at all."""

@@ -56,7 +56,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "device": ("cpu", "device"),
     },
     "train": {
-        "loss": ("cross_entropy", _choice(*LOSSES)),
+        "loss": ("auto", _choice("auto", *LOSSES)),  # auto: resolved from the targets, saved resolved
         "optimizer": ("adamw", _choice(*OPTIMIZERS)),
         "lr": (1e-3, "float+"),
         "weight_decay": (None, "float0?"),

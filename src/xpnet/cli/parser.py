@@ -24,7 +24,8 @@ TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
     ("--hidden", "model.hidden", _sizes, "hidden layer sizes, e.g. 256,256"),
     ("--activation", "model.activation", str, None), ("--init", "model.init", str, None),
     ("--dtype", "model.dtype", str, "float32 or float64"), ("--device", "model.device", str, "cpu, cuda, cuda:N"),
-    ("--loss", "train.loss", str, "cross_entropy, mse or bce"),
+    ("--loss", "train.loss", str, "cross_entropy, mse, bce or auto (the default: cross_entropy for class "
+                                  "labels, mse for continuous targets)"),
     ("--optimizer", "train.optimizer", str, "sgd, adagrad, rmsprop, adam, adamw"),
     ("--lr", "train.lr", float, None), ("--weight-decay", "train.weight_decay", float, None),
     ("--momentum", "train.momentum", float, None),
@@ -49,9 +50,27 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", parser_class=_OneLineParser)
     _add_train(sub)
     _add_bench(sub)
-    e = sub.add_parser("export", help="write a run's weights as a torch.nn.Sequential state dict (needs torch)")
+    e = sub.add_parser("export", help="write a run's model, taking RAW features, as a torch state dict (.pt) "
+                                      "or an ONNX model (.onnx)")
     e.add_argument("source", help="a run directory, a checkpoint directory or a model.safetensors file")
-    e.add_argument("--out", required=True, help="the .pt file to write (refused if it exists)")
+    e.add_argument("--out", required=True, help="FILE.pt (torch.nn.Sequential state dict, needs torch) or "
+                                                "FILE.onnx (opset 17, needs onnx); refused if it exists")
+    e.add_argument("--checkpoint", default=None, help="best, last or a checkpoint path (default: the final weights)")
+    e.add_argument("--probabilities", action="store_true",
+                   help=".onnx: add a 'probabilities' output (softmax, or sigmoid for bce) beside 'logits'")
+    p = sub.add_parser("predict", help="predict on raw data (CSV, .npz, .npy) with a trained run")
+    p.add_argument("source", help="a run directory, a checkpoint directory or a model.safetensors file")
+    p.add_argument("--data", required=True, help="CSV (header with the feature names; the target column may be "
+                                                 "present), .npz (X, optionally y) or .npy (features)")
+    p.add_argument("--out", default=None, help="CSV to write (refused if it exists; default: standard output)")
+    p.add_argument("--checkpoint", default=None, help="best, last or a checkpoint path (default: the final weights)")
+    p.add_argument("--target", default=None, help="CSV target column, if it differs from the run's")
+    c = sub.add_parser("convert", help="convert a CSV to .npz or .npy (memory-mapped when training)")
+    c.add_argument("data", help="the CSV file")
+    c.add_argument("--target", required=True, help="the target column")
+    c.add_argument("--out", required=True, help="FILE.npz (X, y, feature_names) or FILE.npy (X; y goes to "
+                                                "FILE.y.npy); refused if it exists")
+    c.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="of X (default float32)")
     sub.add_parser("info", help="backends, devices and kernel mode found on this machine")
     return parser
 

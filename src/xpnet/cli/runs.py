@@ -6,7 +6,9 @@ Layout of a run directory::
     history.csv/.json    per-epoch metrics, rewritten atomically after every epoch
     curves.png           loss (and accuracy) curves, when matplotlib is installed
     checkpoints/         epoch-NNNN/ (model.safetensors + trainer.safetensors); best.json
-    model.safetensors    the final weights
+    model.safetensors    the final weights, with the preprocessing record in its metadata
+    preprocessing.json   feature names, standardisation, classes, loss, split (see xpnet.io.artifact)
+    split.npz            the train / val / test row indices
     result.json          test metrics of the final model
 
 Where a run may go, and what happens to the directory when it fails, is ``xpnet.cli.rundir``'s job.
@@ -186,18 +188,18 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = Tru
     A resumed run whose ``config.toml`` was edited since it started is refused (the changed
     keys are named) unless ``accept_config_changes``.
     """
-    parts = _load_data(config)
+    parts, prep, indices = _load_data(config)
     trainer, callbacks = build(config, (parts["train"][0].shape[1], _n_outputs(config, parts)))
     run = RunDir.resume(run_dir) if resume else RunDir.start(run_dir, overwrite)
     finished = False
     try:
-        history = _fit(config, run, parts, trainer, callbacks, resume, verbose, accept_config_changes)
+        history = _fit(config, run, parts, trainer, callbacks, resume, verbose, accept_config_changes, prep, indices)
         if history.interrupted:
             return _interrupted(run, history)
         run.commit()  # a run that diverged in its first epoch still reports, in full
         finished = True
         try:
-            return _finish(run, parts, trainer, history)
+            return _finish(run, parts, trainer, history, prep)
         except KeyboardInterrupt:
             raise KeyboardInterrupt(f"interrupted while writing the results; the checkpoints are intact: finish "
                                     f"with xpnet train --resume {run.final}") from None
@@ -206,9 +208,16 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = Tru
 
 
 def _load_data(config: dict):
-    from ..data import load_for_run
+    """The split data, the preprocessing record and the split's row indices; ``train.loss = "auto"``
+    is resolved here (and saved resolved in the run's config.toml, so a resume is exact)."""
+    from ..data import prepare_run_data
+    from ..io import artifact
 
-    return load_for_run(config["data"], config["train"]["loss"], config["train"]["seed"])
+    parts, info = prepare_run_data(config["data"], config["train"]["loss"], config["train"]["seed"])
+    if info["loss_reason"]:
+        config["train"]["loss"] = info["loss"]
+        print(f"loss: {info['loss']} ({info['loss_reason']}; set --loss to choose another)")
+    return parts, artifact.record(info, data_fingerprint(config["data"])), info["split"]["indices"]
 
 
 def _n_outputs(config: dict, parts) -> int:
@@ -219,7 +228,9 @@ def _n_outputs(config: dict, parts) -> int:
     return y_train.shape[1]
 
 
-def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool, accept_changes: bool):
+def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool, accept_changes: bool,
+         prep: dict, indices: dict):
+    from ..io import artifact
     from ..train.callbacks import History
     from . import config as config_mod
 
@@ -228,8 +239,10 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
         initial_epoch = _restore(run, config, trainer, callbacks, history, verbose, accept_changes)
     else:
         _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
+    artifact.write(run.path, prep, indices)
     checkpointer = Checkpointer(run, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks,
-                                extra_meta={"run_config": config, "data_files": data_fingerprint(config["data"])})
+                                extra_meta={"run_config": config, "data_files": prep["split"]["data_files"],
+                                            "preprocessing": prep})
     checkpointer.history = history
     t = config["train"]
     if initial_epoch < t["epochs"]:
@@ -352,9 +365,13 @@ def _interrupted(run: RunDir, history) -> dict:
             "epochs_run": len(history.epoch)}
 
 
-def _finish(run: RunDir, parts, trainer, history) -> dict:
-    """Final weights, history, curves and ``result.json`` of a run that ran to its end."""
-    checkpoint.save_weights(run.path / "model.safetensors", trainer.model)
+def _finish(run: RunDir, parts, trainer, history, prep: dict) -> dict:
+    """Final weights (with the preprocessing record), history, curves and ``result.json`` of a run
+    that ran to its end."""
+    from ..io import artifact
+
+    checkpoint.save_weights(run.path / "model.safetensors", trainer.model,
+                            extra_metadata={artifact.WEIGHTS_KEY: artifact.to_json(prep)})
     write_history(run.path, history)
     plot_curves(run.path, history)
     result = {"status": "diverged" if history.diverged else "completed", "epochs_run": len(history.epoch),

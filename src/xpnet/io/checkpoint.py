@@ -140,18 +140,19 @@ def _tensor_digest(tensors: dict[str, HostArray], metadata: dict[str, str]) -> s
     return h.hexdigest()
 
 
-def _weights_bytes(model: MLP) -> bytes:
+def _weights_bytes(model, extra_metadata: dict | None = None) -> bytes:
     tensors = {}
     for i, (W, b) in enumerate(model.get_weights()):
         tensors[f"layer{i}.W"], tensors[f"layer{i}.b"] = np.ascontiguousarray(W), b
-    meta = model_metadata(model)
+    meta = {**(extra_metadata or {}), **model_metadata(model)}
     meta[DIGEST_KEY] = _tensor_digest(tensors, meta)
     return cast(bytes, _st().save(tensors, metadata=meta))
 
 
-def save_weights(path: Path, model: MLP) -> None:
-    """The model's weights alone, as one safetensors file (atomic) carrying its own SHA-256."""
-    write_atomic(Path(path), _weights_bytes(model))
+def save_weights(path: Path, model, extra_metadata: dict | None = None) -> None:
+    """The model's weights alone, as one safetensors file (atomic) carrying its own SHA-256, which
+    covers ``extra_metadata`` (string values, e.g. the preprocessing record) too."""
+    write_atomic(Path(path), _weights_bytes(model, extra_metadata))
 
 
 def _trainer_bytes(trainer: Trainer, epoch: int, history: History | None, callbacks: Iterable[Callback],

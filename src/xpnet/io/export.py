@@ -41,3 +41,38 @@ def to_torch(model: MLP) -> Any:
     seq = torch.nn.Sequential(*layers)
     seq.load_state_dict(to_torch_state_dict(model))
     return seq
+
+
+def state_dict_from_weights(weights) -> dict:
+    """A ``torch.nn.Sequential`` state dict from host ``[(W (in, out), b), ...]`` (e.g. the folded
+    weights of :meth:`xpnet.predict.Predictor.folded_weights`, which take raw inputs)."""
+    import torch
+
+    state = {}
+    for i, (W, b) in enumerate(weights):
+        state[f"{2 * i}.weight"] = torch.from_numpy(np.ascontiguousarray(np.asarray(W).T))
+        state[f"{2 * i}.bias"] = torch.from_numpy(np.ascontiguousarray(b))
+    return state
+
+
+def load_torch(path, activation: str = "relu"):
+    """The ``torch.nn.Sequential`` an ``xpnet export --out FILE.pt`` wrote, ready to call on RAW features.
+
+    The file is a plain state dict (``torch.load`` it with ``weights_only=True`` anywhere); the layer
+    sizes are read from its shapes, the activation (printed by ``xpnet export``) is given here::
+
+        from xpnet.io.export import load_torch
+        net = load_torch("model.pt", activation="relu")
+        logits = net(torch.as_tensor(X_raw, dtype=torch.float32))
+    """
+    import torch
+
+    from .. import MLP
+
+    state = torch.load(path, weights_only=True)
+    n_layers = len([k for k in state if k.endswith(".weight")])
+    sizes = [int(state["0.weight"].shape[1])] + [int(state[f"{2 * i}.weight"].shape[0]) for i in range(n_layers)]
+    dtype = str(state["0.weight"].dtype).removeprefix("torch.")
+    seq = to_torch(MLP(sizes, activation=activation, dtype=dtype))
+    seq.load_state_dict(state)
+    return seq.eval()
