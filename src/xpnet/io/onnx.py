@@ -1,9 +1,10 @@
 """ONNX export of an MLP, built with the ``onnx`` package (the ``export`` extra: ``pip install 'xpnet[export]'``).
 
 The graph uses **opset 17** (ONNX 1.12+; any onnxruntime since 1.13 runs it) and only standard
-operators: ``MatMul`` + ``Add`` per layer, and ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``,
-``Elu``, ``Softplus`` between layers (``silu`` is ``x * Sigmoid(x)``; ``gelu`` is the tanh
-approximation xpnet trains with, written out of ``Mul``/``Add``/``Tanh``).
+operators: ``MatMul`` + ``Add`` per layer, and ``Relu``, ``LeakyRelu``, ``Sigmoid``, ``Tanh``
+between layers; ``silu`` is ``x * Sigmoid(x)``, ``gelu`` the tanh approximation xpnet trains with
+(``Mul``/``Add``/``Tanh``), ``elu`` and ``softplus`` (threshold 20, as xpnet) are written with
+``Exp``/``Log``/``Where`` (onnxruntime has no float64 ``Elu``/``Softplus`` kernels).
 
 * input ``input``: ``(batch, n_features)`` in the model's dtype (float32 or float64), the RAW
   features in the order of ``feature_names`` (the run's standardisation is folded into the first
@@ -36,7 +37,7 @@ def _need_onnx():
 def build(weights: list, activation: str, probabilities: str | None = None, metadata: dict | None = None):
     """An ``onnx.ModelProto`` computing the MLP with ``weights`` ``[(W (in, out), b), ...]``;
     ``probabilities``: None, ``"softmax"`` or ``"sigmoid"`` adds a ``probabilities`` output."""
-    from ..activations import GELU_C, GELU_K, LEAKY_SLOPE
+    from ..activations import GELU_C, GELU_K, LEAKY_SLOPE, SOFTPLUS_THRESHOLD
 
     onnx, helper, numpy_helper = _need_onnx()
     dtype = np.asarray(weights[0][0]).dtype
@@ -51,13 +52,22 @@ def build(weights: list, activation: str, probabilities: str | None = None, meta
         out = f"a{i}"
         if activation == "identity":
             return x
-        simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "softplus": "Softplus"}
+        simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
         if activation in simple:
             nodes.append(helper.make_node(simple[activation], [x], [out]))
         elif activation == "leaky_relu":
             nodes.append(helper.make_node("LeakyRelu", [x], [out], alpha=LEAKY_SLOPE))
-        elif activation == "elu":
-            nodes.append(helper.make_node("Elu", [x], [out], alpha=1.0))
+        elif activation == "elu":  # x > 0 ? x : exp(x) - 1 (onnxruntime has no float64 Elu)
+            zero, one = const(f"zero{i}", 0.0), const(f"one{i}", 1.0)
+            nodes.extend([helper.make_node("Greater", [x, zero], [f"pos{i}"]),
+                          helper.make_node("Exp", [x], [f"e{i}"]), helper.make_node("Sub", [f"e{i}", one], [f"em{i}"]),
+                          helper.make_node("Where", [f"pos{i}", x, f"em{i}"], [out])])
+        elif activation == "softplus":  # x > 20 ? x : log(1 + exp(x)), as xpnet and torch (threshold 20)
+            thr, one = const(f"thr{i}", SOFTPLUS_THRESHOLD), const(f"one{i}", 1.0)
+            nodes.extend([helper.make_node("Greater", [x, thr], [f"big{i}"]),
+                          helper.make_node("Min", [x, thr], [f"xc{i}"]), helper.make_node("Exp", [f"xc{i}"], [f"e{i}"]),
+                          helper.make_node("Add", [f"e{i}", one], [f"e1{i}"]), helper.make_node("Log", [f"e1{i}"], [f"l{i}"]),
+                          helper.make_node("Where", [f"big{i}", x, f"l{i}"], [out])])
         elif activation == "silu":
             nodes.append(helper.make_node("Sigmoid", [x], [f"sig{i}"]))
             nodes.append(helper.make_node("Mul", [x, f"sig{i}"], [out]))
