@@ -144,7 +144,6 @@ def test_csv_targets_too_large_for_int64_stay_float(tmp_path):
     ({"X": np.ones((3, 2)), "y": np.ones((3, 1, 1))}, r"y must be 1-D .* or 2-D"),
     ({"X": np.ones((3, 2), complex), "y": np.ones(3)}, r"X must be real numbers .* complex128.*real and imaginary"),
     ({"X": np.array([["a", "b"]] * 3), "y": np.ones(3)}, r"X must be real numbers .* <U1"),
-    ({"X": np.ones((3, 2)), "y": np.array(["x", "y", "z"])}, r"y must be real numbers"),
     ({"X": np.ones((0, 2)), "y": np.ones(0)}, r"no data"),
     ({"X": np.ones((3, 0)), "y": np.ones(3)}, r"no data"),
     ({"X": np.ones((3, 2)), "y": np.ones(4)}, r"X has 3 rows but y has 4"),

@@ -224,3 +224,12 @@ def test_weights_without_a_record_are_refused_for_raw_prediction(tmp_path):
     checkpoint.save_weights(tmp_path / "m.safetensors", model)
     with pytest.raises(ValueError, match="holds no preprocessing record"):
         xpnet.load(tmp_path / "m.safetensors")
+
+
+def test_npz_with_string_labels_trains(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 2)) + np.repeat(np.eye(3, 2) * 4, 30, axis=0)
+    np.savez(tmp_path / "d.npz", X=X, y=np.repeat(["red", "green", "blue"], 30))
+    run = tmp_path / "run"
+    assert main(["train", "--data-path", str(tmp_path / "d.npz"), *FAST, "--run-dir", str(run)]) == 0
+    assert xpnet.load(run).classes.tolist() == ["blue", "green", "red"]
