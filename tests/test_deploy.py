@@ -233,3 +233,21 @@ def test_npz_with_string_labels_trains(tmp_path):
     run = tmp_path / "run"
     assert main(["train", "--data-path", str(tmp_path / "d.npz"), *FAST, "--run-dir", str(run)]) == 0
     assert xpnet.load(run).classes.tolist() == ["blue", "green", "red"]
+
+
+@pytest.mark.parametrize("target", ["num", "name"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_pyarrow_and_python_csv_readers_agree(tmp_path, target, dtype):
+    pytest.importorskip("pyarrow")
+    from xpnet import data
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3)) * 10.0 ** rng.integers(-5, 5, size=3)
+    y = np.array(["cat", "dog"])[rng.integers(0, 2, 40)] if target == "name" else rng.integers(0, 4, 40)
+    csv = _write_csv(tmp_path / "d.csv", X, y, ["a", "b", "c"], target=target, target_first=True)
+    assert data._load_csv_arrow(str(csv), target, np.dtype(dtype)) is not None  # the fast path is taken
+    fast = data.load_csv_named(csv, target, dtype=dtype, engine="pyarrow")
+    slow = data.load_csv_named(csv, target, dtype=dtype, engine="python")
+    np.testing.assert_array_equal(fast[0], slow[0])
+    assert fast[0].dtype == dtype and fast[1].tolist() == slow[1].tolist() == y.tolist() and fast[2] == slow[2]
+    np.testing.assert_array_equal(fast[0], X.astype(dtype))

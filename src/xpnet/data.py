@@ -73,8 +73,26 @@ MISSING = {"", "na", "n/a", "nan", "null", "none"}
 _EXACT_INT = 2.0 ** 53  # float64 holds every integer up to here exactly
 
 
-def _check_loaded(X: HostArray, y: HostArray, where: str, x_name: str = "X", y_name: str = "y",
-                  columns: list[str] | None = None) -> tuple[HostArray, HostArray]:
+def column_stats(X, rows: int = 1 << 16):
+    """``(finite, mean, std)`` per column of ``X`` (float64 statistics), computed ``rows`` rows at a
+    time: a memory-mapped or float32 array is scanned in chunks, never copied or upcast whole."""
+    n, d = X.shape
+    finite = np.ones(d, dtype=bool)
+    total = np.zeros(d)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for a in range(0, n, rows):
+            chunk = np.asarray(X[a:a + rows], dtype=np.float64)
+            finite &= np.isfinite(chunk).all(axis=0)
+            total += chunk.sum(axis=0)
+        mean = total / n
+        squares = np.zeros(d)
+        for a in range(0, n, rows):
+            squares += ((np.asarray(X[a:a + rows], dtype=np.float64) - mean) ** 2).sum(axis=0)
+        std = np.sqrt(squares / n)
+    return finite, mean, std
+
+
+def _check_loaded(X, y, where: str, x_name="X", y_name="y", columns=None, dtype=np.float64):
     """Features as float64 and targets as loaded, after checking shapes, dtypes and values.
 
     ``columns`` names the feature columns in messages (CSV headers); otherwise they are numbered.
@@ -98,12 +116,12 @@ def _check_loaded(X: HostArray, y: HostArray, where: str, x_name: str = "X", y_n
                              "convert it before saving, e.g. arr.astype(float)"
                              + (" (complex values: store real and imaginary parts as two columns)."
                                 if arr.dtype.kind == "c" else "."))
-    X = X.astype(np.float64)
-    names: list[str] | list[int] = columns if columns is not None else list(range(X.shape[1]))
-    _check_columns(where, x_name, names, ~np.isfinite(X).all(axis=0), "has missing or infinite values",
-                   "fill or drop them first")
-    with np.errstate(over="ignore", invalid="ignore"):  # what standardising computes must stay finite
-        scale = np.isfinite(X.mean(axis=0)) & np.isfinite(X.std(axis=0))
+    if X.dtype != dtype:
+        X = X.astype(dtype)
+    names = columns if columns is not None else list(range(X.shape[1]))
+    finite, mean, std = column_stats(X)
+    _check_columns(where, x_name, names, ~finite, "has missing or infinite values", "fill or drop them first")
+    scale = np.isfinite(mean) & np.isfinite(std)  # what standardising computes must stay finite
     _check_columns(where, x_name, names, ~scale, "has values too large to standardise (their mean or standard "
                    "deviation overflows float64)", "rescale them, e.g. divide by a power of ten")
     if y.dtype.kind == "f" and not np.isfinite(y).all():
@@ -356,6 +374,80 @@ def _csv_target(cells, name: str, path: str):
     return y
 
 
+CSV_ENGINES = ("auto", "pyarrow", "python")
+
+
+def _load_csv_arrow(path: str, target: str, dtype):
+    """``(X, y, feature names)`` read by ``pyarrow.csv`` in blocks straight into one preallocated
+    ``dtype`` array (peak memory near that array), or None where pyarrow is missing or the file
+    needs the careful reader (BOM / UTF-16, odd header, missing values, values it cannot parse):
+    :func:`load_csv_named` then reads it the slow way, with its precise messages."""
+    import csv
+
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pv
+    except ImportError:
+        return None
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or b"\0" in head or not head.strip():
+        return None
+    try:
+        first = head.split(b"\n", 1)[0].decode("utf-8").rstrip("\r")
+    except UnicodeDecodeError:
+        return None
+    delimiter = next((d for d in ",;\t" if d in first), ",")
+    header = next(csv.reader([first], delimiter=delimiter))
+    target = (target or "").strip()
+    if (not first.strip() or any(h != h.strip() or not h for h in header) or len(set(header)) != len(header)
+            or target not in header or len(header) < 2):
+        return None
+    features = [h for h in header if h != target]
+    n_upper = 0
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 24), b""):
+            n_upper += block.count(b"\n")
+    X = np.empty((n_upper + 1, len(features)), dtype=dtype)
+    convert = pv.ConvertOptions(column_types={**{h: pa.float64() for h in features}, target: pa.string()},
+                                strings_can_be_null=False, quoted_strings_can_be_null=False)
+    targets, row = [], 0
+    try:
+        reader = pv.open_csv(path, read_options=pv.ReadOptions(block_size=1 << 22),
+                             parse_options=pv.ParseOptions(delimiter=delimiter), convert_options=convert)
+        for batch in reader:
+            m = batch.num_rows
+            for j, name in enumerate(features):
+                column = batch.column(name)
+                if column.null_count:
+                    return None
+                values = column.to_numpy(zero_copy_only=False)
+                if not np.isfinite(values).all():
+                    return None
+                X[row:row + m, j] = values
+            targets.append(batch.column(target).to_numpy(zero_copy_only=False))
+            row += m
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError):
+        return None
+    if row == 0:
+        return None
+    cells = np.concatenate(targets).astype(str)
+    stripped = np.char.lower(np.char.strip(cells))
+    if np.isin(stripped, list(MISSING)).any():
+        return None
+    try:
+        y = cells.astype(np.float64)
+    except ValueError:
+        y = np.char.strip(cells)
+    else:
+        if not np.isfinite(y).all():
+            return None
+        if np.all(y == np.round(y)) and np.all(np.abs(y) < _EXACT_INT):
+            y = y.astype(np.int64)
+    X, y = _check_loaded(X[:row], y, path, columns=features, dtype=dtype)
+    return X, y, features
+
+
 def load_csv(path, target: str):
     """A CSV file with a header row; ``target`` names the target column, the rest are features.
 
@@ -367,9 +459,26 @@ def load_csv(path, target: str):
     return load_csv_named(path, target)[:2]
 
 
-def load_csv_named(path, target: str):
-    """:func:`load_csv` plus the feature names (the header less the target, in column order)."""
+def load_csv_named(path, target: str, dtype=np.float64, engine: str = "auto"):
+    """:func:`load_csv` plus the feature names (the header less the target, in column order).
+
+    ``dtype`` is that of ``X``; ``engine``: ``"pyarrow"`` reads in blocks into one preallocated
+    array (the ``csv`` extra; memory near the result), ``"python"`` with the standard library
+    (slow, memory-hungry), ``"auto"`` pyarrow where installed and the file suits it, else python.
+    Both give the same arrays and refuse the same files."""
     path = str(path)
+    if engine not in CSV_ENGINES:
+        raise ValueError(f"engine={engine!r} is unknown: use one of {', '.join(CSV_ENGINES)}.")
+    if engine != "python":
+        _open_check(path, "CSV")
+        fast = _load_csv_arrow(path, target, np.dtype(dtype))
+        if fast is not None:
+            return fast
+        if engine == "pyarrow":
+            import importlib.util
+
+            if importlib.util.find_spec("pyarrow") is None:
+                raise ValueError("engine='pyarrow' needs pyarrow: pip install 'xpnet[csv]'.")
     rows = _csv_rows(_read_text(path), path)
     header, target = _csv_header(rows[0][1], target, path)
     if len(rows) < 2:
@@ -382,7 +491,7 @@ def load_csv_named(path, target: str):
               for j, name in enumerate(header) if name != target}
     y = _csv_target([(line, r[header.index(target)]) for line, r in rows[1:]], target, path)
     X = np.stack(list(parsed.values()), axis=1)
-    X, y = _check_loaded(X, y, path, columns=list(parsed))
+    X, y = _check_loaded(X, y, path, columns=list(parsed), dtype=dtype)
     return X, y, list(parsed)
 
 

@@ -140,8 +140,7 @@ def cmd_convert(args) -> int:
     targets = [out] if suffix == ".npz" else [out, out.with_suffix(".y.npy")]
     for t in targets:
         _check_out(t)
-    X, y, names = data.load_csv_named(args.data, args.target)
-    X = X.astype(args.dtype)
+    X, y, names = data.load_csv_named(args.data, args.target, dtype=args.dtype)  # pyarrow, where installed
     if suffix == ".npz":
         _write_new(out, lambda tmp: _save(tmp, np.savez, X=X, y=y, feature_names=np.array(names, dtype=str)))
     else:
