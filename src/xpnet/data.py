@@ -73,10 +73,11 @@ MISSING = {"", "na", "n/a", "nan", "null", "none"}
 _EXACT_INT = 2.0 ** 53  # float64 holds every integer up to here exactly
 
 
-def column_stats(X, rows: int = 1 << 16):
-    """``(finite, mean, std)`` per column of ``X`` (float64 statistics), computed ``rows`` rows at a
-    time: a memory-mapped or float32 array is scanned in chunks, never copied or upcast whole."""
+def column_stats(X, chunk_bytes: int = 4 << 20):
+    """``(finite, mean, std)`` per column of ``X`` (float64 statistics), computed a few MiB of rows at
+    a time: a memory-mapped or float32 array is scanned in chunks, never copied or upcast whole."""
     n, d = X.shape
+    rows = max(1, chunk_bytes // (8 * d))
     finite = np.ones(d, dtype=bool)
     total = np.zeros(d)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -411,24 +412,16 @@ def _load_csv_arrow(path: str, target: str, dtype):
     X = np.empty((n_upper + 1, len(features)), dtype=dtype)
     convert = pv.ConvertOptions(column_types={**{h: pa.float64() for h in features}, target: pa.string()},
                                 strings_can_be_null=False, quoted_strings_can_be_null=False)
-    targets, row = [], 0
-    try:
-        reader = pv.open_csv(path, read_options=pv.ReadOptions(block_size=1 << 22),
-                             parse_options=pv.ParseOptions(delimiter=delimiter), convert_options=convert)
-        for batch in reader:
-            m = batch.num_rows
-            for j, name in enumerate(features):
-                column = batch.column(name)
-                if column.null_count:
-                    return None
-                values = column.to_numpy(zero_copy_only=False)
-                if not np.isfinite(values).all():
-                    return None
-                X[row:row + m, j] = values
-            targets.append(batch.column(target).to_numpy(zero_copy_only=False))
-            row += m
+    try:  # a Python file object, 1 MiB blocks: pyarrow neither maps the file nor reads far ahead
+        with open(path, "rb") as fh:
+            reader = pv.open_csv(fh, read_options=pv.ReadOptions(block_size=1 << 20),
+                                 parse_options=pv.ParseOptions(delimiter=delimiter), convert_options=convert)
+            batches = list(_fill_batches(reader, X, features, target))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError):
         return None
+    if batches and batches[-1] is None:
+        return None
+    targets, row = [b[0] for b in batches], sum(b[1] for b in batches)
     if row == 0:
         return None
     cells = np.concatenate(targets).astype(str)
@@ -446,6 +439,23 @@ def _load_csv_arrow(path: str, target: str, dtype):
             y = y.astype(np.int64)
     X, y = _check_loaded(X[:row], y, path, columns=features, dtype=dtype)
     return X, y, features
+
+
+def _fill_batches(reader, X, features, target):
+    """Each batch's target cells and row count, its features written into ``X``; None (and stop) at
+    a missing or non-finite feature value."""
+    row = 0
+    for batch in reader:
+        m = batch.num_rows
+        for j, name in enumerate(features):
+            column = batch.column(name)
+            values = column.to_numpy(zero_copy_only=False) if not column.null_count else None
+            if values is None or not np.isfinite(values).all():
+                yield None
+                return
+            X[row:row + m, j] = values
+        yield batch.column(target).to_numpy(zero_copy_only=False), m
+        row += m
 
 
 def load_csv(path, target: str):
