@@ -251,3 +251,15 @@ def test_pyarrow_and_python_csv_readers_agree(tmp_path, target, dtype):
     np.testing.assert_array_equal(fast[0], slow[0])
     assert fast[0].dtype == dtype and fast[1].tolist() == slow[1].tolist() == y.tolist() and fast[2] == slow[2]
     np.testing.assert_array_equal(fast[0], X.astype(dtype))
+
+
+def test_predict_split_uses_the_recorded_split(digits_run, capsys):
+    run = digits_run["run"]
+    reported = json.loads((run / "result.json").read_text())["test"]["accuracy"]
+    capsys.readouterr()
+    assert main(["predict", str(run), "--split", "test", "--out", str(digits_run["tmp"] / "split.csv")]) == 0
+    assert f"accuracy {reported:.4f}" in capsys.readouterr().out
+    test = artifact.read_split(run)["test"]
+    assert len((digits_run["tmp"] / "split.csv").read_text().splitlines()) == len(test) + 1
+    assert main(["predict", str(run)]) == 2
+    assert "give --data FILE" in capsys.readouterr().err

@@ -9,6 +9,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 
 def _check_out(out: Path, flag: str = "--out") -> None:
     if os.path.lexists(out):  # a dangling symlink too: never written through
@@ -31,15 +33,19 @@ def _write_new(out: Path, write) -> None:
 
 # -- predict --------------------------------------------------------------------------------------
 def cmd_predict(args) -> int:
-    import numpy as np
-
     from ..predict import load, read_data
 
     out = Path(args.out) if args.out else None
     if out is not None:
         _check_out(out)
+    if args.data is None and args.split is None:
+        raise ValueError("give --data FILE (new data), --split train|val|test (the run's own rows), or both.")
     predictor = load(args.source, checkpoint=args.checkpoint)
-    X, y, columns = read_data(args.data, predictor, target=args.target)
+    if args.data is not None:
+        X, y, columns = read_data(args.data, predictor, target=args.target)
+    if args.split is not None:
+        X, y, columns = _split_rows(Path(args.source), predictor, args.split,
+                                    None if args.data is None else (X, y, columns))
     pred = predictor.predict(X, columns)
     proba = predictor.predict_proba(X, columns) if predictor.is_classifier else None
     text = io.StringIO()
@@ -56,14 +62,46 @@ def cmd_predict(args) -> int:
             print(f"accuracy {predictor.score(X, y, columns):.4f} on {len(pred)} samples with a target", file=report)
         else:
             print(f"mse {predictor.score(X, y, columns):.6g} on {len(pred)} samples with a target", file=report)
-    del np
     return 0
+
+
+def _split_rows(run: Path, predictor, name: str, given):
+    """The rows of split ``name`` (recorded in ``run/split.npz``) of the given data, or of the data
+    the run's config.toml names."""
+    from .. import data
+    from ..io import artifact
+    from . import config as config_mod
+    from .rundir import RUN_MARKER
+
+    if not (run / RUN_MARKER).is_file():
+        raise ValueError(f"--split needs a run directory; {run} is not one.")
+    rows = artifact.read_split(run)[name]
+    split = predictor.preprocessing.get("split") or {}
+    if given is None:
+        cfg = config_mod.load(run / RUN_MARKER)
+        changed = [f for f, digest in runs_fingerprint(cfg["data"]).items()
+                   if split.get("data_files", {}).get(f, digest) != digest]
+        if changed:
+            raise ValueError(f"{changed[0]}: its contents changed since the run; its recorded split no longer "
+                             "names the same rows.")
+        X, y, names, _, _ = data.load_raw(cfg["data"], not predictor.is_classifier, cfg["train"]["seed"])
+        given = (X, y, names)
+    X, y, columns = given
+    if split.get("n_samples") is not None and len(X) != split["n_samples"]:
+        raise ValueError(f"--split {name}: the data has {len(X)} rows but the run split {split['n_samples']}; "
+                         "pass the file the run was trained on.")
+    return X[rows], (None if y is None else np.asarray(y)[rows]), columns
+
+
+def runs_fingerprint(data_cfg: dict) -> dict:
+    from .runs import data_fingerprint
+
+    return data_fingerprint(data_cfg)
 
 
 def _predictions_csv(fh, predictor, pred, proba) -> None:
     import csv
 
-    import numpy as np
 
     writer = csv.writer(fh, lineterminator="\n")
     pred2 = np.asarray(pred).reshape(len(pred), -1)
@@ -128,7 +166,6 @@ def cmd_export(args) -> int:
 
 # -- convert --------------------------------------------------------------------------------------
 def cmd_convert(args) -> int:
-    import numpy as np
 
     from .. import data
 

@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=".onnx: add a 'probabilities' output (softmax, or sigmoid for bce) beside 'logits'")
     p = sub.add_parser("predict", help="predict on raw data (CSV, .npz, .npy) with a trained run")
     p.add_argument("source", help="a run directory, a checkpoint directory or a model.safetensors file")
-    p.add_argument("--data", required=True, help="CSV (header with the feature names; the target column may be "
-                                                 "present), .npz (X, optionally y) or .npy (features)")
+    p.add_argument("--data", default=None, help="CSV (header with the feature names; the target column may be "
+                                                "present), .npz (X, optionally y) or .npy (features)")
+    p.add_argument("--split", choices=["train", "val", "test"], default=None,
+                   help="only the rows of this part of the run's recorded split (of --data, or by default of the "
+                        "data the run was trained on)")
     p.add_argument("--out", default=None, help="CSV to write (refused if it exists; default: standard output)")
     p.add_argument("--checkpoint", default=None, help="best, last or a checkpoint path (default: the final weights)")
     p.add_argument("--target", default=None, help="CSV target column, if it differs from the run's")
