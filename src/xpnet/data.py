@@ -73,24 +73,55 @@ MISSING = {"", "na", "n/a", "nan", "null", "none"}
 _EXACT_INT = 2.0 ** 53  # float64 holds every integer up to here exactly
 
 
-def column_stats(X, chunk_bytes: int = 4 << 20):
-    """``(finite, mean, std)`` per column of ``X`` (float64 statistics), computed a few MiB of rows at
-    a time: a memory-mapped or float32 array is scanned in chunks, never copied or upcast whole."""
-    n, d = X.shape
-    rows = max(1, chunk_bytes // (8 * d))
+def _chunks(X, index, chunk_bytes: int):
+    """Row blocks of ``X`` (of its rows ``index``, in order, where given) of about ``chunk_bytes`` as float64."""
+    n = X.shape[0] if index is None else len(index)
+    step = max(1, chunk_bytes // (8 * max(1, X.shape[1])))
+    for a in range(0, n, step):
+        yield np.asarray(X[a:a + step] if index is None else X[index[a:a + step]], dtype=np.float64)
+
+
+def column_stats(X, index=None, chunk_bytes: int = 4 << 20):
+    """``(finite, mean, std)`` per column of ``X`` (or of its rows ``index``), float64 statistics
+    computed a few MiB of rows at a time: a memory-mapped or float32 array is scanned in chunks,
+    never copied or upcast whole."""
+    n, d = (X.shape[0] if index is None else len(index)), X.shape[1]
     finite = np.ones(d, dtype=bool)
     total = np.zeros(d)
     with np.errstate(over="ignore", invalid="ignore"):
-        for a in range(0, n, rows):
-            chunk = np.asarray(X[a:a + rows], dtype=np.float64)
+        for chunk in _chunks(X, index, chunk_bytes):
             finite &= np.isfinite(chunk).all(axis=0)
             total += chunk.sum(axis=0)
         mean = total / n
         squares = np.zeros(d)
-        for a in range(0, n, rows):
-            squares += ((np.asarray(X[a:a + rows], dtype=np.float64) - mean) ** 2).sum(axis=0)
+        for chunk in _chunks(X, index, chunk_bytes):
+            squares += ((chunk - mean) ** 2).sum(axis=0)
         std = np.sqrt(squares / n)
     return finite, mean, std
+
+
+def scratch_copy(X, index, mean=None, scale=None, dtype=None, chunk_bytes: int = 16 << 20):
+    """Rows ``index`` of ``X``, standardised with ``mean`` / ``scale`` where given, written in chunks
+    to an unlinked temporary ``.npy`` and returned memory-mapped: a part of a memory-mapped data set
+    that streams batch by batch without ever being in memory whole (the disk space is freed when
+    the array goes)."""
+    import os
+    import tempfile
+
+    dtype = np.dtype(dtype or X.dtype)
+    fd, name = tempfile.mkstemp(prefix="xpnet-part-", suffix=".npy")
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(name, mode="w+", dtype=dtype, shape=(len(index), X.shape[1]))
+    finally:
+        os.unlink(name)  # the mapping stays valid; the file goes with it
+    a = 0
+    for chunk in _chunks(X, index, chunk_bytes):
+        if mean is not None:
+            chunk = (chunk - mean) / scale
+        out[a:a + len(chunk)] = chunk
+        a += len(chunk)
+    return out
 
 
 def _check_loaded(X, y, where: str, x_name="X", y_name="y", columns=None, dtype=np.float64):
@@ -117,6 +148,8 @@ def _check_loaded(X, y, where: str, x_name="X", y_name="y", columns=None, dtype=
                              "convert it before saving, e.g. arr.astype(float)"
                              + (" (complex values: store real and imaginary parts as two columns)."
                                 if arr.dtype.kind == "c" else "."))
+    if dtype is None:  # keep float32 / float64 (e.g. a memory-mapped file: never upcast whole)
+        dtype = X.dtype if X.dtype in (np.float32, np.float64) else np.float64
     if X.dtype != dtype:
         X = X.astype(dtype)
     names = columns if columns is not None else list(range(X.shape[1]))
@@ -249,7 +282,7 @@ def _npz_member(data: Any, name: str, path: str) -> HostArray:
         raise
 
 
-def _load_npy(path: str) -> HostArray:
+def _load_npy(path: str, mmap: bool = False):
     _open_check(path, ".npy")
     try:
         magic = _magic(path)
@@ -258,7 +291,8 @@ def _load_npy(path: str) -> HostArray:
             raise ValueError(f"{path}: is not a .npy file (wrong magic bytes {magic!r}).{hint} "
                              "Save one with numpy.save(path, array).")
         # memory-mapped first: a header that promises more data than the file holds fails here, unallocated
-        return np.array(np.load(path, mmap_mode="r", allow_pickle=False))
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        return mapped if mmap and mapped.dtype.kind == "f" and mapped.ndim == 2 else np.array(mapped)
     except ValueError as exc:
         if str(exc).startswith(path):
             raise
@@ -272,10 +306,12 @@ def _load_npy(path: str) -> HostArray:
                          "damaged: re-save it with numpy.save.") from exc
 
 
-def load_npy_pair(x_path: str, y_path: str) -> tuple[HostArray, HostArray]:
-    """Features and targets from two ``.npy`` files."""
-    X, y = (_load_npy(str(p)) for p in (x_path, y_path))
-    return _check_loaded(X, y, f"{x_path} + {y_path}", x_name=str(x_path), y_name=str(y_path))
+def load_npy_pair(x_path, y_path, mmap: bool = False):
+    """Features and targets from two ``.npy`` files.  ``mmap``: float features stay memory-mapped
+    (read-only, in their own float32 / float64 dtype), checked in chunks, never loaded whole."""
+    X, y = _load_npy(str(x_path), mmap), _load_npy(str(y_path))
+    return _check_loaded(X, y, f"{x_path} + {y_path}", x_name=str(x_path), y_name=str(y_path),
+                         dtype=None if isinstance(X, np.memmap) else np.float64)
 
 
 def _read_text(path: str) -> str:
@@ -587,7 +623,7 @@ def load_raw(data_cfg: dict, regression: bool, seed: int):
     elif source == "npz":
         X, y = load_npz(data_cfg["path"])
     elif source == "npy":
-        X, y = load_npy_pair(data_cfg["x_path"], data_cfg["y_path"])
+        X, y = load_npy_pair(data_cfg["x_path"], data_cfg["y_path"], mmap=True)
     else:
         X, y, names = load_csv_named(data_cfg["path"], data_cfg["target"])
     if names is None:
@@ -621,11 +657,17 @@ def prepare_run_data(data_cfg: dict, loss_name: str, seed: int):
     if idx["train"].shape[0] == 0:
         raise ValueError(f"data: the split leaves no training samples (test_fraction {data_cfg['test_fraction']}, "
                          f"val_fraction {data_cfg['val_fraction']}).")
-    parts = {name: (X[i], y[i]) for name, i in idx.items()}
     mean = scale = None
-    if data_cfg["standardize"]:
-        mean, scale = standardize_stats(parts["train"][0])
-        parts = {k: ((Xp - mean) / scale, yp) for k, (Xp, yp) in parts.items()}
+    if isinstance(X, np.memmap):  # streamed: statistics in chunks, each part a memory-mapped scratch copy
+        if data_cfg["standardize"]:
+            _, mean, scale = column_stats(X, idx["train"])
+            scale[scale == 0] = 1.0
+        parts = {name: (scratch_copy(X, i, mean, scale), y[i]) for name, i in idx.items()}
+    else:
+        parts = {name: (X[i], y[i]) for name, i in idx.items()}
+        if data_cfg["standardize"]:
+            mean, scale = standardize_stats(parts["train"][0])
+            parts = {k: ((Xp - mean) / scale, yp) for k, (Xp, yp) in parts.items()}
     info.update(feature_names=list(names), target=target, classes=classes,
                 mean=None if mean is None else mean.tolist(), scale=None if scale is None else scale.tolist(),
                 split={"algorithm": SPLIT_ALGORITHM, "seed": seed, "test_fraction": data_cfg["test_fraction"],

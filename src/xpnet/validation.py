@@ -212,8 +212,8 @@ def check_features(name: str, X: Any, n_features: int, backend: Backend, dtype: 
         raise TypeError(f"{name} has dtype {X.dtype}, but features must be floating point: "
                         f"convert with {name}.astype('float32').")
     nonfinite = f"{name} contains NaN or inf values: clean or impute them before training."
-    if _on_host(X):  # host memory: a scan costs one pass, far less than a step
-        if not np.all(np.isfinite(X)):
+    if _on_host(X) or isinstance(X, np.memmap):  # host memory: a scan costs one pass, far less than a step
+        if not _all_finite(X):
             raise ValueError(nonfinite)
     elif full:
         checks.add(X, "finite", nonfinite)
@@ -222,7 +222,16 @@ def check_features(name: str, X: Any, n_features: int, backend: Backend, dtype: 
     return backend.from_host(X, dtype) if place else np.ascontiguousarray(X, dtype=dtype)
 
 
-def _kind(backend: Backend, X: Array) -> str:
+def _all_finite(X, chunk_bytes: int = 16 << 20) -> bool:
+    """Whether every value of host ``X`` is finite, scanned in row chunks (a memory-mapped data set
+    is never materialised, nor a boolean mask of its size)."""
+    if X.nbytes <= chunk_bytes or X.ndim != 2:
+        return bool(np.all(np.isfinite(X)))
+    step = max(1, chunk_bytes // max(1, X.shape[1] * X.itemsize))
+    return all(np.isfinite(X[a:a + step]).all() for a in range(0, X.shape[0], step))
+
+
+def _kind(backend, X) -> str:
     xp = backend.xp
     if xp.isdtype(X.dtype, "real floating"):
         return "f"

@@ -250,8 +250,15 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
         with _stop_on_signals(trainer):
             trainer.fit(*parts["train"], epochs=t["epochs"], batch_size=t["batch_size"], validation_data=val,
                         callbacks=[*callbacks, checkpointer], verbose=verbose, initial_epoch=initial_epoch,
-                        history=history)
+                        history=history, data_on_device=_streamed(parts))
     return history
+
+
+def _streamed(parts):
+    """False (stream host batches) for memory-mapped data; None (the trainer decides) otherwise."""
+    import numpy as np
+
+    return False if isinstance(parts["train"][0], np.memmap) else None
 
 
 def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, accept_changes: bool) -> int:
