@@ -263,3 +263,32 @@ def test_predict_split_uses_the_recorded_split(digits_run, capsys):
     assert len((digits_run["tmp"] / "split.csv").read_text().splitlines()) == len(test) + 1
     assert main(["predict", str(run)]) == 2
     assert "give --data FILE" in capsys.readouterr().err
+
+
+SYN = ["--data", "synthetic", "--hidden", "16", "--batch-size", "64", "--quiet"]
+
+
+def test_resume_with_epochs_extends_a_finished_run(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", *SYN, "--epochs", "3", "--run-dir", str(run)]) == 0
+    assert main(["train", "--resume", str(run), "--epochs", "5"]) == 0
+    history = json.loads((run / "history.json").read_text())
+    assert history["epoch"] == [1, 2, 3, 4, 5]
+    assert "epochs = 5" in (run / "config.toml").read_text()
+    assert json.loads((run / "extensions.json").read_text())[0]["to_epochs"] == 5
+    last = checkpoint.latest(run / "checkpoints")
+    assert last.name == "epoch-0004" and checkpoint.load(last).trainer_meta["run_config"]["train"]["epochs"] == 5
+    assert main(["train", "--resume", str(run), "--epochs", "4"]) == 2
+    assert "already trained 5 epochs" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--quiet"]) == 0  # the extension is the config now: no change
+
+
+def test_save_every_keeps_the_best_and_the_last(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", *SYN, "--epochs", "7", "--save-every", "3", "--keep-last", "10", "--lr", "1e-5",
+                 "--run-dir", str(run)]) == 0
+    names = [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")]
+    assert names == ["epoch-0002", "epoch-0005", "epoch-0006"]  # epochs 3 and 6 (0-based names 2, 5), the last
+    best = json.loads((run / "checkpoints" / "best.json").read_text())["checkpoint"]
+    assert best in names
+    assert json.loads((run / "history.json").read_text())["epoch"] == list(range(1, 8))

@@ -108,7 +108,7 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
 def test_resume_refuses_extra_flags(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *FAST, "--run-dir", str(run)]) == 0
-    assert main(["train", "--resume", str(run), "--epochs", "9"]) == 2
+    assert main(["train", "--resume", str(run), "--lr", "0.5"]) == 2
     assert "give no --config or other flags" in capsys.readouterr().err
 
 

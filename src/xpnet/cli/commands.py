@@ -25,12 +25,17 @@ def cmd_train(args) -> int:
         raise ValueError("--accept-config-changes goes with --resume only.")
     if resume:
         run_dir = Path(args.resume)
+        extend_to = overrides.pop("train.epochs", None)  # --resume RUN --epochs N extends the run to N epochs
         if overrides or args.config or args.overwrite or args.run_dir:
             raise ValueError("--resume continues a run exactly as configured: give no --config or other flags "
-                             "(edit RUN_DIR/config.toml and add --accept-config-changes to change it).")
+                             "but --epochs N (to extend it) (edit RUN_DIR/config.toml and add "
+                             "--accept-config-changes to change it).")
         RunDir.resume(run_dir).close()  # not a run directory, or in use: say so before loading anything
         config = config_mod.load(run_dir / runs.RUN_MARKER)
+        if extend_to is not None:
+            config["train"]["epochs"] = extend_to
     else:
+        extend_to = None
         config = config_mod.load(args.config, overrides)
         run_dir = Path(args.run_dir or config["run"]["dir"] or runs.default_run_dir(name=config["data"]["source"]))
         RunDir.check_start(run_dir, args.overwrite)  # refused before any data is loaded
@@ -42,7 +47,8 @@ def cmd_train(args) -> int:
     with warnings.catch_warnings():  # the divergence message is printed below, once
         warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
         result = runs.train(config, run_dir, resume=resume, verbose=not args.quiet,
-                            overwrite=args.overwrite, accept_config_changes=args.accept_config_changes)
+                            overwrite=args.overwrite, accept_config_changes=args.accept_config_changes,
+                            extend_to=extend_to)
     if result["status"] == "interrupted":
         print(f"xpnet train: {result['stop_reason']}", file=sys.stderr)
         return EXIT_INTERRUPTED

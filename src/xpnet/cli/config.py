@@ -74,6 +74,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "run": {
         "dir": (None, "str?"),
         "keep_last": (3, "int+"),
+        "save_every": (1, "int+"),  # epochs between checkpoints (the best and the last epoch are always saved)
     },
 }
 

@@ -35,6 +35,8 @@ TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
     ("--clip-grad-norm", "train.clip_grad_norm", float, None), ("--patience", "train.patience", int, None),
     ("--precision", "train.precision", str, "fp32, tf32, fp16 or bf16 (mixed precision)"),
     ("--keep-last", "run.keep_last", int, "checkpoints to keep (the best is kept too)"),
+    ("--save-every", "run.save_every", int, "checkpoint every N epochs (default 1; a new best and the last epoch "
+                                            "are always saved)"),
 ]
 
 
@@ -87,7 +89,8 @@ def _add_train(sub) -> None:
     t.add_argument("--overwrite", action="store_true",
                    help="replace an existing xpnet run directory (swapped in only when the new run has completed "
                         "its first epoch; a folder holding other files is refused)")
-    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint; with "
+                                                        "--epochs N, extend it (also a finished run) to N epochs")
     t.add_argument("--accept-config-changes", action="store_true",
                    help="with --resume: continue although RUN_DIR/config.toml was edited since the run started")
     t.add_argument("--quiet", action="store_true", help="no progress bars")

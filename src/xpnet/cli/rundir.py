@@ -32,7 +32,7 @@ from pathlib import Path
 RUN_MARKER = "config.toml"
 OWNER_MARK = ".xpnet-run"  # written first by every new run: proof that xpnet made the directory
 RUN_FILES = frozenset({RUN_MARKER, OWNER_MARK, "history.csv", "history.json", "curves.png", "model.safetensors",
-                       "result.json", "preprocessing.json", "split.npz"})
+                       "result.json", "preprocessing.json", "split.npz", "extensions.json"})
 CHECKPOINT_FILES = frozenset({"model.safetensors", "trainer.safetensors", "manifest.json"})
 _CHECKPOINT_DIR = re.compile(r"epoch-\d+|\.(tmp|old)-epoch-\d+-\d+")
 

@@ -53,13 +53,15 @@ def default_run_dir(root="runs", name="run") -> Path:
 
 
 class Checkpointer(Callback):
-    """Save a checkpoint after every epoch, keep the newest ``keep_last`` and the best one,
+    """Save a checkpoint after every ``save_every``-th epoch and the last one (the end of the planned
+    epochs, or an early stop), keep the newest ``keep_last`` and the best of the saved ones,
     and rewrite the history files, so a killed run loses at most one epoch.  The first
     checkpoint commits the run (:meth:`RunDir.commit`): from then on it is kept."""
 
     def __init__(self, run: RunDir, keep_last: int = 3, monitor: str | None = None, extra_callbacks=(),
-                 extra_meta: dict | None = None):
+                 extra_meta: dict | None = None, save_every: int = 1):
         self.run, self.keep_last, self.monitor, self.extra_meta = run, keep_last, monitor, extra_meta
+        self.save_every = save_every
         self.extra_callbacks = extra_callbacks  # callbacks whose state is saved with the checkpoint
         self.history: History | None = None
 
@@ -69,11 +71,16 @@ class Checkpointer(Callback):
 
     def on_epoch_end(self, trainer, epoch, logs):
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
-        path = checkpoint.save(self.root, trainer, epoch, self.history, self.extra_callbacks,
-                               extra_meta=self.extra_meta)
         best = _read_best(self.root / "best.json")
         value = logs.get(monitor, math.inf)
-        if best is None or (math.isfinite(value) and value < best["value"]):
+        improved = best is None or (math.isfinite(value) and value < best["value"])
+        last = epoch + 1 >= getattr(trainer, "fit_plan", {}).get("epochs", 0) or trainer.stop_training
+        if not (last or (epoch + 1) % self.save_every == 0):  # best.json: the best of the saved epochs
+            write_history(self.run.path, self.history)
+            return
+        path = checkpoint.save(self.root, trainer, epoch, self.history, self.extra_callbacks,
+                               extra_meta=self.extra_meta)
+        if improved:
             best = {"checkpoint": path.name, "monitor": monitor, "value": value, "epoch": epoch}
             _write_text_atomic(self.root / "best.json", json.dumps(_finite_or_null(best), indent=2))
         checkpoint.prune(self.root, self.keep_last, keep={best["checkpoint"]})
@@ -179,21 +186,30 @@ def build(config: dict, data_shapes):
 
 
 def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = True, overwrite: bool = False,
-          accept_config_changes: bool = False) -> dict:
+          accept_config_changes: bool = False, extend_to: int | None = None) -> dict:
     """Run (or resume) a configured training in ``run_dir``; returns the result dict, whose
     ``status`` is ``"completed"``, ``"diverged"`` or ``"interrupted"`` (SIGINT / SIGTERM).
 
     Data and model are built first, so a bad data file or config fails before the run
     directory is created or touched; see :mod:`xpnet.cli.rundir` for what a failure leaves.
     A resumed run whose ``config.toml`` was edited since it started is refused (the changed
-    keys are named) unless ``accept_config_changes``.
+    keys are named) unless ``accept_config_changes``.  ``extend_to`` (with ``resume``) sets
+    ``train.epochs`` to a new total: the run continues from its last checkpoint to that epoch,
+    with the learning-rate schedule rebuilt for the new total at the epoch reached (the change is
+    written to config.toml and recorded in ``extensions.json``).
     """
+    if extend_to is not None:
+        from . import config as config_mod
+
+        config["train"]["epochs"] = extend_to
+        config_mod.validate(config)
     parts, prep, indices = _load_data(config)
     trainer, callbacks = build(config, (parts["train"][0].shape[1], _n_outputs(config, parts)))
     run = RunDir.resume(run_dir) if resume else RunDir.start(run_dir, overwrite)
     finished = False
     try:
-        history = _fit(config, run, parts, trainer, callbacks, resume, verbose, accept_config_changes, prep, indices)
+        history = _fit(config, run, parts, trainer, callbacks, resume, verbose, accept_config_changes, prep, indices,
+                       extend_to)
         if history.interrupted:
             return _interrupted(run, history)
         run.commit()  # a run that diverged in its first epoch still reports, in full
@@ -229,18 +245,26 @@ def _n_outputs(config: dict, parts) -> int:
 
 
 def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool, accept_changes: bool,
-         prep: dict, indices: dict):
+         prep: dict, indices: dict, extend_to: int | None = None):
     from ..io import artifact
     from ..train.callbacks import History
     from . import config as config_mod
 
     history, initial_epoch = History(), 0
     if resume:
-        initial_epoch = _restore(run, config, trainer, callbacks, history, verbose, accept_changes)
+        initial_epoch = _restore(run, config, trainer, callbacks, history, verbose, accept_changes,
+                                 extending=extend_to is not None)
+        if extend_to is not None:
+            if extend_to <= initial_epoch:
+                raise ValueError(f"--resume {run.path} --epochs {extend_to}: the run has already trained "
+                                 f"{initial_epoch} epochs; give a larger total.")
+            _record_extension(run.path, initial_epoch, extend_to)
+            _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
     else:
         _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
     artifact.write(run.path, prep, indices)
     checkpointer = Checkpointer(run, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks,
+                                save_every=config["run"]["save_every"],
                                 extra_meta={"run_config": config, "data_files": prep["split"]["data_files"],
                                             "preprocessing": prep})
     checkpointer.history = history
@@ -261,7 +285,20 @@ def _streamed(parts):
     return False if isinstance(parts["train"][0], np.memmap) else None
 
 
-def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, accept_changes: bool) -> int:
+def _record_extension(run_dir: Path, from_epochs: int, to_epochs: int) -> None:
+    """Append ``{"at": ..., "from_epochs", "to_epochs"}`` to ``extensions.json`` (atomically)."""
+    path = Path(run_dir) / "extensions.json"
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError):
+        records = []
+    records.append({"at": datetime.datetime.now().isoformat(timespec="seconds"), "trained_epochs": from_epochs,
+                    "to_epochs": to_epochs})
+    _write_text_atomic(path, json.dumps(records, indent=2))
+
+
+def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, accept_changes: bool,
+             extending: bool = False) -> int:
     last = checkpoint.latest_intact(run.path / "checkpoints")
     if last is None:
         found = checkpoint.list_checkpoints(run.path / "checkpoints")
@@ -276,6 +313,8 @@ def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, ac
               file=sys.stderr)
     ckpt = checkpoint.load(last)
     changed = config_changes(ckpt.trainer_meta.get("run_config"), config)
+    if extending:  # --epochs with --resume: the one change that is asked for
+        changed = [c for c in changed if not c.startswith("train.epochs:")]
     changed += data_changes(ckpt.trainer_meta.get("data_files"), config["data"])
     if changed and not accept_changes:
         raise ValueError(f"--resume {run.path}: its configuration or data changed since the run started ("
@@ -315,7 +354,7 @@ def data_changes(saved: dict | None, data_cfg: dict) -> list[str]:
 
 
 # keys that do not change what a resumed run computes
-_NEUTRAL_KEYS = frozenset({"run.dir", "run.keep_last"})
+_NEUTRAL_KEYS = frozenset({"run.dir", "run.keep_last", "run.save_every"})
 
 
 def config_changes(saved: dict | None, current: dict) -> list[str]:
