@@ -9,7 +9,9 @@ Library: ``backend``, ``kernels``, the network pieces (``activations``, ``losses
 ``sklearn``.  Application: ``cli`` (``xpnet train``, runs, configs) and ``bench``.
 """
 
+import os
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from . import _moved, io, optim, train
 from .activations import ACTIVATIONS
@@ -19,6 +21,9 @@ from .losses import LOSSES
 from .model import MLP
 from .train.callbacks import EarlyStopping, History, ProgressBar, TerminateOnNaN
 from .train.trainer import Trainer
+
+if TYPE_CHECKING:
+    from .predict import Predictor
 
 __version__ = "0.1.0"
 
@@ -30,14 +35,14 @@ __all__ = [
 _moved.install()
 
 
-def load(source, checkpoint=None, device=None):
+def load(source: "str | os.PathLike[str]", checkpoint: "str | None" = None, device: "str | None" = None) -> "Predictor":
     """A trained model that predicts on raw data: ``xpnet.load(RUN_DIR).predict(X_raw)``; see :func:`xpnet.predict.load`."""
     from .predict import load as _load
 
     return _load(source, checkpoint=checkpoint, device=device)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> ModuleType:
     """``xpnet.checkpoint``, ``xpnet.callbacks``, ... : the moved modules under their old names (deprecated)."""
     if f"{__name__}.{name}" in _moved.MOVED:
         import importlib

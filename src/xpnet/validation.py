@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 import array_api_compat as aac
 import numpy as np
 
-from ._typing import Array
+from ._typing import Array, HostArray
 from .backend import Backend, library_name, to_host
 from .losses import Loss, labels_outside_message
 
@@ -222,7 +222,7 @@ def check_features(name: str, X: Any, n_features: int, backend: Backend, dtype: 
     return backend.from_host(X, dtype) if place else np.ascontiguousarray(X, dtype=dtype)
 
 
-def _all_finite(X, chunk_bytes: int = 16 << 20) -> bool:
+def _all_finite(X: HostArray, chunk_bytes: int = 16 << 20) -> bool:
     """Whether every value of host ``X`` is finite, scanned in row chunks (a memory-mapped data set
     is never materialised, nor a boolean mask of its size)."""
     if X.nbytes <= chunk_bytes or X.ndim != 2:
@@ -231,7 +231,7 @@ def _all_finite(X, chunk_bytes: int = 16 << 20) -> bool:
     return all(np.isfinite(X[a:a + step]).all() for a in range(0, X.shape[0], step))
 
 
-def _kind(backend, X) -> str:
+def _kind(backend: Backend, X: Array) -> str:
     xp = backend.xp
     if xp.isdtype(X.dtype, "real floating"):
         return "f"

@@ -137,9 +137,9 @@ def cmd_export(args) -> int:
         except ImportError:
             raise ValueError("export needs PyTorch: pip install torch.") from None
     else:
-        from ..io.onnx import _need_onnx
+        from ..io.onnx import need_onnx
 
-        _need_onnx()
+        need_onnx()
     predictor = load(source, checkpoint=args.checkpoint, require_preprocessing=False)
     raw = predictor.preprocessing["mean"] is not None
     weights = predictor.folded_weights()

@@ -80,7 +80,7 @@ class Checkpointer(Callback):
             return
         path = checkpoint.save(self.root, trainer, epoch, self.history, self.extra_callbacks,
                                extra_meta=self.extra_meta)
-        if improved:
+        if improved or best is None:
             best = {"checkpoint": path.name, "monitor": monitor, "value": value, "epoch": epoch}
             _write_text_atomic(self.root / "best.json", json.dumps(_finite_or_null(best), indent=2))
         checkpoint.prune(self.root, self.keep_last, keep={best["checkpoint"]})

@@ -30,8 +30,14 @@ import io
 import json
 import math
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
+
+from .._typing import HostArray
+
+Record = dict[str, Any]  # a preprocessing record (JSON values)
+Weights = list[tuple[HostArray, HostArray]]
 
 FORMAT = "xpnet-preprocessing-1"
 WEIGHTS_KEY = "xpnet_preprocessing"  # the entry in a weights file's safetensors metadata
@@ -39,7 +45,7 @@ FILE = "preprocessing.json"
 SPLIT_FILE = "split.npz"
 
 
-def record(info: dict, data_files: dict | None = None) -> dict:
+def record(info: dict[str, Any], data_files: dict[str, str] | None = None) -> Record:
     """The preprocessing record of a run from :func:`xpnet.data.prepare_run_data`'s ``info``."""
     from ..losses import get_loss
 
@@ -51,9 +57,9 @@ def record(info: dict, data_files: dict | None = None) -> dict:
             "classes": info["classes"], "target": info["target"], "split": split}
 
 
-def check(rec, where: str) -> dict:
+def check(rec: Any, where: str) -> Record:
     """``rec`` if it is a well-formed record, else a ValueError naming ``where``."""
-    problem = None
+    problem: str | None = None
     if not isinstance(rec, dict) or rec.get("format") != FORMAT:
         problem = f"is not an {FORMAT} record"
     else:
@@ -75,25 +81,26 @@ def check(rec, where: str) -> dict:
     if problem:
         raise ValueError(f"{where}: its preprocessing record {problem}; it was not written by this xpnet or "
                          "was edited. Use the run's checkpoints, or retrain.")
-    return rec
+    return cast(Record, rec)
 
 
-def to_json(rec: dict) -> str:
+def to_json(rec: Record) -> str:
     return json.dumps(rec, indent=2, allow_nan=False)
 
 
-def write(run_dir: Path, rec: dict, indices: dict | None = None) -> None:
+def write(run_dir: Path, rec: Record, indices: dict[str, HostArray] | None = None) -> None:
     """``preprocessing.json`` and (with ``indices``) ``split.npz`` in ``run_dir``, each atomically."""
     from .checkpoint import write_atomic
 
     write_atomic(Path(run_dir) / FILE, to_json(rec).encode())
     if indices is not None:
         buf = io.BytesIO()
-        np.savez(buf, **{k: np.asarray(v, dtype=np.int64) for k, v in indices.items()})
+        arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()}
+        np.savez(buf, **arrays)
         write_atomic(Path(run_dir) / SPLIT_FILE, buf.getvalue())
 
 
-def read_split(run_dir: Path) -> dict:
+def read_split(run_dir: Path) -> dict[str, HostArray]:
     """The ``train`` / ``val`` / ``test`` row indices a run recorded."""
     path = Path(run_dir) / SPLIT_FILE
     if not path.is_file():
@@ -102,15 +109,16 @@ def read_split(run_dir: Path) -> dict:
         return {k: data[k] for k in data.files}
 
 
-def transform(rec: dict, X) -> np.ndarray:
+def transform(rec: Record, X: Any) -> HostArray:
     """Raw features -> what the network reads (float64): standardised with the record's statistics."""
-    X = np.asarray(X, dtype=np.float64)
+    X64: HostArray = np.asarray(X, dtype=np.float64)
     if rec["mean"] is None:
-        return X
-    return (X - np.asarray(rec["mean"], dtype=np.float64)) / np.asarray(rec["scale"], dtype=np.float64)
+        return X64
+    out: HostArray = (X64 - np.asarray(rec["mean"], dtype=np.float64)) / np.asarray(rec["scale"], dtype=np.float64)
+    return out
 
 
-def fold(rec: dict, weights: list) -> list:
+def fold(rec: Record, weights: Weights) -> Weights:
     """The weights with the standardisation folded into the first layer, so the network takes RAW inputs:
     ``W1' = W1 / s[:, None]``, ``b1' = b1 - (m / s) @ W1`` (computed in float64, returned in the weights' dtype)."""
     if rec["mean"] is None:

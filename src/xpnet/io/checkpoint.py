@@ -140,7 +140,7 @@ def _tensor_digest(tensors: dict[str, HostArray], metadata: dict[str, str]) -> s
     return h.hexdigest()
 
 
-def _weights_bytes(model, extra_metadata: dict | None = None) -> bytes:
+def _weights_bytes(model: MLP, extra_metadata: dict[str, str] | None = None) -> bytes:
     tensors = {}
     for i, (W, b) in enumerate(model.get_weights()):
         tensors[f"layer{i}.W"], tensors[f"layer{i}.b"] = np.ascontiguousarray(W), b
@@ -149,7 +149,7 @@ def _weights_bytes(model, extra_metadata: dict | None = None) -> bytes:
     return cast(bytes, _st().save(tensors, metadata=meta))
 
 
-def save_weights(path: Path, model, extra_metadata: dict | None = None) -> None:
+def save_weights(path: Path, model: MLP, extra_metadata: dict[str, str] | None = None) -> None:
     """The model's weights alone, as one safetensors file (atomic) carrying its own SHA-256, which
     covers ``extra_metadata`` (string values, e.g. the preprocessing record) too."""
     write_atomic(Path(path), _weights_bytes(model, extra_metadata))

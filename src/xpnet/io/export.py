@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .._typing import HostArray
 from ..activations import LEAKY_SLOPE
 
 if TYPE_CHECKING:
@@ -43,7 +45,7 @@ def to_torch(model: MLP) -> Any:
     return seq
 
 
-def state_dict_from_weights(weights) -> dict:
+def state_dict_from_weights(weights: list[tuple[HostArray, HostArray]]) -> dict[str, Any]:
     """A ``torch.nn.Sequential`` state dict from host ``[(W (in, out), b), ...]`` (e.g. the folded
     weights of :meth:`xpnet.predict.Predictor.folded_weights`, which take raw inputs)."""
     import torch
@@ -55,7 +57,7 @@ def state_dict_from_weights(weights) -> dict:
     return state
 
 
-def load_torch(path, activation: str = "relu"):
+def load_torch(path: str | os.PathLike[str], activation: str = "relu") -> Any:
     """The ``torch.nn.Sequential`` an ``xpnet export --out FILE.pt`` wrote, ready to call on RAW features.
 
     The file is a plain state dict (``torch.load`` it with ``weights_only=True`` anywhere); the layer

@@ -18,13 +18,18 @@ The feature names, classes and loss are stored in the model's ``metadata_props``
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 
+from .._typing import HostArray
+
 OPSET = 17
+_SIMPLE = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
 
 
-def _need_onnx():
+def need_onnx() -> tuple[Any, Any, Any]:
+    """``(onnx, onnx.helper, onnx.numpy_helper)``, or a ValueError saying how to install onnx."""
     try:
         import onnx
         from onnx import helper, numpy_helper
@@ -34,76 +39,81 @@ def _need_onnx():
     return onnx, helper, numpy_helper
 
 
-def build(weights: list, activation: str, probabilities: str | None = None, metadata: dict | None = None):
-    """An ``onnx.ModelProto`` computing the MLP with ``weights`` ``[(W (in, out), b), ...]``;
-    ``probabilities``: None, ``"softmax"`` or ``"sigmoid"`` adds a ``probabilities`` output."""
-    from ..activations import GELU_C, GELU_K, LEAKY_SLOPE, SOFTPLUS_THRESHOLD
+class _Graph:
+    """Nodes and initializers of the graph being built, in one dtype."""
 
-    onnx, helper, numpy_helper = _need_onnx()
-    dtype = np.asarray(weights[0][0]).dtype
-    elem = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.float64): onnx.TensorProto.DOUBLE}[dtype]
-    nodes, inits = [], []
+    def __init__(self, dtype: np.dtype[Any]):
+        self.onnx, self.helper, self.numpy_helper = need_onnx()
+        self.dtype, self.nodes, self.inits = dtype, [], []  # type: ignore[var-annotated]
 
-    def const(name, value):
-        inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+    def node(self, op: str, inputs: list[str], output: str, **attrs: Any) -> str:
+        self.nodes.append(self.helper.make_node(op, inputs, [output], **attrs))
+        return output
+
+    def const(self, name: str, value: Any) -> str:
+        self.inits.append(self.numpy_helper.from_array(np.asarray(value, dtype=self.dtype), name))
         return name
 
-    def act(x, i):
-        out = f"a{i}"
-        if activation == "identity":
-            return x
-        simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}
-        if activation in simple:
-            nodes.append(helper.make_node(simple[activation], [x], [out]))
-        elif activation == "leaky_relu":
-            nodes.append(helper.make_node("LeakyRelu", [x], [out], alpha=LEAKY_SLOPE))
-        elif activation == "elu":  # x > 0 ? x : exp(x) - 1 (onnxruntime has no float64 Elu)
-            zero, one = const(f"zero{i}", 0.0), const(f"one{i}", 1.0)
-            nodes.extend([helper.make_node("Greater", [x, zero], [f"pos{i}"]),
-                          helper.make_node("Exp", [x], [f"e{i}"]), helper.make_node("Sub", [f"e{i}", one], [f"em{i}"]),
-                          helper.make_node("Where", [f"pos{i}", x, f"em{i}"], [out])])
-        elif activation == "softplus":  # x > 20 ? x : log(1 + exp(x)), as xpnet and torch (threshold 20)
-            thr, one = const(f"thr{i}", SOFTPLUS_THRESHOLD), const(f"one{i}", 1.0)
-            nodes.extend([helper.make_node("Greater", [x, thr], [f"big{i}"]),
-                          helper.make_node("Min", [x, thr], [f"xc{i}"]), helper.make_node("Exp", [f"xc{i}"], [f"e{i}"]),
-                          helper.make_node("Add", [f"e{i}", one], [f"e1{i}"]), helper.make_node("Log", [f"e1{i}"], [f"l{i}"]),
-                          helper.make_node("Where", [f"big{i}", x, f"l{i}"], [out])])
-        elif activation == "silu":
-            nodes.append(helper.make_node("Sigmoid", [x], [f"sig{i}"]))
-            nodes.append(helper.make_node("Mul", [x, f"sig{i}"], [out]))
-        elif activation == "gelu":  # 0.5 x (1 + tanh(k (x + c x^3)))
-            c, k, half, one = (const(f"{n}{i}", v) for n, v in (("c", GELU_C), ("k", GELU_K), ("h", 0.5), ("o", 1.0)))
-            nodes.extend([helper.make_node("Mul", [x, x], [f"x2_{i}"]), helper.make_node("Mul", [f"x2_{i}", x], [f"x3_{i}"]),
-                      helper.make_node("Mul", [f"x3_{i}", c], [f"cx3_{i}"]),
-                      helper.make_node("Add", [x, f"cx3_{i}"], [f"in_{i}"]),
-                      helper.make_node("Mul", [f"in_{i}", k], [f"kin_{i}"]),
-                      helper.make_node("Tanh", [f"kin_{i}"], [f"t_{i}"]),
-                      helper.make_node("Add", [f"t_{i}", one], [f"t1_{i}"]),
-                      helper.make_node("Mul", [x, f"t1_{i}"], [f"xt_{i}"]),
-                      helper.make_node("Mul", [f"xt_{i}", half], [out])])
-        else:
-            raise ValueError(f"ONNX export does not know activation {activation!r}.")
-        return out
+    def activation(self, name: str, x: str, i: int) -> str:
+        """The output of activation ``name`` applied to tensor ``x`` (layer ``i``)."""
+        from ..activations import LEAKY_SLOPE, SOFTPLUS_THRESHOLD
 
-    x = "input"
-    last = len(weights) - 1
+        out = f"a{i}"
+        if name == "identity":
+            return x
+        if name in _SIMPLE:
+            return self.node(_SIMPLE[name], [x], out)
+        if name == "leaky_relu":
+            return self.node("LeakyRelu", [x], out, alpha=LEAKY_SLOPE)
+        if name == "silu":
+            return self.node("Mul", [x, self.node("Sigmoid", [x], f"sig{i}")], out)
+        if name == "gelu":
+            return self._gelu(x, i, out)
+        if name == "elu":  # x > 0 ? x : exp(x) - 1 (onnxruntime has no float64 Elu)
+            positive = self.node("Greater", [x, self.const(f"zero{i}", 0.0)], f"pos{i}")
+            expm1 = self.node("Sub", [self.node("Exp", [x], f"e{i}"), self.const(f"one{i}", 1.0)], f"em{i}")
+            return self.node("Where", [positive, x, expm1], out)
+        if name == "softplus":  # x > 20 ? x : log(1 + exp(x)), as xpnet and torch (threshold 20)
+            threshold = self.const(f"thr{i}", SOFTPLUS_THRESHOLD)
+            big = self.node("Greater", [x, threshold], f"big{i}")
+            e = self.node("Exp", [self.node("Min", [x, threshold], f"xc{i}")], f"e{i}")
+            log = self.node("Log", [self.node("Add", [e, self.const(f"one{i}", 1.0)], f"e1{i}")], f"l{i}")
+            return self.node("Where", [big, x, log], out)
+        raise ValueError(f"ONNX export does not know activation {name!r}.")
+
+    def _gelu(self, x: str, i: int, out: str) -> str:
+        """0.5 x (1 + tanh(k (x + c x^3))): the tanh approximation xpnet trains with."""
+        from ..activations import GELU_C, GELU_K
+
+        x3 = self.node("Mul", [self.node("Mul", [x, x], f"x2_{i}"), x], f"x3_{i}")
+        inner = self.node("Add", [x, self.node("Mul", [x3, self.const(f"c{i}", GELU_C)], f"cx3_{i}")], f"in_{i}")
+        t = self.node("Tanh", [self.node("Mul", [inner, self.const(f"k{i}", GELU_K)], f"kin_{i}")], f"t_{i}")
+        t1 = self.node("Add", [t, self.const(f"o{i}", 1.0)], f"t1_{i}")
+        return self.node("Mul", [self.node("Mul", [x, t1], f"xt_{i}"), self.const(f"h{i}", 0.5)], out)
+
+
+def build(weights: list[tuple[HostArray, HostArray]], activation: str, probabilities: str | None = None,
+          metadata: dict[str, Any] | None = None) -> Any:
+    """An ``onnx.ModelProto`` computing the MLP with ``weights`` ``[(W (in, out), b), ...]``;
+    ``probabilities``: None, ``"softmax"`` or ``"sigmoid"`` adds a ``probabilities`` output."""
+    if probabilities not in (None, "softmax", "sigmoid"):
+        raise ValueError(f"probabilities={probabilities!r}: use None, 'softmax' or 'sigmoid'.")
+    g = _Graph(np.asarray(weights[0][0]).dtype)
+    onnx, helper = g.onnx, g.helper
+    elem = {np.dtype(np.float32): onnx.TensorProto.FLOAT, np.dtype(np.float64): onnx.TensorProto.DOUBLE}[g.dtype]
+    x, last = "input", len(weights) - 1
     for i, (W, b) in enumerate(weights):
-        nodes.append(helper.make_node("MatMul", [x, const(f"W{i}", W)], [f"m{i}"]))
-        out = "logits" if i == last else f"z{i}"
-        nodes.append(helper.make_node("Add", [f"m{i}", const(f"b{i}", b)], [out]))
-        x = out if i == last else act(out, i)
+        z = g.node("Add", [g.node("MatMul", [x, g.const(f"W{i}", W)], f"m{i}"), g.const(f"b{i}", b)],
+                   "logits" if i == last else f"z{i}")
+        x = z if i == last else g.activation(activation, z, i)
     n_in, n_out = np.asarray(weights[0][0]).shape[0], np.asarray(weights[-1][0]).shape[1]
     outputs = [helper.make_tensor_value_info("logits", elem, ["batch", n_out])]
-    if probabilities == "softmax":
-        nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1))
-    elif probabilities == "sigmoid":
-        nodes.append(helper.make_node("Sigmoid", ["logits"], ["probabilities"]))
-    elif probabilities is not None:
-        raise ValueError(f"probabilities={probabilities!r}: use None, 'softmax' or 'sigmoid'.")
     if probabilities:
+        g.node("Softmax" if probabilities == "softmax" else "Sigmoid", ["logits"], "probabilities",
+               **({"axis": -1} if probabilities == "softmax" else {}))
         outputs.append(helper.make_tensor_value_info("probabilities", elem, ["batch", n_out]))
-    graph = helper.make_graph(nodes, "xpnet_mlp", [helper.make_tensor_value_info("input", elem, ["batch", n_in])],
-                              outputs, initializer=inits)
+    graph = helper.make_graph(g.nodes, "xpnet_mlp", [helper.make_tensor_value_info("input", elem, ["batch", n_in])],
+                              outputs, initializer=g.inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="xpnet")
     model.ir_version = 8  # the IR version of opset 17 (onnx 1.12): readable by older onnxruntime too
     for key, value in (metadata or {}).items():
@@ -113,7 +123,7 @@ def build(weights: list, activation: str, probabilities: str | None = None, meta
     return model
 
 
-def from_predictor(predictor, probabilities: bool = False):
+def from_predictor(predictor: Any, probabilities: bool = False) -> Any:
     """The ONNX model of a :class:`xpnet.predict.Predictor`, on RAW inputs (standardisation folded in)."""
     kind = None
     if probabilities:
