@@ -68,7 +68,7 @@ def main() -> None:
         print(f"{args.rows} x {args.cols} floats, CSV {size / 2**20:.0f} MiB; float32 result {result_mb:.0f} MiB; "
               f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} CPUs, Python "
               f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}")
-        print(f"| reader | time (s) | peak RSS (MiB) |\n|---|---:|---:|")
+        print("| reader | time (s) | peak RSS (MiB) |\n|---|---:|---:|")
         rows = {}
         for name, expr in READERS.items():
             if name in skip:

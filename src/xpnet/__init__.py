@@ -35,8 +35,10 @@ __all__ = [
 _moved.install()
 
 
-def load(source: "str | os.PathLike[str]", checkpoint: "str | None" = None, device: "str | None" = None) -> "Predictor":
-    """A trained model that predicts on raw data: ``xpnet.load(RUN_DIR).predict(X_raw)``; see :func:`xpnet.predict.load`."""
+def load(source: "str | os.PathLike[str]", checkpoint: "str | None" = None,
+         device: "str | None" = None) -> "Predictor":
+    """A trained model that predicts on raw data: ``xpnet.load(RUN_DIR).predict(X_raw)``
+    (see :func:`xpnet.predict.load`)."""
     from .predict import load as _load
 
     return _load(source, checkpoint=checkpoint, device=device)

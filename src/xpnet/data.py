@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
@@ -37,7 +39,7 @@ def train_test_split(X: HostArray, y: HostArray, test_fraction: float = 0.25,
     return parts["train"][0], parts["test"][0], parts["train"][1], parts["test"][1]
 
 
-def standardize_stats(X_train):
+def standardize_stats(X_train: HostArray) -> tuple[HostArray, HostArray]:
     """``(mean, scale)`` of each feature of ``X_train``; a constant feature gets scale 1 (it stays 0)."""
     mean = X_train.mean(axis=0)
     std = X_train.std(axis=0)
@@ -45,7 +47,7 @@ def standardize_stats(X_train):
     return mean, std
 
 
-def standardize(X_train, *others):
+def standardize(X_train: HostArray, *others: HostArray) -> tuple[HostArray, ...]:
     """Scale features to zero mean, unit variance using statistics of ``X_train`` only."""
     mean, std = standardize_stats(X_train)
     return tuple((X - mean) / std for X in (X_train, *others))
@@ -73,7 +75,7 @@ MISSING = {"", "na", "n/a", "nan", "null", "none"}
 _EXACT_INT = 2.0 ** 53  # float64 holds every integer up to here exactly
 
 
-def _chunks(X, index, chunk_bytes: int):
+def _chunks(X: HostArray, index: HostArray | None, chunk_bytes: int) -> Iterator[HostArray]:
     """Row blocks of ``X`` (of its rows ``index``, in order, where given) of about ``chunk_bytes`` as float64."""
     n = X.shape[0] if index is None else len(index)
     step = max(1, chunk_bytes // (8 * max(1, X.shape[1])))
@@ -81,7 +83,8 @@ def _chunks(X, index, chunk_bytes: int):
         yield np.asarray(X[a:a + step] if index is None else X[index[a:a + step]], dtype=np.float64)
 
 
-def column_stats(X, index=None, chunk_bytes: int = 4 << 20):
+def column_stats(X: HostArray, index: HostArray | None = None,
+                 chunk_bytes: int = 4 << 20) -> tuple[HostArray, HostArray, HostArray]:
     """``(finite, mean, std)`` per column of ``X`` (or of its rows ``index``), float64 statistics
     computed a few MiB of rows at a time: a memory-mapped or float32 array is scanned in chunks,
     never copied or upcast whole."""
@@ -100,7 +103,8 @@ def column_stats(X, index=None, chunk_bytes: int = 4 << 20):
     return finite, mean, std
 
 
-def scratch_copy(X, index, mean=None, scale=None, dtype=None, chunk_bytes: int = 16 << 20):
+def scratch_copy(X: HostArray, index: HostArray, mean: HostArray | None = None, scale: HostArray | None = None,
+                 dtype: Any = None, chunk_bytes: int = 16 << 20) -> HostArray:
     """Rows ``index`` of ``X``, standardised with ``mean`` / ``scale`` where given, written in chunks
     to an unlinked temporary ``.npy`` and returned memory-mapped: a part of a memory-mapped data set
     that streams batch by batch without ever being in memory whole (the disk space is freed when
@@ -124,7 +128,8 @@ def scratch_copy(X, index, mean=None, scale=None, dtype=None, chunk_bytes: int =
     return out
 
 
-def _check_loaded(X, y, where: str, x_name="X", y_name="y", columns=None, dtype=np.float64):
+def _check_loaded(X: HostArray, y: HostArray, where: str, x_name: str = "X", y_name: str = "y",
+                  columns: list[str] | None = None, dtype: Any = np.float64) -> tuple[HostArray, HostArray]:
     """Features as float64 and targets as loaded, after checking shapes, dtypes and values.
 
     ``columns`` names the feature columns in messages (CSV headers); otherwise they are numbered.
@@ -282,7 +287,7 @@ def _npz_member(data: Any, name: str, path: str) -> HostArray:
         raise
 
 
-def _load_npy(path: str, mmap: bool = False):
+def _load_npy(path: str, mmap: bool = False) -> HostArray:
     _open_check(path, ".npy")
     try:
         magic = _magic(path)
@@ -306,7 +311,7 @@ def _load_npy(path: str, mmap: bool = False):
                          "damaged: re-save it with numpy.save.") from exc
 
 
-def load_npy_pair(x_path, y_path, mmap: bool = False):
+def load_npy_pair(x_path: str, y_path: str, mmap: bool = False) -> tuple[HostArray, HostArray]:
     """Features and targets from two ``.npy`` files.  ``mmap``: float features stay memory-mapped
     (read-only, in their own float32 / float64 dtype), checked in chunks, never loaded whole."""
     X, y = _load_npy(str(x_path), mmap), _load_npy(str(y_path))
@@ -392,7 +397,7 @@ def _csv_number(value: str, name: str, line: int, path: str) -> float:
     return x
 
 
-def _csv_target(cells, name: str, path: str):
+def _csv_target(cells: list[tuple[int, str]], name: str, path: str) -> HostArray:
     """The target column: numbers (integer-valued ones as int64 labels), or, when any value is not
     a number, class names as strings (missing values are refused either way)."""
     for line, v in cells:
@@ -414,18 +419,11 @@ def _csv_target(cells, name: str, path: str):
 CSV_ENGINES = ("auto", "pyarrow", "python")
 
 
-def _load_csv_arrow(path: str, target: str, dtype):
-    """``(X, y, feature names)`` read by ``pyarrow.csv`` in blocks straight into one preallocated
-    ``dtype`` array (peak memory near that array), or None where pyarrow is missing or the file
-    needs the careful reader (BOM / UTF-16, odd header, missing values, values it cannot parse):
-    :func:`load_csv_named` then reads it the slow way, with its precise messages."""
+def _arrow_layout(path: str, target: str) -> tuple[str, list[str], str] | None:
+    """``(delimiter, header, target)`` of a CSV the fast reader can take, or None (the careful reader
+    then reads it): no BOM / UTF-16 / NUL bytes, a clean UTF-8 header with unique, trimmed names."""
     import csv
 
-    try:
-        import pyarrow as pa
-        import pyarrow.csv as pv
-    except ImportError:
-        return None
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
     if head.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or b"\0" in head or not head.strip():
@@ -440,6 +438,39 @@ def _load_csv_arrow(path: str, target: str, dtype):
     if (not first.strip() or any(h != h.strip() or not h for h in header) or len(set(header)) != len(header)
             or target not in header or len(header) < 2):
         return None
+    return delimiter, header, target
+
+
+def _arrow_targets(cells: HostArray) -> HostArray | None:
+    """The target column's cells as numbers (int64 when all whole) or class names; None if any is missing."""
+    cells = cells.astype(str)
+    if np.isin(np.char.lower(np.char.strip(cells)), list(MISSING)).any():
+        return None
+    try:
+        y: HostArray = cells.astype(np.float64)
+    except ValueError:
+        return cast(HostArray, np.char.strip(cells))
+    if not np.isfinite(y).all():
+        return None
+    if np.all(y == np.round(y)) and np.all(np.abs(y) < _EXACT_INT):
+        y = y.astype(np.int64)
+    return y
+
+
+def _load_csv_arrow(path: str, target: str, dtype: Any) -> tuple[HostArray, HostArray, list[str]] | None:
+    """``(X, y, feature names)`` read by ``pyarrow.csv`` in blocks straight into one preallocated
+    ``dtype`` array (peak memory near that array), or None where pyarrow is missing or the file
+    needs the careful reader (BOM / UTF-16, odd header, missing values, values it cannot parse):
+    :func:`load_csv_named` then reads it the slow way, with its precise messages."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pv
+    except ImportError:
+        return None
+    layout = _arrow_layout(path, target)
+    if layout is None:
+        return None
+    delimiter, header, target = layout
     features = [h for h in header if h != target]
     n_upper = 0
     with open(path, "rb") as fh:
@@ -455,29 +486,19 @@ def _load_csv_arrow(path: str, target: str, dtype):
             batches = list(_fill_batches(reader, X, features, target))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, UnicodeDecodeError):
         return None
-    if batches and batches[-1] is None:
+    done = [b for b in batches if b is not None]
+    row = sum(m for _, m in done)
+    if len(done) != len(batches) or row == 0:
         return None
-    targets, row = [b[0] for b in batches], sum(b[1] for b in batches)
-    if row == 0:
+    y = _arrow_targets(np.concatenate([cells for cells, _ in done]))
+    if y is None:
         return None
-    cells = np.concatenate(targets).astype(str)
-    stripped = np.char.lower(np.char.strip(cells))
-    if np.isin(stripped, list(MISSING)).any():
-        return None
-    try:
-        y = cells.astype(np.float64)
-    except ValueError:
-        y = np.char.strip(cells)
-    else:
-        if not np.isfinite(y).all():
-            return None
-        if np.all(y == np.round(y)) and np.all(np.abs(y) < _EXACT_INT):
-            y = y.astype(np.int64)
     X, y = _check_loaded(X[:row], y, path, columns=features, dtype=dtype)
     return X, y, features
 
 
-def _fill_batches(reader, X, features, target):
+def _fill_batches(reader: Any, X: HostArray, features: list[str],
+                  target: str) -> Iterator[tuple[HostArray, int] | None]:
     """Each batch's target cells and row count, its features written into ``X``; None (and stop) at
     a missing or non-finite feature value."""
     row = 0
@@ -494,7 +515,7 @@ def _fill_batches(reader, X, features, target):
         row += m
 
 
-def load_csv(path, target: str):
+def load_csv(path: str, target: str) -> tuple[HostArray, HostArray]:
     """A CSV file with a header row; ``target`` names the target column, the rest are features.
 
     UTF-8 (with or without a byte-order mark) or UTF-16 with a byte-order mark; comma-separated, or
@@ -505,7 +526,8 @@ def load_csv(path, target: str):
     return load_csv_named(path, target)[:2]
 
 
-def load_csv_named(path, target: str, dtype=np.float64, engine: str = "auto"):
+def load_csv_named(path: str, target: str, dtype: Any = np.float64,
+                   engine: str = "auto") -> tuple[HostArray, HostArray, list[str]]:
     """:func:`load_csv` plus the feature names (the header less the target, in column order).
 
     ``dtype`` is that of ``X``; ``engine``: ``"pyarrow"`` reads in blocks into one preallocated
@@ -541,6 +563,30 @@ def load_csv_named(path, target: str, dtype=np.float64, engine: str = "auto"):
     return X, y, list(parsed)
 
 
+def read_csv_features(path: str | Path, feature_names: list[str],
+                      target: str | None = None) -> tuple[HostArray, HostArray | None]:
+    """``(X, y or None)`` from a CSV for a model trained on ``feature_names``: those columns, in that
+    order, whatever the file's order (extra columns are ignored); the ``target`` column, if present."""
+    path = str(path)
+    rows = _csv_rows(_read_text(path), path)
+    header = [h.strip() for h in rows[0][1]]
+    if len(rows) < 2:
+        raise ValueError(f"{path}: has a header but no data rows.")
+    missing = [n for n in feature_names if n not in header]
+    if missing:
+        raise ValueError(f"{path}: lacks feature column(s) {missing[:10]} the model was trained on; its columns are "
+                         f"{header[:20]}.")
+    for line, r in rows[1:]:
+        if len(r) != len(header):
+            raise ValueError(f"{path}: line {line} has {len(r)} fields but the header has {len(header)}.")
+    cols = [header.index(n) for n in feature_names]
+    X = np.array([[_csv_number(r[j], header[j], line, path) for j in cols] for line, r in rows[1:]])
+    y = None
+    if target and target in header:
+        y = _csv_target([(line, r[header.index(target)]) for line, r in rows[1:]], target, path)
+    return X, y
+
+
 def split(X: HostArray, y: HostArray, test_fraction: float = 0.25, val_fraction: float = 0.0, seed: int = 0,
           stratify: bool = True) -> dict[str, tuple[HostArray, HostArray]]:
     """Seeded train / validation / test split (stratified for class labels)."""
@@ -556,7 +602,8 @@ def split(X: HostArray, y: HostArray, test_fraction: float = 0.25, val_fraction:
 SPLIT_ALGORITHM = "xpnet.data.split_indices/v1"  # a seeded permutation per class (stratified) or of all rows
 
 
-def split_indices(y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True) -> dict:
+def split_indices(y: HostArray, test_fraction: float = 0.25, val_fraction: float = 0.0, seed: int = 0,
+                  stratify: bool = True) -> dict[str, HostArray]:
     """The sorted row indices of the ``train``, ``val`` and ``test`` parts :func:`split` takes."""
     test_fraction = check_real("test_fraction", test_fraction, low=0, high=1, high_open=True)
     val_fraction = check_real("val_fraction", val_fraction, low=0, high=1, high_open=True)
@@ -584,7 +631,7 @@ def split_indices(y, test_fraction=0.25, val_fraction=0.0, seed=0, stratify=True
     return out
 
 
-def infer_loss(y) -> tuple[str, str]:
+def infer_loss(y: Any) -> tuple[str, str]:
     """The loss ``--loss auto`` picks for targets ``y``, and why: class names (strings), integers, bools
     or whole-number floats in one column -> ``cross_entropy``; anything else -> ``mse``."""
     y = np.asarray(y)
@@ -598,7 +645,7 @@ def infer_loss(y) -> tuple[str, str]:
     return "mse", "the targets are continuous numbers"
 
 
-def encode_labels(y, where: str):
+def encode_labels(y: Any, where: str) -> tuple[HostArray, list[str] | None]:
     """String class names -> ``(int64 codes, sorted class names)``; other targets pass unchanged (None)."""
     y = np.asarray(y)
     if y.dtype.kind not in "UOS":
@@ -611,7 +658,8 @@ def encode_labels(y, where: str):
     return codes.astype(np.int64), [str(c) for c in classes]
 
 
-def load_raw(data_cfg: dict, regression: bool, seed: int):
+def load_raw(data_cfg: dict[str, Any], regression: bool,
+             seed: int) -> tuple[HostArray, HostArray, list[str], str | None, str]:
     """``(X, y, feature names, target name, where)`` of the data a run configuration names, unprocessed."""
     source = data_cfg["source"]
     where = data_cfg.get("y_path") if source == "npy" else data_cfg.get("path") if source in ("npz", "csv") else source
@@ -632,7 +680,8 @@ def load_raw(data_cfg: dict, regression: bool, seed: int):
 
 
 
-def prepare_run_data(data_cfg: dict, loss_name: str, seed: int):
+def prepare_run_data(data_cfg: dict[str, Any], loss_name: str,
+                     seed: int) -> tuple[dict[str, tuple[HostArray, HostArray]], dict[str, Any]]:
     """``(parts, info)``: the data a run configuration names, with targets as the loss needs them
     (see :func:`targets_for_loss`), split and (optionally) standardised on the train split; and
     what a trained model needs to take raw inputs: ``info`` holds ``loss`` (``"auto"`` resolved
@@ -641,12 +690,13 @@ def prepare_run_data(data_cfg: dict, loss_name: str, seed: int):
     standardised) and ``split`` (the algorithm, its parameters and the row indices)."""
     from .losses import get_loss
 
-    info = {"loss": loss_name, "loss_reason": None}
+    info: dict[str, Any] = {"loss": loss_name, "loss_reason": None}
     regression = loss_name != "auto" and not get_loss(loss_name).classification
     X, y, names, target, where = load_raw(data_cfg, regression, seed)
     if loss_name == "auto":
         info["loss"], info["loss_reason"] = infer_loss(y)
         regression = not get_loss(info["loss"]).classification
+    classes: list[Any] | None
     y, classes = encode_labels(y, where) if not regression else (y, None)
     y = targets_for_loss(y, info["loss"], where)
     if classes is None and not regression and y.ndim == 1:
@@ -676,7 +726,7 @@ def prepare_run_data(data_cfg: dict, loss_name: str, seed: int):
     return parts, info
 
 
-def load_for_run(data_cfg: dict, loss_name: str, seed: int):
+def load_for_run(data_cfg: dict[str, Any], loss_name: str, seed: int) -> dict[str, tuple[HostArray, HostArray]]:
     """The data a run configuration names, with targets as ``loss_name`` needs them (see
     :func:`targets_for_loss`), split and (optionally) standardised on the train split
     (:func:`prepare_run_data` without what it records)."""

@@ -145,7 +145,8 @@ def _resolve(source: Path, checkpoint) -> Path:
             try:
                 best = json.loads((root / "best.json").read_text())["checkpoint"]
             except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise ValueError(f"{root / 'best.json'} is missing or damaged ({exc}); use --checkpoint last.") from None
+                raise ValueError(f"{root / 'best.json'} is missing or damaged ({exc}); use --checkpoint last.") \
+                    from None
             return root / best
         path = Path(checkpoint)
         return path if path.is_absolute() or path.exists() else source / path
@@ -177,10 +178,7 @@ def load(source, checkpoint=None, device=None, require_preprocessing: bool = Tru
         rec = ckpt.trainer_meta.get("preprocessing")
         where = path
     else:
-        from .io.checkpoint import _parse, _read_bytes
-
-        _, meta = _parse(path, _read_bytes(path, "Nothing was loaded."), "Nothing was loaded.")
-        raw = meta.get(artifact.WEIGHTS_KEY)
+        raw = ckpt_mod.read_weights_metadata(path).get(artifact.WEIGHTS_KEY)
         rec = json.loads(raw) if raw else None
         where = path
     if rec is None and not require_preprocessing:
@@ -210,10 +208,13 @@ def read_data(path, predictor: Predictor, target: str | None = None):
     from . import data
 
     path = Path(path)
-    data._open_check(str(path), "data")
+    if not path.is_file():
+        raise ValueError(f"{path}: {'is a directory' if path.is_dir() else 'does not exist'}; pass a data file.")
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return _read_csv(path, predictor, target or predictor.preprocessing.get("target"))
+        names = predictor.feature_names
+        X, y = data.read_csv_features(path, names, target or predictor.preprocessing.get("target"))
+        return X, y, names
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             if "X" not in z.files:
@@ -222,26 +223,3 @@ def read_data(path, predictor: Predictor, target: str | None = None):
     if suffix == ".npy":
         return np.load(path, mmap_mode="r", allow_pickle=False), None, None
     raise ValueError(f"{path}: unknown kind of data file {suffix!r}; use .csv, .npz or .npy.")
-
-
-def _read_csv(path: Path, predictor: Predictor, target: str | None):
-    from . import data
-
-    rows = data._csv_rows(data._read_text(str(path)), str(path))
-    header = [h.strip() for h in rows[0][1]]
-    if len(rows) < 2:
-        raise ValueError(f"{path}: has a header but no data rows.")
-    names = predictor.feature_names
-    missing = [n for n in names if n not in header]
-    if missing:
-        raise ValueError(f"{path}: lacks feature column(s) {missing[:10]} the model was trained on; its columns are "
-                         f"{header[:20]}.")
-    for line, r in rows[1:]:
-        if len(r) != len(header):
-            raise ValueError(f"{path}: line {line} has {len(r)} fields but the header has {len(header)}.")
-    cols = [header.index(n) for n in names]
-    X = np.array([[data._csv_number(r[j], header[j], line, str(path)) for j in cols] for line, r in rows[1:]])
-    y = None
-    if target and target in header:
-        y = data._csv_target([(line, r[header.index(target)]) for line, r in rows[1:]], target, str(path))
-    return X, y, names

@@ -1,7 +1,8 @@
 """The ``xpnet`` command: ``train`` (digits by default), ``predict``, ``export``, ``convert``, ``bench``, ``info``.
 
 Modules: ``parser`` (flags), ``commands`` (what each subcommand does), ``config`` (the TOML schema),
-``runs`` (one training run), ``deploy`` (predict, export, convert), ``rundir`` (run directories that lose nothing), ``exit_codes``.
+``runs`` (one training run), ``deploy`` (predict, export, convert), ``rundir`` (run directories that
+lose nothing), ``exit_codes``.
 """
 
 from __future__ import annotations

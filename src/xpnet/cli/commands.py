@@ -105,23 +105,6 @@ def cmd_bench(args) -> int:
     return 1 if verdict["problems"] else 0
 
 
-def _weights_of(source):
-    """The weights ``xpnet export SOURCE`` reads: a file, a checkpoint, or a run's final weights --
-    with a message naming what to pass instead when a run has not finished or is no run at all."""
-    from ..io.checkpoint import latest_intact
-    from .rundir import RUN_MARKER
-
-    if not source.is_dir() or (source / "model.safetensors").exists() or (source / "manifest.json").exists():
-        return source
-    if (source / RUN_MARKER).is_file():
-        last = latest_intact(source / "checkpoints")
-        hint = f"export its newest checkpoint ({last})" if last else "it has no intact checkpoint yet"
-        raise ValueError(f"{source} is a run that has not finished (no model.safetensors): {hint}, or finish it "
-                         f"with xpnet train --resume {source}.")
-    raise ValueError(f"{source} is neither a run directory, a checkpoint nor a weights file: pass RUN_DIR, "
-                     "RUN_DIR/checkpoints/epoch-NNNN or a model.safetensors file.")
-
-
 def cmd_info(args) -> int:
     import importlib
 

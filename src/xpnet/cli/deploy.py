@@ -121,7 +121,6 @@ def _predictions_csv(fh, predictor, pred, proba) -> None:
 # -- export ---------------------------------------------------------------------------------------
 def cmd_export(args) -> int:
     from ..predict import load
-    from .commands import _weights_of
 
     out = Path(args.out)
     _check_out(out)
@@ -130,7 +129,7 @@ def cmd_export(args) -> int:
         raise ValueError(f"--out {out}: the extension names the format: .pt (PyTorch state dict) or .onnx.")
     source = Path(args.source)
     if args.checkpoint is None:
-        source = _weights_of(source)
+        source = weights_of(source)
     if suffix == ".pt":
         try:
             import torch
@@ -162,6 +161,23 @@ def cmd_export(args) -> int:
     print("the exported network takes RAW features (the run's standardisation is folded into its first layer)"
           if raw else "the exported network takes the features as given (the run did not standardise them)")
     return 0
+
+
+def weights_of(source: Path) -> Path:
+    """The weights ``xpnet export SOURCE`` reads: a file, a checkpoint, or a run's final weights --
+    with a message naming what to pass instead when a run has not finished or is no run at all."""
+    from ..io.checkpoint import latest_intact
+    from .rundir import RUN_MARKER
+
+    if not source.is_dir() or (source / "model.safetensors").exists() or (source / "manifest.json").exists():
+        return source
+    if (source / RUN_MARKER).is_file():
+        last = latest_intact(source / "checkpoints")
+        hint = f"export its newest checkpoint ({last})" if last else "it has no intact checkpoint yet"
+        raise ValueError(f"{source} is a run that has not finished (no model.safetensors): {hint}, or finish it "
+                         f"with xpnet train --resume {source}.")
+    raise ValueError(f"{source} is neither a run directory, a checkpoint nor a weights file: pass RUN_DIR, "
+                     "RUN_DIR/checkpoints/epoch-NNNN or a model.safetensors file.")
 
 
 # -- convert --------------------------------------------------------------------------------------

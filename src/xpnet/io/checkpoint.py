@@ -456,6 +456,13 @@ def load_model(path: str | Path, device: Any = None, xp: Namespace | None = None
     return model
 
 
+def read_weights_metadata(path: Path) -> dict[str, str]:
+    """The safetensors metadata of a weights file (its SHA-256 is checked by :func:`load_model`)."""
+    fix = "Nothing was loaded."
+    _, meta = _parse(Path(path), _read_bytes(Path(path), fix), fix)
+    return dict(meta)
+
+
 def check_compatible(ckpt: Checkpoint, model: MLP) -> None:
     """Refuse a checkpoint whose architecture differs from ``model``'s, naming both."""
     theirs = (json.loads(ckpt.model_meta["sizes"]), ckpt.model_meta["activation"], ckpt.model_meta["dtype"])
