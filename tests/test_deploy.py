@@ -292,3 +292,19 @@ def test_save_every_keeps_the_best_and_the_last(tmp_path):
     best = json.loads((run / "checkpoints" / "best.json").read_text())["checkpoint"]
     assert best in names
     assert json.loads((run / "history.json").read_text())["epoch"] == list(range(1, 8))
+
+
+def test_convert_then_train_on_the_memory_mapped_pair(tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 2)) * 5 + 20 + np.repeat(np.eye(3, 2) * 20, 50, axis=0)
+    csv = _write_csv(tmp_path / "d.csv", X, np.repeat(["a", "b", "c"], 50), ["u", "v"], target="kind")
+    assert main(["convert", str(csv), "--target", "kind", "--out", str(tmp_path / "d.npy")]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "--x-path", str(tmp_path / "d.npy"), "--y-path", str(tmp_path / "d.y.npy"), *FAST,
+                 "--lr", "0.01", "--run-dir", str(run)]) == 0
+    p = xpnet.load(run)
+    test = artifact.read_split(run)["test"]
+    reported = json.loads((run / "result.json").read_text())["test"]["accuracy"]
+    assert p.classes.tolist() == ["a", "b", "c"]
+    X32 = np.load(tmp_path / "d.npy")  # what the run read (float32)
+    assert p.score(X32[test], np.repeat(["a", "b", "c"], 50)[test]) == pytest.approx(reported, abs=1e-12)
