@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._typing import Array
+from .metrics import maximize
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -72,7 +73,7 @@ class TerminateOnNaN(Callback):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         self.pending = []  # the epoch's mean loss covers every step not yet checked
-        if all(math.isfinite(v) for v in logs.values()):
+        if all(math.isfinite(v) for k, v in logs.items() if k in ("loss", "val_loss")):  # an AUC may be NaN
             if self.best is None or logs["loss"] < self.best.loss:
                 self.best = _Snapshot.take(trainer, epochs_done=epoch + 1, loss=logs["loss"])
         else:
@@ -135,7 +136,10 @@ class _Snapshot:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras semantics)."""
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs (Keras semantics).
+
+    ``mode="auto"`` maximizes the metrics of ``xpnet.train.metrics`` (scores and ``neg_*``, e.g.
+    ``val_f1``, ``val_neg_log_loss``) and names with ``acc`` in them, and minimizes losses."""
 
     best: float | None
     best_epoch: int
@@ -150,7 +154,7 @@ class EarlyStopping(Callback):
         check_choice("mode", mode, ("auto", "min", "max"))
         self.monitor, self.patience = check_str("monitor", monitor), check_int("patience", patience, low=0)
         self.min_delta = abs(check_real("min_delta", min_delta))  # Keras: the sign of min_delta is ignored
-        self.maximize = mode == "max" or (mode == "auto" and "acc" in monitor)
+        self.maximize = mode == "max" or (mode == "auto" and maximize(monitor))
         self.restore_best_weights = check_bool("restore_best_weights", restore_best_weights)
 
     def on_train_begin(self, trainer: Trainer) -> None:

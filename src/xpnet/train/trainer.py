@@ -27,6 +27,7 @@ from ..validation import (
     check_same_library,
     check_targets,
 )
+from . import metrics as metrics_mod
 from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
 from .precision import check_precision, step_for
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
     from ..optim.lr_scheduler import LRScheduler
     from ..optim.optimizers import Optimizer
 
-METRICS = ("accuracy",)
+METRICS = tuple(metrics_mod.REGISTRY)  # scikit-learn's scorer names; see xpnet.train.metrics
 
 
 def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
@@ -75,7 +76,11 @@ class Trainer:
     loss : ``"cross_entropy"`` (softmax + NLL; integer labels or one-hot), ``"mse"`` or ``"bce"``
         (binary cross-entropy with logits).
     optimizer : an ``xpnet.optim`` optimizer or its name; default ``Adam(lr=1e-3)``.
-    metrics : names reported besides the loss; default ``("accuracy",)`` for classification.
+    metrics : names reported besides the loss (and as ``val_<name>`` on validation data), named as
+        scikit-learn's scorers: ``accuracy``, ``top_k_accuracy``, ``f1`` / ``f1_macro`` / ``f1_micro``,
+        ``precision``, ``recall``, ``roc_auc``, ``roc_auc_ovr``, ``neg_log_loss``, ``r2``,
+        ``neg_mean_absolute_error``, ``neg_root_mean_squared_error``, ... (``xpnet.train.metrics``);
+        default ``("accuracy",)`` for classification.
     scheduler : an ``xpnet.optim`` lr scheduler built on ``optimizer``; stepped once per epoch.
     clip_grad_norm : clip the global gradient norm to this value before each update.
     precision : ``"fp32"`` (default), ``"tf32"`` (tensor-core matrix products on NVIDIA GPUs),
@@ -101,12 +106,8 @@ class Trainer:
             metrics = ("accuracy",) if self.loss.classification else ()
         if isinstance(metrics, str) or not hasattr(metrics, "__iter__"):  # "accuracy" would iterate letters
             raise invalid("metrics", metrics, "use a tuple of names, e.g. metrics=('accuracy',)")
-        for m in metrics:
-            if m not in METRICS:
-                raise ValueError(f"metrics contains {m!r}, which is unknown: use any of {', '.join(METRICS)}.")
-        if "accuracy" in metrics and not self.loss.classification:
-            raise ValueError(f"metrics=('accuracy',) needs a classification loss, not {self.loss.name!r}.")
-        self.metrics = tuple(metrics)
+        self.problem = metrics_mod.problem_of(self.loss.name, model.n_outputs)
+        self.metrics = metrics_mod.check_names(tuple(metrics), self.problem)
         if scheduler is not None and not isinstance(scheduler, LRScheduler):
             raise invalid("scheduler", scheduler,
                           "pass an xpnet.optim lr scheduler (e.g. StepLR(optimizer, 10)) or None")
@@ -318,29 +319,27 @@ class Trainer:
         return self._metrics(totals, n, y)
 
     # -- metrics: one accumulation for training epochs and evaluation ----------------------
-    def _zero_totals(self) -> tuple[Array, Array]:
-        """``(sum of loss * batch size, correct count)`` as device scalars: nothing is read back per batch."""
-        xp, backend = self.model.backend.xp, self.model.backend
-        total, correct = (xp.zeros((), dtype=self.model.params.dtype, device=backend.device) for _ in range(2))
-        return total, correct
+    def _zero_totals(self) -> tuple[Array, list[metrics_mod.Metric]]:
+        """``(sum of loss * batch size, fresh metric states)`` on the device: nothing is read back per batch."""
+        xp, backend, dtype = self.model.backend.xp, self.model.backend, self.model.params.dtype
+        total = xp.zeros((), dtype=dtype, device=backend.device)
+        return total, [m.start(xp, backend.device, dtype) for m in metrics_mod.build(self.metrics, self.problem)]
 
-    def _tally(self, totals: tuple[Array, Array], loss: Array, logits: Array, y: Array,
-               count: int) -> tuple[Array, Array]:
-        """``totals`` plus one batch of ``count`` samples: its loss times ``count`` and (for
-        accuracy) its correct predictions."""
-        total, correct = totals
-        total = total + loss * float(count)
-        if "accuracy" in self.metrics:
-            correct = correct + self._n_correct(logits, y)
-        return total, correct
+    def _tally(self, totals: tuple[Array, list[metrics_mod.Metric]], loss: Array, logits: Array, y: Array,
+               count: int) -> tuple[Array, list[metrics_mod.Metric]]:
+        """``totals`` plus one batch of ``count`` samples: its loss times ``count``, and each metric
+        updated on the device."""
+        total, metrics = totals
+        for m in metrics:
+            m.update(logits, y)
+        return total + loss * float(count), metrics
 
-    def _metrics(self, totals: tuple[Array, Array], n: int, y: Array) -> dict[str, float]:
-        """Mean loss (and accuracy) over ``n`` samples from ``totals`` (one host read each); device
+    def _metrics(self, totals: tuple[Array, list[metrics_mod.Metric]], n: int, y: Array) -> dict[str, float]:
+        """Mean loss and the metrics over ``n`` samples from ``totals`` (one host read each); device
         errors met by a kernel (e.g. labels out of range) are raised here."""
         self.ops.check_device_errors()
         out = {"loss": float(totals[0]) / n}
-        if "accuracy" in self.metrics:
-            out["accuracy"] = float(totals[1]) / (n * (1 if self.loss.integer_labels else y.shape[1]))
+        out.update({m.name: m.result() for m in totals[1]})
         return out
 
     def _resident_batches(self, X: Array, y: Array, order: Array | None, n: int,
@@ -351,14 +350,6 @@ class Trainer:
             else:
                 idx = order[start:stop]
                 yield start, stop, self.ops.gather_rows(X, idx, "x_batch"), self.ops.gather_rows(y, idx, "y_batch")
-
-    def _n_correct(self, logits: Array, y: Array) -> Array:
-        xp = self.model.backend.xp
-        dtype = logits.dtype
-        if self.loss.integer_labels:  # cross-entropy: class = argmax; one-hot targets too
-            labels = y if y.ndim == 1 else xp.argmax(y, axis=1)
-            return xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, dtype))
-        return xp.sum(xp.astype((logits > 0) == (y > 0.5), dtype))  # bce: per output
 
     # -- state for checkpoints ------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -402,7 +393,7 @@ class Trainer:
 
     # -- inference ----------------------------------------------------------------------
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, float]:
-        """Mean loss (and accuracy for classification) over ``(X, y)``, as Python floats."""
+        """Mean loss and the trainer's metrics over ``(X, y)``, as Python floats."""
         batch_size = check_positive_int("batch_size", batch_size)
         X, y = self.prepare(X, y)
         with self.model.backend.context():
