@@ -58,8 +58,8 @@ def cmd_train(args) -> int:
           f"kernels={result['trainer'].ops.name}; files in {run_dir}")
     final = result.get("test", result["train"])
     name = "test" if "test" in result else "train"
-    if "accuracy" in final:
-        print(f"{name} loss {final['loss']:.4f}  {name} accuracy {final['accuracy']:.4f}")
+    if len(final) > 1:  # the loss and the run's metrics
+        print("  ".join(f"{name} {key} {value:.4f}" for key, value in final.items()))
     else:
         print(f"{name} loss {final['loss']:.6g}")
     if result["status"] == "diverged":

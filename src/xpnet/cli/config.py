@@ -70,6 +70,8 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "precision": ("fp32", _choice("fp32", "tf32", "fp16", "bf16")),
         "early_stopping": (False, "bool"),
         "patience": (5, "int0"),
+        "metrics": (None, "names?"),  # scikit-learn scorer names (xpnet.train.metrics); default: accuracy
+        "monitor": (None, "str?"),  # best checkpoint and early stopping; default val_loss (loss without val)
     },
     "run": {
         "dir": (None, "str?"),
@@ -93,6 +95,7 @@ def _describe(accepted) -> str:
         "fraction": "a number in [0, 1)", "bool": "true or false", "str": "a string",
         "str?": "a string (or leave it out)",
         "sizes": "a list of positive integers, e.g. [256, 256]", "device": "'cpu', 'cuda' or 'cuda:N'",
+        "names?": "a list of metric names, e.g. [\"f1_macro\", \"roc_auc_ovr\"] (or leave it out)",
     }[accepted]
 
 
@@ -111,6 +114,7 @@ def _valid(value, accepted) -> bool:
         "device": isinstance(value, str) and re.fullmatch(r"cpu|cuda(:\d+)?", value) is not None,
         "sizes": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                                  for v in value),
+        "names": isinstance(value, list) and all(isinstance(v, str) for v in value),
     }[kind]
 
 
@@ -145,10 +149,34 @@ def validate(config: dict, origin: str = "config") -> dict:
     if train.get("warmup_epochs", 0) and train.get("warmup_epochs", 0) >= train.get("epochs", math.inf):
         raise ValueError(f"{origin}: train.warmup_epochs = {train['warmup_epochs']} leaves no epoch after the "
                          f"warm-up of train.epochs = {train['epochs']}: use fewer warm-up epochs.")
+    _check_metrics(train, data, origin)
     if train.get("momentum") is not None and train.get("optimizer") not in (None, "sgd", "rmsprop"):
         raise ValueError(f"{origin}: train.momentum applies to sgd and rmsprop, not {train['optimizer']!r}: "
                          "leave it out or choose one of those optimizers.")
     return config
+
+
+def _check_metrics(train: dict, data: dict, origin: str) -> None:
+    """train.metrics are known names; train.monitor is a loss or one of them, ``val_`` only with
+    validation data (whether a metric fits the problem is checked when the data is known)."""
+    from ..train.metrics import REGISTRY
+
+    names = train.get("metrics") or []
+    unknown = [n for n in names if n not in REGISTRY]
+    if unknown:
+        raise ValueError(f"{origin}: train.metrics names {unknown[0]!r}, which is unknown: use any of "
+                         f"{', '.join(REGISTRY)}.")
+    monitor = train.get("monitor")
+    if monitor is None:
+        return
+    base = monitor[4:] if monitor.startswith("val_") else monitor
+    reported = ["loss", *(names if train.get("metrics") is not None else ["accuracy"])]
+    if base not in reported:
+        raise ValueError(f"{origin}: train.monitor = {monitor!r} is not reported: use loss, val_loss or one of "
+                         f"train.metrics ({', '.join(reported[1:]) or 'none'}), with val_ for validation data.")
+    if monitor.startswith("val_") and not data.get("val_fraction"):
+        raise ValueError(f"{origin}: train.monitor = {monitor!r} needs validation data: set data.val_fraction "
+                         f"(--val-fraction) or monitor {base!r}.")
 
 
 def load(path: str | Path | None = None, overrides: dict | None = None) -> dict:

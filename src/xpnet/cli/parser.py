@@ -15,6 +15,11 @@ def _sizes(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 128,128, got {text!r}") from exc
 
 
+def _names(text: str) -> list[str]:
+    """``"f1_macro,roc_auc_ovr"`` -> ``["f1_macro", "roc_auc_ovr"]``; ``""`` is no metric."""
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
 TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
     ("--data", "data.source", str, "digits, synthetic, npz, npy or csv"),
     ("--data-path", "data.path", str, ".npz file (arrays X, y) or .csv file"),
@@ -33,6 +38,10 @@ TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
     ("--warmup-epochs", "train.warmup_epochs", int, None), ("--epochs", "train.epochs", int, None),
     ("--batch-size", "train.batch_size", int, None), ("--seed", "train.seed", int, None),
     ("--clip-grad-norm", "train.clip_grad_norm", float, None), ("--patience", "train.patience", int, None),
+    ("--metrics", "train.metrics", _names, "comma-separated scikit-learn scorer names, e.g. f1_macro,roc_auc_ovr "
+                                           "(default accuracy for classification); logged as NAME and val_NAME"),
+    ("--monitor", "train.monitor", str, "what picks the best checkpoint and drives --early-stopping, e.g. "
+                                        "val_f1_macro (default val_loss, or loss without validation data)"),
     ("--precision", "train.precision", str, "fp32, tf32, fp16 or bf16 (mixed precision)"),
     ("--keep-last", "run.keep_last", int, "checkpoints to keep (the best is kept too)"),
     ("--save-every", "run.save_every", int, "checkpoint every N epochs (default 1; a new best and the last epoch "

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..io import checkpoint
 from ..train.callbacks import Callback, EarlyStopping
+from ..train.metrics import maximize
 from .rundir import RUN_MARKER, RunDir
 
 if TYPE_CHECKING:
@@ -72,8 +73,12 @@ class Checkpointer(Callback):
     def on_epoch_end(self, trainer, epoch, logs):
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
         best = _read_best(self.root / "best.json")
-        value = logs.get(monitor, math.inf)
-        improved = best is None or (math.isfinite(value) and value < best["value"])
+        if best is not None and best.get("monitor") != monitor:  # the monitor changed (e.g. on resume)
+            best = None
+        higher = maximize(monitor)
+        value = logs.get(monitor, -math.inf if higher else math.inf)
+        improved = best is None or (math.isfinite(value) and (value > best["value"] if higher
+                                                               else value < best["value"]))
         last = epoch + 1 >= getattr(trainer, "fit_plan", {}).get("epochs", 0) or trainer.stop_training
         if not (last or (epoch + 1) % self.save_every == 0):  # best.json: the best of the saved epochs
             write_history(self.run.path, self.history)
@@ -176,13 +181,18 @@ def build(config: dict, data_shapes):
     if warm:
         warmup = LinearLR(optimizer, start_factor=0.1, total_iters=warm)
         scheduler = SequentialLR(optimizer, [warmup, scheduler], [warm]) if scheduler else warmup
-    trainer = Trainer(model, loss=t["loss"], optimizer=optimizer, scheduler=scheduler,
+    trainer = Trainer(model, loss=t["loss"], optimizer=optimizer, scheduler=scheduler, metrics=t["metrics"],
                       clip_grad_norm=t["clip_grad_norm"], precision=t["precision"])
     callbacks = []
     if t["early_stopping"]:
-        callbacks.append(EarlyStopping(monitor="val_loss" if config["data"]["val_fraction"] else "loss",
-                                       patience=t["patience"], restore_best_weights=True))
+        callbacks.append(EarlyStopping(monitor=monitor_of(config), patience=t["patience"],
+                                       restore_best_weights=True))
     return trainer, callbacks
+
+
+def monitor_of(config: dict) -> str:
+    """``train.monitor``, or by default ``val_loss`` (``loss`` without validation data)."""
+    return config["train"]["monitor"] or ("val_loss" if config["data"]["val_fraction"] else "loss")
 
 
 def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = True, overwrite: bool = False,
@@ -264,6 +274,7 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
         _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
     artifact.write(run.path, prep, indices)
     checkpointer = Checkpointer(run, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks,
+                                monitor=config["train"]["monitor"],
                                 save_every=config["run"]["save_every"],
                                 extra_meta={"run_config": config, "data_files": prep["split"]["data_files"],
                                             "preprocessing": prep})
