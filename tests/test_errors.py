@@ -128,7 +128,7 @@ def test_bce_targets_outside_unit_interval():
     (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), optimizer="lbfgs"),
      r"optimizer='lbfgs' is unknown: use one of sgd, adagrad, rmsprop, adam, adamw"),
     (lambda: xpnet.MLP([4, 2], init="orthogonal"), r"init='orthogonal' is unknown: use one of he_normal"),
-    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), metrics=["f1"]), r"metrics contains 'f1', which is unknown"),
+    (lambda: xpnet.Trainer(xpnet.MLP([4, 2]), metrics=["f2"]), r"metrics contains 'f2', which is unknown"),
     (lambda: xpnet.MLP([4]), r"sizes=\[4\] is invalid: give at least two positive integers"),
     (lambda: xpnet.MLP([4, 0, 2]), r"is invalid: give at least two positive integers"),
 ])
