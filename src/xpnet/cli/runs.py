@@ -55,9 +55,11 @@ def default_run_dir(root="runs", name="run") -> Path:
 
 class Checkpointer(Callback):
     """Save a checkpoint after every ``save_every``-th epoch and the last one (the end of the planned
-    epochs, or an early stop), keep the newest ``keep_last`` and the best of the saved ones,
-    and rewrite the history files, so a killed run loses at most one epoch.  The first
-    checkpoint commits the run (:meth:`RunDir.commit`): from then on it is kept."""
+    epochs, or an early stop), keep the newest ``keep_last`` and the best of the saved ones
+    (``best.json``: by ``monitor``, default ``val_loss`` or ``loss`` without validation data; scores
+    such as ``val_f1_macro`` are maximized, losses minimized), and rewrite the history files, so a
+    killed run loses at most one epoch.  The first checkpoint commits the run (:meth:`RunDir.commit`):
+    from then on it is kept."""
 
     def __init__(self, run: RunDir, keep_last: int = 3, monitor: str | None = None, extra_callbacks=(),
                  extra_meta: dict | None = None, save_every: int = 1):

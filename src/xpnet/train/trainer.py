@@ -200,7 +200,7 @@ class Trainer:
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling);
         ``validation_data=(X_val, y_val)`` gives a separate set.  Both are evaluated after
-        each epoch (``val_loss``, ``val_accuracy``).  Training stops early, keeping the last
+        each epoch (``val_loss``, and ``val_<metric>`` for each of ``metrics``).  Training stops early, keeping the last
         good weights, if the loss becomes NaN or inf.  ``initial_epoch`` and ``history``
         continue an earlier run (as when resuming from a checkpoint): epochs
         ``initial_epoch .. epochs - 1`` run and append to ``history``.
