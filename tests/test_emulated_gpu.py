@@ -266,6 +266,23 @@ def test_training_every_loss_resident_and_streamed(emu, loss, data_on_device):
     assert np.linalg.norm(w_gpu - w_ref) <= 1e-5 * np.linalg.norm(w_ref)
 
 
+@pytest.mark.parametrize("data_on_device", [True, False], ids=["resident", "streamed"])
+def test_epoch_metrics_on_the_gpu_match_the_numpy_path(emu, data_on_device):
+    dev = emulated_backend(emu)
+    X, y = blobs()
+    names = ["accuracy", "top_k_accuracy", "f1_macro", "precision_micro", "roc_auc_ovr", "neg_log_loss"]
+    logs = []
+    for device in (dev, "reference"):
+        model = xpnet.MLP([10, 16, 4], dtype="float64", seed=3, device=None if device == "reference" else device,
+                          kernels="reference" if device == "reference" else "auto")
+        trainer = xpnet.Trainer(model, optimizer=optim.Adam(lr=0.01), metrics=names)
+        logs.append(trainer.fit(X, y, epochs=2, batch_size=16, validation_split=0.25, verbose=False,
+                                data_on_device=data_on_device if device is dev else None).history)
+    assert set(logs[0]) == set(logs[1]) >= {"val_f1_macro", "val_roc_auc_ovr"}
+    for key in logs[1]:
+        np.testing.assert_allclose(logs[0][key], logs[1][key], rtol=1e-9, err_msg=key)
+
+
 def test_fp16_mixed_precision_with_loss_scaling_and_skipped_steps(emu):
     dev = emulated_backend(emu)
     runs = []
