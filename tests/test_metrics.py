@@ -183,3 +183,12 @@ def test_cli_refuses_bad_metrics_and_monitors(tmp_path, capsys, flags, message):
     assert main(["train", "--data", "synthetic", "--epochs", "1", "--quiet", "--run-dir", str(tmp_path / "r"),
                  *flags]) != 0
     assert message in capsys.readouterr().err
+
+
+def test_multilabel_accuracy_is_per_output_as_before(where):
+    r = np.random.default_rng(5)
+    z, y = r.normal(size=(157, 3)), r.integers(0, 2, size=(157, 3)).astype(np.float64)
+    got = _run(["accuracy"], "multilabel", z, y, where)["accuracy"]
+    assert got == pytest.approx(np.mean((z > 0) == (y > 0.5)), abs=1e-12)
+    with pytest.raises(ValueError, match="'f1_macro' does not apply to a multilabel problem"):
+        Trainer(MLP([3, 3]), loss="bce", metrics=["f1_macro"])
