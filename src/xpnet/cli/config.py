@@ -76,7 +76,9 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "run": {
         "dir": (None, "str?"),
         "keep_last": (3, "int+"),
-        "save_every": (1, "int+"),  # epochs between checkpoints (the best and the last epoch are always saved)
+        # epochs between checkpoints (the last epoch is always saved); none: 1, unless save_every_steps is set
+        "save_every": (None, "int+?"),
+        "save_every_steps": (None, "int+?"),  # optimizer steps between (mid-epoch) checkpoints
     },
 }
 
@@ -90,7 +92,8 @@ def _describe(accepted) -> str:
         optional = " (or leave it out)" if accepted[0].endswith("?") else ""
         return "one of " + ", ".join(map(repr, accepted[1])) + optional
     return {
-        "int+": "an integer >= 1", "int0": "an integer >= 0", "float+": "a number > 0", "float0": "a number >= 0",
+        "int+": "an integer >= 1", "int+?": "an integer >= 1 (or leave it out)",
+        "int0": "an integer >= 0", "float+": "a number > 0", "float0": "a number >= 0",
         "float0?": "a number >= 0 (or leave it out)", "float+?": "a number > 0 (or leave it out)",
         "fraction": "a number in [0, 1)", "bool": "true or false", "str": "a string",
         "str?": "a string (or leave it out)",

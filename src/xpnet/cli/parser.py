@@ -44,8 +44,10 @@ TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
                                         "val_f1_macro (default val_loss, or loss without validation data)"),
     ("--precision", "train.precision", str, "fp32, tf32, fp16 or bf16 (mixed precision)"),
     ("--keep-last", "run.keep_last", int, "checkpoints to keep (the best is kept too)"),
-    ("--save-every", "run.save_every", int, "checkpoint every N epochs (default 1; a new best and the last epoch "
-                                            "are always saved)"),
+    ("--save-every", "run.save_every", int, "checkpoint every N epochs (default 1, or none when only "
+                                            "--save-every-steps is given; the last epoch is always saved)"),
+    ("--save-every-steps", "run.save_every_steps", int, "also checkpoint every N optimizer steps, mid-epoch "
+                                                        "(exactly resumable)"),
 ]
 
 

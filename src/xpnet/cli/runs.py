@@ -5,7 +5,8 @@ Layout of a run directory::
     config.toml          the resolved configuration (defaults < TOML file < flags)
     history.csv/.json    per-epoch metrics, rewritten atomically after every epoch
     curves.png           loss (and accuracy) curves, when matplotlib is installed
-    checkpoints/         epoch-NNNN/ (model.safetensors + trainer.safetensors); best.json
+    checkpoints/         epoch-NNNN/ after NNNN epochs, epoch-NNNN-step-SSSSSS/ mid-epoch
+                         (model.safetensors + trainer.safetensors + manifest.json); best.json
     model.safetensors    the final weights, with the preprocessing record in its metadata
     preprocessing.json   feature names, standardisation, classes, loss, split (see xpnet.io.artifact)
     split.npz            the train / val / test row indices
@@ -54,23 +55,39 @@ def default_run_dir(root="runs", name="run") -> Path:
 
 
 class Checkpointer(Callback):
-    """Save a checkpoint after every ``save_every``-th epoch and the last one (the end of the planned
-    epochs, or an early stop), keep the newest ``keep_last`` and the best of the saved ones
-    (``best.json``: by ``monitor``, default ``val_loss`` or ``loss`` without validation data; scores
-    such as ``val_f1_macro`` are maximized, losses minimized), and rewrite the history files, so a
-    killed run loses at most one epoch.  The first checkpoint commits the run (:meth:`RunDir.commit`):
-    from then on it is kept."""
+    """Save a checkpoint after every ``save_every``-th epoch, every ``save_every_steps``-th optimizer
+    step (mid-epoch, exactly resumable) and the last epoch (the end of the planned epochs, or an
+    early stop); keep the newest ``keep_last`` and the best of the epoch-end ones (``best.json``: by
+    ``monitor``, default ``val_loss`` or ``loss`` without validation data; scores such as
+    ``val_f1_macro`` are maximized, losses minimized), and rewrite the history files.
+    ``save_every=None`` saves no epoch by cadence when ``save_every_steps`` is set (every epoch
+    otherwise).  A step that ends an epoch is saved as that epoch's checkpoint.  The first checkpoint
+    commits the run (:meth:`RunDir.commit`): from then on it is kept."""
 
     def __init__(self, run: RunDir, keep_last: int = 3, monitor: str | None = None, extra_callbacks=(),
-                 extra_meta: dict | None = None, save_every: int = 1):
+                 extra_meta: dict | None = None, save_every: int | None = 1, save_every_steps: int | None = None):
         self.run, self.keep_last, self.monitor, self.extra_meta = run, keep_last, monitor, extra_meta
-        self.save_every = save_every
+        self.save_every = save_every if save_every is not None or save_every_steps else 1
+        self.save_every_steps = save_every_steps
         self.extra_callbacks = extra_callbacks  # callbacks whose state is saved with the checkpoint
         self.history: History | None = None
+        self._step_due = False  # a step cadence hit on an epoch's last step: saved at that epoch's end
 
     @property
     def root(self) -> Path:
         return self.run.path / "checkpoints"
+
+    def on_step_end(self, trainer):
+        if not self.save_every_steps or trainer.step_count % self.save_every_steps:
+            return
+        progress = trainer.epoch_progress()
+        if progress["steps"] >= trainer.fit_plan.get("steps_per_epoch", math.inf):
+            self._step_due = True
+            return
+        checkpoint.save_in_epoch(self.root, trainer, self.history, self.extra_callbacks, extra_meta=self.extra_meta)
+        best = _read_best(self.root / "best.json")
+        checkpoint.prune(self.root, self.keep_last, keep={best["checkpoint"]} if best else frozenset())
+        self.run.commit()
 
     def on_epoch_end(self, trainer, epoch, logs):
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
@@ -82,8 +99,9 @@ class Checkpointer(Callback):
         improved = best is None or (math.isfinite(value) and (value > best["value"] if higher
                                                                else value < best["value"]))
         last = epoch + 1 >= getattr(trainer, "fit_plan", {}).get("epochs", 0) or trainer.stop_training
-        if not (last or (epoch + 1) % self.save_every == 0):  # best.json: the best of the saved epochs
-            write_history(self.run.path, self.history)
+        due, self._step_due = self._step_due, False
+        if not (last or due or (self.save_every and (epoch + 1) % self.save_every == 0)):
+            write_history(self.run.path, self.history)  # best.json: the best of the saved epochs
             return
         path = checkpoint.save(self.root, trainer, epoch, self.history, self.extra_callbacks,
                                extra_meta=self.extra_meta)
@@ -278,6 +296,7 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
     checkpointer = Checkpointer(run, keep_last=config["run"]["keep_last"], extra_callbacks=callbacks,
                                 monitor=config["train"]["monitor"],
                                 save_every=config["run"]["save_every"],
+                                save_every_steps=config["run"].get("save_every_steps"),
                                 extra_meta={"run_config": config, "data_files": prep["split"]["data_files"],
                                             "preprocessing": prep})
     checkpointer.history = history
@@ -320,7 +339,8 @@ def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, ac
                              f"nothing to resume from; start the run again with --run-dir {run.path} --overwrite.")
         raise ValueError(f"--resume {run.path}: the run never completed an epoch, so there is no checkpoint to "
                          f"resume from; start it again with --run-dir {run.path} (the directory is reused).")
-    newer = [p.name for p in checkpoint.list_checkpoints(run.path / "checkpoints") if p.name > last.name]
+    found = checkpoint.list_checkpoints(run.path / "checkpoints")
+    newer = [p.name for p in found[found.index(last) + 1:]]
     if newer:
         print(f"warning: skipping damaged checkpoint(s) {', '.join(newer)}; resuming from {last.name}.",
               file=sys.stderr)
@@ -338,7 +358,9 @@ def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, ac
     for i, epoch in enumerate(meta["history_epochs"]):
         history.append(epoch, {k: v[i] for k, v in meta["history"].items()})
     if verbose:
-        print(f"resuming {run.path} from {last.name} (epoch {ckpt.epoch + 1} of {config['train']['epochs']})"
+        where = f"epoch {ckpt.epoch + 2}" if ckpt.in_epoch is None else \
+            f"step {ckpt.in_epoch['steps'] + 1} of epoch {ckpt.epoch + 2}"
+        print(f"resuming {run.path} from {last.name} ({where} of {config['train']['epochs']})"
               + (f" with changed config: {'; '.join(changed)}" if changed else ""))
     return ckpt.epoch + 1
 
@@ -367,7 +389,7 @@ def data_changes(saved: dict | None, data_cfg: dict) -> list[str]:
 
 
 # keys that do not change what a resumed run computes
-_NEUTRAL_KEYS = frozenset({"run.dir", "run.keep_last", "run.save_every"})
+_NEUTRAL_KEYS = frozenset({"run.dir", "run.keep_last", "run.save_every", "run.save_every_steps"})
 
 
 def config_changes(saved: dict | None, current: dict) -> list[str]:

@@ -1,12 +1,15 @@
 """Checkpoints: weights in safetensors, training state beside them, written atomically, verified on load.
 
-A checkpoint is a directory ``epoch-NNNN`` holding
+A checkpoint is a directory ``epoch-NNNN`` (the state after NNNN completed epochs, as history.csv
+counts them) or ``epoch-NNNN-step-SSSSSS`` (a mid-epoch one: NNNN epochs completed, and the run at
+optimizer step SSSSSS in the next) holding
 
 * ``model.safetensors`` -- the weights as ``layer{i}.W`` (fan_in, fan_out) and ``layer{i}.b``,
   readable by any safetensors tool; the architecture sits in its metadata;
 * ``trainer.safetensors`` -- optimizer state buffers (and early-stopping's best weights), with
   the optimizer's hyperparameters and step, the scheduler, the shuffling RNG state, the epoch,
-  the step count and the history in its metadata;
+  the step count and the history in its metadata (a mid-epoch checkpoint: the RNG state the
+  epoch started with, and ``in_epoch``, the steps taken in it and its running loss and accuracy sums);
 * ``manifest.json`` -- the size and SHA-256 of both files, and a SHA-256 of itself.
 
 All files are written into a temporary directory, flushed and fsynced, and the directory is
@@ -20,6 +23,10 @@ finite values, the metadata keys a resume needs) and raises ``ValueError`` namin
 A weights file on its own (a run's final ``model.safetensors``) carries a SHA-256 of its
 tensors and metadata in its safetensors metadata, checked by :func:`load_model`.
 
+Checkpoints written before this numbering were named from 0 (``epoch-0002`` held the state
+after three epochs); they still load and resume correctly, since the epoch is read from the
+metadata, never from the name, and they sort before the checkpoints a resumed run adds.
+
 Checkpoints written before the manifest existed (``xpnet-checkpoint-1``) still load, with an
 :class:`IntegrityWarning`: their contents are checked, but damage that leaves them well-formed
 cannot be detected.
@@ -31,6 +38,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import warnings
@@ -51,6 +59,7 @@ if TYPE_CHECKING:
 FORMAT = "xpnet-checkpoint-2"
 OLD_FORMATS = ("xpnet-checkpoint-1",)  # no manifest, no weights digest: loaded with a warning
 PREFIX = "epoch-"
+_NAME = re.compile(r"epoch-(\d+)(?:-step-(\d+))?")  # epoch-NNNN, epoch-NNNN-step-SSSSSS
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "trainer.safetensors")
 DIGEST_KEY = "sha256"  # weights-file metadata entry: SHA-256 of the tensors and the other metadata
@@ -76,7 +85,13 @@ class Checkpoint:
 
     @property
     def epoch(self) -> int:
+        """The last completed epoch, 0-based (-1 for a checkpoint taken inside the first epoch)."""
         return int(self.trainer_meta["epoch"])
+
+    @property
+    def in_epoch(self) -> dict[str, Any] | None:
+        """For a mid-epoch checkpoint, ``{"epoch", "steps", "batch_size", "n", "totals"}``; else None."""
+        return cast("dict[str, Any] | None", self.trainer_meta.get("in_epoch"))
 
 
 def _st() -> Any:
@@ -180,25 +195,46 @@ def _manifest_bytes(entries: dict[str, Any]) -> bytes:
 
 def save(root: Path, trainer: Trainer, epoch: int, history: History | None = None,
          callbacks: Iterable[Callback] = (), extra_meta: dict[str, Any] | None = None) -> Path:
-    """Write checkpoint ``root/epoch-NNNN`` atomically and return its path; ``extra_meta`` (JSON
-    values, e.g. a run's configuration) is stored with the training state.  If writing fails
-    (a full disk, an interrupt) the half-written temporary directory is removed."""
+    """Write checkpoint ``root/epoch-NNNN`` atomically after epoch ``epoch`` (0-based, as
+    ``on_epoch_end`` receives it; NNNN = ``epoch + 1``, the epochs completed) and return its path;
+    ``extra_meta`` (JSON values, e.g. a run's configuration) is stored with the training state.  If
+    writing fails (a full disk, an interrupt) the half-written temporary directory is removed."""
     from ..validation import check_int
 
     epoch = check_int("epoch", epoch, low=0)
-    root = Path(root)
+    if trainer.epoch_progress() is not None:
+        raise ValueError("checkpoint.save is for the end of an epoch; inside one (on_step_end) use "
+                         "checkpoint.save_in_epoch, which records the steps taken in it.")
+    return _save(Path(root), f"{PREFIX}{epoch + 1:04d}", trainer, epoch, history, callbacks, extra_meta)
+
+
+def save_in_epoch(root: Path, trainer: Trainer, history: History | None = None,
+                  callbacks: Iterable[Callback] = (), extra_meta: dict[str, Any] | None = None) -> Path:
+    """Write a mid-epoch checkpoint ``root/epoch-NNNN-step-SSSSSS`` (NNNN epochs completed, SSSSSS
+    the optimizer step count) from inside an epoch (a callback's ``on_step_end``); resuming from
+    it continues that epoch exactly (see :meth:`Trainer.state_dict`)."""
+    progress = trainer.epoch_progress()
+    if progress is None:
+        raise ValueError("checkpoint.save_in_epoch works inside an epoch only (from a callback's on_step_end); "
+                         "at an epoch's end use checkpoint.save.")
+    name = f"{PREFIX}{progress['epoch']:04d}-step-{trainer.step_count:06d}"
+    return _save(Path(root), name, trainer, progress["epoch"] - 1, history, callbacks, extra_meta)
+
+
+def _save(root: Path, name: str, trainer: Trainer, epoch: int, history: History | None,
+          callbacks: Iterable[Callback], extra_meta: dict[str, Any] | None) -> Path:
     if root.exists() and not root.is_dir():
         raise ValueError(f"checkpoint root {root} is a file: pass a directory for the checkpoints.")
     root.mkdir(parents=True, exist_ok=True)
-    final = root / f"{PREFIX}{epoch:04d}"
-    tmp = root / f".tmp-{PREFIX}{epoch:04d}-{os.getpid()}"
+    final = root / name
+    tmp = root / f".tmp-{name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
         contents = dict(zip(FILES, (_weights_bytes(trainer.model),
                                     _trainer_bytes(trainer, epoch, history, callbacks, extra_meta))))
-        for name, data in contents.items():
-            write_atomic(tmp / name, data)
+        for file, data in contents.items():
+            write_atomic(tmp / file, data)
         write_atomic(tmp / MANIFEST, _manifest_bytes({n: {"size": len(d), "sha256": _sha256(d)}
                                                        for n, d in contents.items()}))
         _fsync_dir(tmp)
@@ -221,13 +257,23 @@ def _move_into_place(tmp: Path, final: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def order_key(name: str) -> tuple[int, int] | None:
+    """``(epochs completed, step)`` that orders checkpoint names (an epoch's end before the mid-epoch
+    checkpoints of the next: step -1), compared as numbers; None for a name that is no checkpoint's."""
+    match = _NAME.fullmatch(name)
+    if match is None:
+        return None
+    return int(match[1]), int(match[2]) if match[2] is not None else -1
+
+
 def list_checkpoints(root: Path) -> list[Path]:
-    """Checkpoint directories under ``root``, oldest first (temporary leftovers are ignored;
-    their contents are not checked -- see :func:`latest_intact`)."""
+    """Checkpoint directories under ``root``, oldest first by :func:`order_key` (temporary
+    leftovers are ignored; their contents are not checked -- see :func:`latest_intact`)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[6:].isdigit())
+    found = [(key, p) for p in root.iterdir() if p.is_dir() and (key := order_key(p.name)) is not None]
+    return [p for _, p in sorted(found)]
 
 
 def latest(root: Path) -> Path | None:
@@ -397,7 +443,19 @@ def _trainer_meta(file: Path, meta: dict[str, Any]) -> dict[str, Any]:
         raise _damaged(file, f"has optimizer key(s) {wrong} of the wrong type")
     if not isinstance(state.get("callbacks", {}), dict):
         raise _damaged(file, "has training-state key 'callbacks' of the wrong type")
+    if "in_epoch" in state and not _progress_like(state["in_epoch"]):
+        raise _damaged(file, "has training-state key 'in_epoch' (a mid-epoch position) that is invalid")
     return state
+
+
+def _progress_like(value: object) -> bool:
+    """Whether ``value`` is a mid-epoch position as :meth:`Trainer.epoch_progress` gives it."""
+    if not isinstance(value, dict) or set(value) != {"epoch", "steps", "batch_size", "n", "totals"}:
+        return False
+    ints = all(type(value[k]) is int and value[k] >= 0 for k in ("epoch", "steps", "batch_size", "n"))
+    totals = value["totals"]
+    return (ints and isinstance(totals, list) and len(totals) == 2
+            and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in totals))
 
 
 def _checkpoint_dir(path: str | Path) -> Path:
@@ -559,7 +617,7 @@ def prune(root: Path, keep_last: int, keep: Set[str] = frozenset()) -> None:
         doomed = [p for p in doomed if p != spare]
     for p in doomed:
         shutil.rmtree(p, ignore_errors=True)
-    for p in Path(root).glob(".[to][ml][pd]-*"):  # .tmp-epoch-NNNN-PID, .old-epoch-NNNN-PID
+    for p in Path(root).glob(".[to][ml][pd]-*"):  # .tmp-<checkpoint>-PID, .old-<checkpoint>-PID
         pid = p.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(p, ignore_errors=True)

@@ -2,7 +2,8 @@
 
 Hooks (all optional): ``on_train_begin(trainer)``, ``on_step_loss(trainer, loss) -> bool``
 (called after the backward pass and BEFORE the update; returning ``False`` skips the update
-and stops training), ``on_epoch_end(trainer, epoch, logs)`` and ``on_train_end(trainer)``.
+and stops training), ``on_step_end(trainer)`` (after the update, with ``trainer.epoch_progress()``
+counting the step), ``on_epoch_end(trainer, epoch, logs)`` and ``on_train_end(trainer)``.
 A callback sets ``trainer.stop_training = True`` to stop after the current epoch.
 """
 
@@ -26,6 +27,8 @@ class Callback:
 
     def on_step_loss(self, trainer: Trainer, loss: Array) -> bool:
         return True
+
+    def on_step_end(self, trainer: Trainer) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
 

@@ -40,9 +40,10 @@ if TYPE_CHECKING:
 METRICS = tuple(metrics_mod.REGISTRY)  # scikit-learn's scorer names; see xpnet.train.metrics
 
 
-def _batches(n: int, batch_size: int) -> Iterator[tuple[int, int]]:
-    """``(start, stop)`` of each mini-batch; stops never run past ``n`` (the array API forbids it)."""
-    for start in range(0, n, batch_size):
+def _batches(n: int, batch_size: int, first: int = 0) -> Iterator[tuple[int, int]]:
+    """``(start, stop)`` of each mini-batch from sample ``first``; stops never run past ``n`` (the array
+    API forbids it)."""
+    for start in range(first, n, batch_size):
         yield start, min(start + batch_size, n)
 
 
@@ -129,6 +130,11 @@ class Trainer:
         self.fit_plan: dict[str, int] = {}
         self.epoch = 0  # the epoch fit is in (0-based)
         self._interrupt: str | None = None
+        # inside an epoch: where it stands (see epoch_progress); after load_state_dict of a mid-epoch
+        # checkpoint: where the next fit resumes its first epoch
+        self._progress: dict[str, Any] | None = None
+        self._totals: tuple[Array, Array] | None = None
+        self._resume_at: dict[str, Any] | None = None
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Ask ``fit`` to stop after the current step (safe to call from a signal handler):
@@ -296,14 +302,18 @@ class Trainer:
     def _epoch(self, X: Array, y: Array, n: int, batch_size: int, shuffle: bool,
                callbacks: list[Callback]) -> dict[str, float] | None:
         backend = self.model.backend
+        start_rng = self._rng.bit_generator.state  # a mid-epoch checkpoint redraws this epoch's order from it
         host_order = self._rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
-        totals = self._zero_totals()
+        steps, totals = self._resumed_progress(n, batch_size)
+        first = steps * batch_size  # the samples of the steps a mid-epoch checkpoint had already taken
         batches: Iterator[tuple[int, int, Array, Array]]
         if backend.owns(X):  # device-resident: the host-drawn permutation is applied on the device
             order = backend.from_host(host_order) if shuffle else None
-            batches = self._resident_batches(X, y, order, n, batch_size)
+            batches = self._resident_batches(X, y, order, n, batch_size, first)
         else:  # streamed from host memory, the next batch copied while this one trains
-            batches = self.ops.stream_batches(X, y, host_order, batch_size)
+            batches = self.ops.stream_batches(X, y, host_order[first:], batch_size)
+        self._progress = {"epoch": self.epoch, "steps": steps, "rng": start_rng, "batch_size": batch_size, "n": n}
+        self._totals = totals
         try:
             for start, stop, xb, yb in batches:
                 loss, logits = self.forward_backward(xb, yb)
@@ -312,11 +322,39 @@ class Trainer:
                 self.update()
                 if self._interrupt is not None:
                     return None
-                totals = self._tally(totals, loss, logits, yb, stop - start)
+                self._totals = totals = self._tally(totals, loss, logits, yb, stop - start)
+                self._progress["steps"] += 1
+                for c in callbacks:
+                    c.on_step_end(self)
         finally:
+            self._progress = self._totals = None
             if hasattr(batches, "close"):
                 batches.close()  # a stream of batches stops its copies before its buffers go
         return self._metrics(totals, n, y)
+
+    def _resumed_progress(self, n: int, batch_size: int) -> tuple[int, tuple[Array, Array]]:
+        """``(steps already taken, running totals)`` of this epoch: zero, or what a mid-epoch
+        checkpoint restored by :meth:`load_state_dict` recorded (used once, by the epoch it names)."""
+        at, self._resume_at = self._resume_at, None
+        if at is None or at["epoch"] != self.epoch:
+            return 0, self._zero_totals()
+        if (at["n"], at["batch_size"]) != (n, batch_size):
+            raise ValueError(f"the checkpoint was saved {at['steps']} steps into epoch {at['epoch'] + 1} of "
+                             f"{at['n']} samples in batches of {at['batch_size']}; this fit has {n} samples in "
+                             f"batches of {batch_size}, so it cannot continue that epoch exactly.")
+        backend = self.model.backend
+        total, correct = (backend.xp.asarray(v, dtype=self.model.params.dtype, device=backend.device)
+                          for v in at["totals"])
+        return int(at["steps"]), (total, correct)
+
+    def epoch_progress(self) -> dict[str, Any] | None:
+        """Inside an epoch (e.g. from a callback's ``on_step_end``): ``{"epoch", "steps", "batch_size",
+        "n", "totals"}`` -- the epoch in progress (0-based), the steps taken in it, and its running
+        loss sum and correct count as floats (one host read); None between epochs."""
+        if self._progress is None:
+            return None
+        totals = [float(t) for t in self._totals] if self._totals is not None else [0.0, 0.0]
+        return {k: v for k, v in self._progress.items() if k != "rng"} | {"totals": totals}
 
     # -- metrics: one accumulation for training epochs and evaluation ----------------------
     def _zero_totals(self) -> tuple[Array, list[metrics_mod.Metric]]:
@@ -342,9 +380,9 @@ class Trainer:
         out.update({m.name: m.result() for m in totals[1]})
         return out
 
-    def _resident_batches(self, X: Array, y: Array, order: Array | None, n: int,
-                          batch_size: int) -> Iterator[tuple[int, int, Array, Array]]:
-        for start, stop in _batches(n, batch_size):
+    def _resident_batches(self, X: Array, y: Array, order: Array | None, n: int, batch_size: int,
+                          first: int = 0) -> Iterator[tuple[int, int, Array, Array]]:
+        for start, stop in _batches(n, batch_size, first):
             if order is None:
                 yield start, stop, X[start:stop, ...], y[start:stop, ...]
             else:
@@ -355,18 +393,25 @@ class Trainer:
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(arrays, metadata)``: optimizer state buffers on the host, and everything else
         a resumed run needs to continue exactly (optimizer hyperparameters and step, scheduler,
-        shuffling RNG, step count) as JSON-ready values."""
+        shuffling RNG, step count) as JSON-ready values.
+
+        Inside an epoch (a mid-epoch checkpoint) the RNG state is the one the epoch started with
+        and ``"in_epoch"`` holds :meth:`epoch_progress`: a resumed fit redraws the same order, skips
+        the steps already taken and continues the epoch's running totals."""
         opt = self.optimizer.state_dict()
+        progress = self.epoch_progress()
         meta = {
             "optimizer": {k: opt[k] for k in ("type", "lr", "hparams", "step_count")},
             "initial_lr": getattr(self.optimizer, "initial_lr", None),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "rng": self._rng.bit_generator.state,
+            "rng": self._rng.bit_generator.state if self._progress is None else self._progress["rng"],
             "step_count": self.step_count,
             "loss": self.loss.name,
             "precision": self.precision,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
+        if progress is not None:
+            meta["in_epoch"] = progress
         return opt["state"], meta
 
     def check_rng_state(self, state: Any) -> None:
@@ -390,6 +435,7 @@ class Trainer:
         self.step_count = int(meta["step_count"])
         if self.scaler is not None and meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
+        self._resume_at = dict(meta["in_epoch"]) if meta.get("in_epoch") else None
 
     # -- inference ----------------------------------------------------------------------
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, float]:
