@@ -328,13 +328,13 @@ def test_latest_intact_skips_damaged_checkpoints(tmp_path):
     trainer, history = _small()
     for epoch in range(3):
         checkpoint.save(tmp_path, trainer, epoch, history)
-    assert checkpoint.latest_intact(tmp_path).name == "epoch-0002"
-    _damage(tmp_path / "epoch-0002")
-    (tmp_path / "epoch-0001" / "trainer.safetensors").unlink()
-    assert checkpoint.latest(tmp_path).name == "epoch-0002"
-    assert checkpoint.latest_intact(tmp_path).name == "epoch-0000"
-    assert not checkpoint.is_intact(tmp_path / "epoch-0002") and checkpoint.is_intact(tmp_path / "epoch-0000")
-    _damage(tmp_path / "epoch-0000")
+    assert checkpoint.latest_intact(tmp_path).name == "epoch-0003"
+    _damage(tmp_path / "epoch-0003")
+    (tmp_path / "epoch-0002" / "trainer.safetensors").unlink()
+    assert checkpoint.latest(tmp_path).name == "epoch-0003"
+    assert checkpoint.latest_intact(tmp_path).name == "epoch-0001"
+    assert not checkpoint.is_intact(tmp_path / "epoch-0003") and checkpoint.is_intact(tmp_path / "epoch-0001")
+    _damage(tmp_path / "epoch-0001")
     assert checkpoint.latest_intact(tmp_path) is None
     assert checkpoint.latest_intact(tmp_path / "nowhere") is None
 
@@ -343,21 +343,21 @@ def test_prune_never_deletes_the_only_intact_checkpoint(tmp_path):
     trainer, history = _small()
     for epoch in range(5):
         checkpoint.save(tmp_path, trainer, epoch, history)
-    _damage(tmp_path / "epoch-0003")
     _damage(tmp_path / "epoch-0004")
+    _damage(tmp_path / "epoch-0005")
     checkpoint.prune(tmp_path, keep_last=2)
-    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0002", "epoch-0003", "epoch-0004"]
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0003", "epoch-0004", "epoch-0005"]
     checkpoint.save(tmp_path, trainer, 5, history)
     checkpoint.prune(tmp_path, keep_last=1)
-    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0005"]
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0006"]
 
 
 def test_prune_keeps_the_newest_and_the_best(tmp_path):
     trainer, history, _ = _trained()
     for epoch in range(6):
         checkpoint.save(tmp_path, trainer, epoch, history)
-    checkpoint.prune(tmp_path, keep_last=2, keep={"epoch-0001"})
-    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0001", "epoch-0004", "epoch-0005"]
+    checkpoint.prune(tmp_path, keep_last=2, keep={"epoch-0002"})
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0002", "epoch-0005", "epoch-0006"]
 
 
 SAVER = textwrap.dedent("""
@@ -423,3 +423,60 @@ def test_a_refused_callback_state_leaves_trainer_and_callback_untouched(tmp_path
         checkpoint.restore(fresh, ckpt, callbacks=[fresh_stopper])
     _assert_same(_host_state(fresh), before[0])
     assert vars(fresh_stopper) == before[1]
+
+
+class _SaveAtStep(xpnet.train.Callback):
+    """Saves a mid-epoch checkpoint at optimizer step ``at``."""
+
+    def __init__(self, root, at):
+        self.root, self.at, self.path = root, at, None
+
+    def on_step_end(self, trainer):
+        if trainer.step_count == self.at:
+            self.path = checkpoint.save_in_epoch(self.root, trainer)
+
+
+def test_a_mid_epoch_checkpoint_resumes_exactly(tmp_path):
+    """Saved 3 steps into the second epoch (4 steps an epoch): the epoch's starting RNG state, the
+    steps taken and the running sums come back, and the resumed fit ends bit-identical."""
+    X, y = blobs(n=64)
+
+    def make():
+        opt = xpnet.optim.AdamW(lr=0.01)
+        return xpnet.Trainer(xpnet.MLP([6, 16, 3], dtype="float64", seed=1), optimizer=opt,
+                             scheduler=xpnet.optim.StepLR(opt, 1, 0.5))
+
+    trainer, saver = make(), _SaveAtStep(tmp_path, at=7)
+    full = trainer.fit(X, y, epochs=3, batch_size=16, verbose=False, callbacks=[saver])
+    assert saver.path.name == "epoch-0001-step-000007"
+    ckpt = checkpoint.load(saver.path)
+    assert ckpt.epoch == 0 and ckpt.in_epoch["epoch"] == 1 and ckpt.in_epoch["steps"] == 3
+    fresh = make()
+    checkpoint.restore(fresh, ckpt)
+    history = fresh.fit(X, y, epochs=3, batch_size=16, verbose=False, initial_epoch=ckpt.epoch + 1)
+    np.testing.assert_array_equal(xpnet.to_host(fresh.model.params), xpnet.to_host(trainer.model.params))
+    assert history["loss"] == full["loss"][1:] and history["accuracy"] == full["accuracy"][1:]
+    with pytest.raises(ValueError, match="save_in_epoch works inside an epoch only"):
+        checkpoint.save_in_epoch(tmp_path, fresh)
+    again = make()
+    checkpoint.restore(again, ckpt)
+    with pytest.raises(ValueError, match="cannot continue that epoch exactly"):
+        again.fit(X, y, epochs=3, batch_size=8, verbose=False, initial_epoch=1)
+
+
+def test_checkpoint_names_sort_by_epoch_then_step_and_old_names_mix_in(tmp_path):
+    """epoch-NNNN counts completed epochs; mid-epoch ones (epoch-NNNN-step-SSSSSS) sort after the
+    epoch they follow, numerically (not by string); old 0-based names sort by their number too, and
+    prune keeps the newest K plus the names it is told."""
+    trainer, history = _small()
+    for name in ["epoch-0000", "epoch-0001", "epoch-0002-step-000099", "epoch-0002-step-1000000", "epoch-0003",
+                 "epoch-0002", "epoch-0010", "epoch-0003-step-000120"]:
+        checkpoint.save(tmp_path / "new", trainer, 0, history).rename(tmp_path / name)
+    (tmp_path / "epoch-0004-notes").mkdir()
+    names = [p.name for p in checkpoint.list_checkpoints(tmp_path)]
+    assert names == ["epoch-0000", "epoch-0001", "epoch-0002", "epoch-0002-step-000099", "epoch-0002-step-1000000",
+                     "epoch-0003", "epoch-0003-step-000120", "epoch-0010"]
+    assert checkpoint.latest(tmp_path).name == checkpoint.latest_intact(tmp_path).name == "epoch-0010"
+    checkpoint.prune(tmp_path, keep_last=2, keep={"epoch-0001"})
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0001", "epoch-0003-step-000120",
+                                                                       "epoch-0010"]

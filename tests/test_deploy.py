@@ -277,7 +277,7 @@ def test_resume_with_epochs_extends_a_finished_run(tmp_path, capsys):
     assert "epochs = 5" in (run / "config.toml").read_text()
     assert json.loads((run / "extensions.json").read_text())[0]["to_epochs"] == 5
     last = checkpoint.latest(run / "checkpoints")
-    assert last.name == "epoch-0004" and checkpoint.load(last).trainer_meta["run_config"]["train"]["epochs"] == 5
+    assert last.name == "epoch-0005" and checkpoint.load(last).trainer_meta["run_config"]["train"]["epochs"] == 5
     assert main(["train", "--resume", str(run), "--epochs", "4"]) == 2
     assert "already trained 5 epochs" in capsys.readouterr().err
     assert main(["train", "--resume", str(run), "--quiet"]) == 0  # the extension is the config now: no change
@@ -288,7 +288,7 @@ def test_save_every_keeps_the_best_and_the_last(tmp_path):
     assert main(["train", *SYN, "--epochs", "7", "--save-every", "3", "--keep-last", "10", "--lr", "1e-5",
                  "--run-dir", str(run)]) == 0
     names = [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")]
-    assert names == ["epoch-0002", "epoch-0005", "epoch-0006"]  # epochs 3 and 6 (0-based names 2, 5), the last
+    assert names == ["epoch-0003", "epoch-0006", "epoch-0007"]  # epochs 3 and 6, and the last (7)
     best = json.loads((run / "checkpoints" / "best.json").read_text())["checkpoint"]
     assert best in names
     assert json.loads((run / "history.json").read_text())["epoch"] == list(range(1, 8))

@@ -573,7 +573,7 @@ def test_checkpoint_save_checks_its_arguments(tmp_path):
     for epoch in (-1, 1.5, True):
         with pytest.raises(ValueError, match=r"epoch=.* is invalid"):
             checkpoint.save(tmp_path / "c", trainer, epoch=epoch)
-    assert checkpoint.save(tmp_path / "c", trainer, epoch=np.int64(7)).name == "epoch-0007"
+    assert checkpoint.save(tmp_path / "c", trainer, epoch=np.int64(7)).name == "epoch-0008"  # 8 epochs done
     (tmp_path / "file").write_text("mine")
     with pytest.raises(ValueError, match="is a file"):
         checkpoint.save(tmp_path / "file", trainer, epoch=1)

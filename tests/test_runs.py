@@ -33,7 +33,7 @@ def test_a_run_writes_its_directory(tmp_path, capsys):
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir())
     best = json.loads((run / "checkpoints" / "best.json").read_text())
     assert best["monitor"] == "val_loss" and best["checkpoint"] in ckpts
-    assert ckpts[-2:] == ["epoch-0002", "epoch-0003"] and len(ckpts) <= 3  # last 2, plus the best
+    assert ckpts[-2:] == ["epoch-0003", "epoch-0004"] and len(ckpts) <= 3  # last 2, plus the best
     result = json.loads((run / "result.json").read_text())
     assert result["test"]["accuracy"] > 0.9
     assert "test accuracy" in capsys.readouterr().out
@@ -92,7 +92,7 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not (cut / "checkpoints" / "epoch-0002").is_dir():
+        while not (cut / "checkpoints" / "epoch-0003").is_dir():
             assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
             time.sleep(0.01)
     finally:
@@ -166,7 +166,7 @@ def test_bf16_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not (cut / "checkpoints" / "epoch-0002").is_dir():
+        while not (cut / "checkpoints" / "epoch-0003").is_dir():
             assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
             time.sleep(0.01)
     finally:
