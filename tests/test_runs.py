@@ -105,6 +105,68 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
     assert json.loads((full / "history.json").read_text()) == json.loads((cut / "history.json").read_text())
 
 
+def test_resume_after_a_kill_mid_epoch_ends_with_the_same_weights(tmp_path):
+    """--save-every-steps: a run SIGKILLed after a mid-epoch checkpoint resumes inside that epoch
+    (same permutation, the steps taken skipped, the running loss and accuracy sums carried on) and
+    ends bit-identical to one never interrupted, history included."""
+    from xpnet.io import checkpoint
+
+    args = ["--data", "synthetic", "--hidden", "64,64", "--epochs", "6", "--batch-size", "16", "--val-fraction",
+            "0.1", "--dtype", "float64", "--save-every-steps", "37", "--keep-last", "2", "--quiet"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert main(["train", *args, "--run-dir", str(full)]) == 0
+    assert checkpoint.latest(full / "checkpoints").name == "epoch-0006"  # the final one is always written
+    proc = subprocess.Popen([sys.executable, "-m", "xpnet", "train", *args, "--run-dir", str(cut)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not any(p.name.startswith("epoch-0002-step-") for p in (cut / "checkpoints").glob("epoch-*")):
+            assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
+            time.sleep(0.01)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (cut / "model.safetensors").exists()  # it really was interrupted
+    last = checkpoint.latest_intact(cut / "checkpoints")
+    assert "-step-" in last.name and checkpoint.load(last).in_epoch["steps"] > 0  # resumed inside an epoch
+    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
+    a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert json.loads((full / "history.json").read_text()) == json.loads((cut / "history.json").read_text())
+
+
+def test_a_run_with_old_zero_based_checkpoint_names_resumes_and_extends(tmp_path):
+    """Checkpoints named by the old 0-based numbering (epoch-0002 = after 3 epochs) resume from the
+    epoch in their metadata; the new ones sort after them and prune keeps the newest 2 + the best."""
+    from xpnet.io import checkpoint
+
+    args = [*FAST, "--epochs", "3", "--dtype", "float64", "--keep-last", "2"]
+    new, old = tmp_path / "new", tmp_path / "old"
+    for run in (new, old):
+        assert main(["train", *args, "--run-dir", str(run)]) == 0
+    root = old / "checkpoints"
+    for path in checkpoint.list_checkpoints(root):  # as the earlier numbering named them
+        path.rename(root / f"epoch-{int(path.name[6:]) - 1:04d}")
+    best = json.loads((root / "best.json").read_text())
+    best["checkpoint"] = f"epoch-{int(best['checkpoint'][6:]) - 1:04d}"
+    (root / "best.json").write_text(json.dumps(best))
+    assert checkpoint.load(checkpoint.latest_intact(root)).epoch == 2  # epoch-0002: after 3 epochs
+    for run in (new, old):
+        assert main(["train", "--resume", str(run), "--epochs", "5"]) == 0
+    names = [p.name for p in checkpoint.list_checkpoints(root)]
+    assert names[-2:] == ["epoch-0004", "epoch-0005"] and len(names) <= 3
+    assert json.loads((root / "best.json").read_text())["checkpoint"] in names
+    a, b = load_file(new / "model.safetensors"), load_file(old / "model.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert json.loads((new / "history.json").read_text()) == json.loads((old / "history.json").read_text())
+
+
+def test_save_every_steps_is_validated(tmp_path, capsys):
+    assert main(["train", *FAST, "--save-every-steps", "0", "--run-dir", str(tmp_path / "run")]) == 2
+    assert "run.save_every_steps = 0 is invalid: use an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_refuses_extra_flags(tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", *FAST, "--run-dir", str(run)]) == 0
