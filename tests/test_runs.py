@@ -161,6 +161,23 @@ def test_a_run_with_old_zero_based_checkpoint_names_resumes_and_extends(tmp_path
     assert json.loads((new / "history.json").read_text()) == json.loads((old / "history.json").read_text())
 
 
+def test_save_every_steps_alone_saves_steps_and_epoch_ends_only_where_due(tmp_path):
+    """--save-every-steps 1 without --save-every: every step inside an epoch is a mid-epoch
+    checkpoint named epoch-NNNN-step-SSSSSS; a step that ends an epoch is saved as that epoch's
+    checkpoint (with its metrics), and the final one is always written."""
+    from xpnet.io import checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--epochs", "2", "--hidden", "8", "--save-every-steps", "1", "--keep-last", "1000",
+                 "--run-dir", str(run)]) == 0
+    names = [p.name for p in checkpoint.list_checkpoints(run / "checkpoints")]
+    steps = checkpoint.load(run / "checkpoints" / "epoch-0001").trainer_meta["step_count"]
+    assert [n for n in names if "-step-" not in n] == ["epoch-0001", "epoch-0002"]
+    assert names == [*(f"epoch-0000-step-{s:06d}" for s in range(1, steps)), "epoch-0001",
+                     *(f"epoch-0001-step-{s:06d}" for s in range(steps + 1, 2 * steps)), "epoch-0002"]
+    assert json.loads((run / "checkpoints" / "best.json").read_text())["checkpoint"] in ("epoch-0001", "epoch-0002")
+
+
 def test_save_every_steps_is_validated(tmp_path, capsys):
     assert main(["train", *FAST, "--save-every-steps", "0", "--run-dir", str(tmp_path / "run")]) == 2
     assert "run.save_every_steps = 0 is invalid: use an integer >= 1" in capsys.readouterr().err

@@ -358,9 +358,10 @@ def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, ac
     for i, epoch in enumerate(meta["history_epochs"]):
         history.append(epoch, {k: v[i] for k, v in meta["history"].items()})
     if verbose:
-        where = f"epoch {ckpt.epoch + 2}" if ckpt.in_epoch is None else \
-            f"step {ckpt.in_epoch['steps'] + 1} of epoch {ckpt.epoch + 2}"
-        print(f"resuming {run.path} from {last.name} ({where} of {config['train']['epochs']})"
+        where = f"{ckpt.epoch + 1} of {config['train']['epochs']} epochs done"
+        if ckpt.in_epoch is not None:
+            where += f", {ckpt.in_epoch['steps']} steps into epoch {ckpt.epoch + 2}"
+        print(f"resuming {run.path} from {last.name} ({where})"
               + (f" with changed config: {'; '.join(changed)}" if changed else ""))
     return ckpt.epoch + 1
 

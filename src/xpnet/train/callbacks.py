@@ -229,7 +229,7 @@ class ProgressBar(Callback):
         plan = trainer.fit_plan
         if self.bar is None:
             self.bar = tqdm(total=plan["steps_per_epoch"], desc=f"epoch {trainer.epoch + 1}/{plan['epochs']}",
-                            unit="step", dynamic_ncols=True, **self.tqdm_kwargs)
+                            initial=trainer.epoch_steps, unit="step", dynamic_ncols=True, **self.tqdm_kwargs)
             self.last = time.perf_counter()
         self.bar.update(1)
         now = time.perf_counter()

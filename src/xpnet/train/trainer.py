@@ -138,7 +138,8 @@ class Trainer:
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Ask ``fit`` to stop after the current step (safe to call from a signal handler):
-        the epoch in progress is dropped, so a checkpointed run resumes exactly at its start."""
+        the epoch in progress is dropped, so a checkpointed run resumes exactly from its last checkpoint
+        (the start of that epoch, or a mid-epoch checkpoint inside it)."""
         self._interrupt = reason
 
     # -- data -------------------------------------------------------------------------
@@ -346,6 +347,12 @@ class Trainer:
         total, correct = (backend.xp.asarray(v, dtype=self.model.params.dtype, device=backend.device)
                           for v in at["totals"])
         return int(at["steps"]), (total, correct)
+
+    @property
+    def epoch_steps(self) -> int:
+        """Steps taken in the epoch in progress (a resumed mid-epoch one counts those before the
+        checkpoint); 0 between epochs.  Reads nothing from the device."""
+        return int(self._progress["steps"]) if self._progress is not None else 0
 
     def epoch_progress(self) -> dict[str, Any] | None:
         """Inside an epoch (e.g. from a callback's ``on_step_end``): ``{"epoch", "steps", "batch_size",
