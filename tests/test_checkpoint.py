@@ -436,24 +436,27 @@ class _SaveAtStep(xpnet.train.Callback):
             self.path = checkpoint.save_in_epoch(self.root, trainer)
 
 
-def test_a_mid_epoch_checkpoint_resumes_exactly(tmp_path):
+@pytest.mark.parametrize(("shuffle", "resident"), [(True, None), (False, None), (True, False)])
+def test_a_mid_epoch_checkpoint_resumes_exactly(tmp_path, where, shuffle, resident):
     """Saved 3 steps into the second epoch (4 steps an epoch): the epoch's starting RNG state, the
-    steps taken and the running sums come back, and the resumed fit ends bit-identical."""
+    steps taken and the running sums come back, and the resumed fit ends bit-identical (on every
+    namespace, data resident or streamed from the host, shuffled or not)."""
     X, y = blobs(n=64)
 
     def make():
         opt = xpnet.optim.AdamW(lr=0.01)
-        return xpnet.Trainer(xpnet.MLP([6, 16, 3], dtype="float64", seed=1), optimizer=opt,
+        return xpnet.Trainer(xpnet.MLP([6, 16, 3], dtype="float64", seed=1, **where), optimizer=opt,
                              scheduler=xpnet.optim.StepLR(opt, 1, 0.5))
 
+    fit = {"epochs": 3, "batch_size": 16, "verbose": False, "shuffle": shuffle, "data_on_device": resident}
     trainer, saver = make(), _SaveAtStep(tmp_path, at=7)
-    full = trainer.fit(X, y, epochs=3, batch_size=16, verbose=False, callbacks=[saver])
+    full = trainer.fit(X, y, callbacks=[saver], **fit)
     assert saver.path.name == "epoch-0001-step-000007"
     ckpt = checkpoint.load(saver.path)
     assert ckpt.epoch == 0 and ckpt.in_epoch["epoch"] == 1 and ckpt.in_epoch["steps"] == 3
     fresh = make()
     checkpoint.restore(fresh, ckpt)
-    history = fresh.fit(X, y, epochs=3, batch_size=16, verbose=False, initial_epoch=ckpt.epoch + 1)
+    history = fresh.fit(X, y, initial_epoch=ckpt.epoch + 1, **fit)
     np.testing.assert_array_equal(xpnet.to_host(fresh.model.params), xpnet.to_host(trainer.model.params))
     assert history["loss"] == full["loss"][1:] and history["accuracy"] == full["accuracy"][1:]
     with pytest.raises(ValueError, match="save_in_epoch works inside an epoch only"):
