@@ -483,3 +483,34 @@ def test_checkpoint_names_sort_by_epoch_then_step_and_old_names_mix_in(tmp_path)
     checkpoint.prune(tmp_path, keep_last=2, keep={"epoch-0001"})
     assert [p.name for p in checkpoint.list_checkpoints(tmp_path)] == ["epoch-0001", "epoch-0003-step-000120",
                                                                        "epoch-0010"]
+
+
+@pytest.mark.parametrize(("loss", "metrics"), [
+    ("cross_entropy", ("accuracy", "top_k_accuracy", "f1_macro", "roc_auc_ovr", "neg_log_loss")),
+    ("mse", ("r2", "neg_mean_absolute_error"))])
+def test_a_mid_epoch_checkpoint_carries_every_metrics_running_state(tmp_path, loss, metrics):
+    """Each kind of metric state (counts, a confusion matrix, the epoch's scores for ROC AUC, the
+    merged mean and spread for R^2) is saved mid-epoch and continued: the epoch's metrics and the
+    weights equal an uninterrupted fit's exactly."""
+    X, y = blobs(n=64)
+    if loss == "mse":
+        y = np.eye(3)[y] * 2.0 - 0.5
+
+    def make():
+        return xpnet.Trainer(xpnet.MLP([6, 16, 3], dtype="float64", seed=1), loss=loss,
+                             optimizer=xpnet.optim.AdamW(lr=0.01), metrics=metrics)
+
+    trainer, saver = make(), _SaveAtStep(tmp_path, at=6)
+    full = trainer.fit(X, y, epochs=2, batch_size=16, verbose=False, callbacks=[saver])
+    ckpt = checkpoint.load(saver.path)
+    assert [m["name"] for m in ckpt.in_epoch["metrics"]] == list(metrics)
+    fresh = make()
+    checkpoint.restore(fresh, ckpt)
+    history = fresh.fit(X, y, epochs=2, batch_size=16, verbose=False, initial_epoch=1)
+    np.testing.assert_array_equal(xpnet.to_host(fresh.model.params), xpnet.to_host(trainer.model.params))
+    assert {k: v[1:] for k, v in full.history.items()} == history.history
+    other = xpnet.Trainer(xpnet.MLP([6, 16, 3], dtype="float64", seed=1), loss=loss,
+                          optimizer=xpnet.optim.AdamW(lr=0.01), metrics=metrics[:1])
+    checkpoint.restore(other, ckpt)
+    with pytest.raises(ValueError, match="saved inside an epoch with metrics"):
+        other.fit(X, y, epochs=2, batch_size=16, verbose=False, initial_epoch=1)

@@ -80,8 +80,7 @@ class Checkpointer(Callback):
     def on_step_end(self, trainer):
         if not self.save_every_steps or trainer.step_count % self.save_every_steps:
             return
-        progress = trainer.epoch_progress()
-        if progress["steps"] >= trainer.fit_plan.get("steps_per_epoch", math.inf):
+        if trainer.epoch_steps >= trainer.fit_plan.get("steps_per_epoch", math.inf):
             self._step_due = True
             return
         checkpoint.save_in_epoch(self.root, trainer, self.history, self.extra_callbacks, extra_meta=self.extra_meta)

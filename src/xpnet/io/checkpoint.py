@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 FORMAT = "xpnet-checkpoint-2"
 OLD_FORMATS = ("xpnet-checkpoint-1",)  # no manifest, no weights digest: loaded with a warning
 PREFIX = "epoch-"
+IN_EPOCH = "in_epoch."  # trainer-file tensors of a mid-epoch checkpoint (as Trainer.state_dict names them)
 _NAME = re.compile(r"epoch-(\d+)(?:-step-(\d+))?")  # epoch-NNNN, epoch-NNNN-step-SSSSSS
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "trainer.safetensors")
@@ -90,7 +91,8 @@ class Checkpoint:
 
     @property
     def in_epoch(self) -> dict[str, Any] | None:
-        """For a mid-epoch checkpoint, ``{"epoch", "steps", "batch_size", "n", "totals"}``; else None."""
+        """For a mid-epoch checkpoint, ``{"epoch", "steps", "batch_size", "n", "loss_total", "metrics"}``
+        (see :meth:`Trainer.epoch_progress`); else None."""
         return cast("dict[str, Any] | None", self.trainer_meta.get("in_epoch"))
 
 
@@ -175,7 +177,8 @@ def _trainer_bytes(trainer: Trainer, epoch: int, history: History | None, callba
     state, meta = trainer.state_dict()
     meta.update(format=FORMAT, epoch=epoch, history=history.history if history is not None else {},
                 history_epochs=history.epoch if history is not None else [], **(extra_meta or {}))
-    tensors = {f"optimizer.{k}": np.ascontiguousarray(v) for k, v in state.items()}
+    tensors = {(k if k.startswith(IN_EPOCH) else f"optimizer.{k}"): np.ascontiguousarray(v)
+               for k, v in state.items()}  # in_epoch.*: a mid-epoch checkpoint's metric state
     meta["callbacks"] = {}
     for i, cb in enumerate(callbacks):
         if hasattr(cb, "state_dict"):
@@ -202,7 +205,7 @@ def save(root: Path, trainer: Trainer, epoch: int, history: History | None = Non
     from ..validation import check_int
 
     epoch = check_int("epoch", epoch, low=0)
-    if trainer.epoch_progress() is not None:
+    if trainer.inside_epoch:
         raise ValueError("checkpoint.save is for the end of an epoch; inside one (on_step_end) use "
                          "checkpoint.save_in_epoch, which records the steps taken in it.")
     return _save(Path(root), f"{PREFIX}{epoch + 1:04d}", trainer, epoch, history, callbacks, extra_meta)
@@ -450,12 +453,13 @@ def _trainer_meta(file: Path, meta: dict[str, Any]) -> dict[str, Any]:
 
 def _progress_like(value: object) -> bool:
     """Whether ``value`` is a mid-epoch position as :meth:`Trainer.epoch_progress` gives it."""
-    if not isinstance(value, dict) or set(value) != {"epoch", "steps", "batch_size", "n", "totals"}:
+    if not isinstance(value, dict) or set(value) != {"epoch", "steps", "batch_size", "n", "loss_total", "metrics"}:
         return False
     ints = all(type(value[k]) is int and value[k] >= 0 for k in ("epoch", "steps", "batch_size", "n"))
-    totals = value["totals"]
-    return (ints and isinstance(totals, list) and len(totals) == 2
-            and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in totals))
+    metrics = value["metrics"]
+    return (ints and isinstance(value["loss_total"], (int, float)) and not isinstance(value["loss_total"], bool)
+            and isinstance(metrics, list) and all(isinstance(m, dict) and isinstance(m.get("name"), str)
+                                                  and type(m.get("n")) is int for m in metrics))
 
 
 def _checkpoint_dir(path: str | Path) -> Path:
@@ -595,7 +599,8 @@ def restore(trainer: Trainer, ckpt: Checkpoint, callbacks: Iterable[Callback] = 
     RNG, callback state), so a refused checkpoint raises ``ValueError`` and changes nothing."""
     _check_restorable(trainer, ckpt, callbacks)
     trainer.model.set_weights(ckpt.weights)
-    trainer.load_state_dict(_prefixed(ckpt.state, "optimizer."), ckpt.trainer_meta)
+    in_epoch = {k: v for k, v in ckpt.state.items() if k.startswith(IN_EPOCH)}
+    trainer.load_state_dict({**_prefixed(ckpt.state, "optimizer."), **in_epoch}, ckpt.trainer_meta)
     saved = ckpt.trainer_meta.get("callbacks", {})
     for i, cb in enumerate(callbacks):
         key = f"{i}:{type(cb).__name__}"

@@ -51,6 +51,7 @@ class Metric:
 
     name: str = ""
     greater_is_better: bool = True
+    accumulators: tuple[str, ...] = ()  # the attributes start() zeroes and update() folds batches into
 
     def __init__(self, problem: str) -> None:
         self.problem = problem
@@ -66,6 +67,43 @@ class Metric:
 
     def result(self) -> float:
         raise NotImplementedError
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(meta, arrays)``: the state accumulated so far, on the host (a mid-epoch checkpoint).
+        Arrays are float64 (exact for the float32/float64 sums and int64 counts kept here); ``meta``
+        records each one's dtype and shape, and whether it was a list of batches (kept as one) or not
+        started."""
+        from ..backend import to_host
+
+        meta: dict[str, Any] = {"name": self.name, "n": int(self.n)}
+        arrays: dict[str, np.ndarray] = {}
+        for attr in self.accumulators:
+            value = getattr(self, attr)
+            is_list = isinstance(value, list)
+            if is_list:
+                value = self.xp.concat(value, axis=0) if value else None
+            if value is None:
+                meta[attr] = {"list": is_list, "dtype": None}
+                continue
+            host = np.asarray(to_host(value))
+            meta[attr] = {"list": is_list, "dtype": host.dtype.name, "shape": list(host.shape)}
+            arrays[attr] = host.astype(np.float64)
+        return meta, arrays
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray],
+                   from_host: Callable[[np.ndarray], Array]) -> None:
+        """Put back what :meth:`state` returned (after :meth:`start`); ``from_host`` moves an array
+        to this metric's device."""
+        if meta.get("name") != self.name:
+            raise ValueError(f"the saved state is for metric {meta.get('name')!r}, not {self.name!r}.")
+        self.n = int(meta["n"])
+        for attr in self.accumulators:
+            kind = meta[attr]
+            value = None if kind["dtype"] is None else self.xp.reshape(  # 0-d arrays come back 1-d
+                from_host(arrays[attr].astype(np.dtype(kind["dtype"]))), tuple(kind["shape"]))
+            if kind["list"]:
+                value = [] if value is None else [value]
+            setattr(self, attr, value)
 
     # -- shared views of a batch -----------------------------------------------------------
     def _labels(self, logits: Array, y: Array) -> tuple[Array, Array]:
@@ -89,6 +127,7 @@ class Accuracy(Metric):
     pluggable: the count accumulates in the logits' dtype."""
 
     name = "accuracy"
+    accumulators = ("correct",)
 
     def start(self, xp: Any, device: Any, dtype: Any) -> Metric:
         super().start(xp, device, dtype)
@@ -113,6 +152,7 @@ class TopKAccuracy(Metric):
     """The true class among the ``k`` highest scores (ties favour the true class)."""
 
     name = "top_k_accuracy"
+    accumulators = ("hits",)
 
     def __init__(self, problem: str, k: int = 2) -> None:
         super().__init__(problem)
@@ -139,6 +179,8 @@ class TopKAccuracy(Metric):
 class Confusion(Metric):
     """Precision, recall, F1 (``average``: binary, macro, micro, weighted) or balanced accuracy from
     a ``C x C`` confusion matrix of int64 counts (rows: true class, columns: predicted)."""
+
+    accumulators = ("matrix",)
 
     def __init__(self, problem: str, score: str, average: str) -> None:
         super().__init__(problem)
@@ -195,6 +237,8 @@ def confusion_score(matrix: np.ndarray, score: str, average: str) -> float:
 class RocAuc(Metric):
     """Exact ROC AUC: the epoch's scores stay on the device, ranked on the host at the end."""
 
+    accumulators = ("scores", "labels")
+
     def __init__(self, problem: str, multiclass: bool) -> None:
         super().__init__(problem)
         self.multiclass = multiclass
@@ -248,6 +292,7 @@ class NegLogLoss(Metric):
     for ``bce`` with one output)."""
 
     name = "neg_log_loss"
+    accumulators = ("total",)
 
     def start(self, xp: Any, device: Any, dtype: Any) -> Metric:
         super().start(xp, device, dtype)
@@ -271,6 +316,8 @@ class NegLogLoss(Metric):
 class Regression(Metric):
     """``r2``, ``neg_mean_absolute_error``, ``neg_mean_squared_error`` or
     ``neg_root_mean_squared_error``, per output then averaged uniformly over outputs."""
+
+    accumulators = ("abs_err", "sq_err", "mean", "m2")
 
     def __init__(self, problem: str, score: str) -> None:
         super().__init__(problem)

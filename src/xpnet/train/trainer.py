@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ..optim.lr_scheduler import LRScheduler
     from ..optim.optimizers import Optimizer
 
+IN_EPOCH = "in_epoch."  # state_dict keys of a mid-epoch checkpoint's metric state
 METRICS = tuple(metrics_mod.REGISTRY)  # scikit-learn's scorer names; see xpnet.train.metrics
 
 
@@ -133,8 +134,8 @@ class Trainer:
         # inside an epoch: where it stands (see epoch_progress); after load_state_dict of a mid-epoch
         # checkpoint: where the next fit resumes its first epoch
         self._progress: dict[str, Any] | None = None
-        self._totals: tuple[Array, Array] | None = None
-        self._resume_at: dict[str, Any] | None = None
+        self._totals: tuple[Array, list[metrics_mod.Metric]] | None = None
+        self._resume_at: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Ask ``fit`` to stop after the current step (safe to call from a signal handler):
@@ -333,20 +334,32 @@ class Trainer:
                 batches.close()  # a stream of batches stops its copies before its buffers go
         return self._metrics(totals, n, y)
 
-    def _resumed_progress(self, n: int, batch_size: int) -> tuple[int, tuple[Array, Array]]:
+    def _resumed_progress(self, n: int, batch_size: int) -> tuple[int, tuple[Array, list[metrics_mod.Metric]]]:
         """``(steps already taken, running totals)`` of this epoch: zero, or what a mid-epoch
         checkpoint restored by :meth:`load_state_dict` recorded (used once, by the epoch it names)."""
-        at, self._resume_at = self._resume_at, None
-        if at is None or at["epoch"] != self.epoch:
-            return 0, self._zero_totals()
+        resume, self._resume_at = self._resume_at, None
+        totals = self._zero_totals()
+        if resume is None or resume[0]["epoch"] != self.epoch:
+            return 0, totals
+        at, arrays = resume
         if (at["n"], at["batch_size"]) != (n, batch_size):
             raise ValueError(f"the checkpoint was saved {at['steps']} steps into epoch {at['epoch'] + 1} of "
                              f"{at['n']} samples in batches of {at['batch_size']}; this fit has {n} samples in "
                              f"batches of {batch_size}, so it cannot continue that epoch exactly.")
+        if [m["name"] for m in at["metrics"]] != [m.name for m in totals[1]]:
+            raise ValueError(f"the checkpoint was saved inside an epoch with metrics "
+                             f"{[m['name'] for m in at['metrics']]}; this trainer has {list(self.metrics)}.")
         backend = self.model.backend
-        total, correct = (backend.xp.asarray(v, dtype=self.model.params.dtype, device=backend.device)
-                          for v in at["totals"])
-        return int(at["steps"]), (total, correct)
+        for i, (metric, saved) in enumerate(zip(totals[1], at["metrics"])):
+            metric.load_state(saved, {k: v for k in metric.accumulators if (v := arrays.get(f"metric{i}.{k}"))
+                                      is not None}, backend.from_host)
+        total = backend.xp.asarray(at["loss_total"], dtype=self.model.params.dtype, device=backend.device)
+        return int(at["steps"]), (total, totals[1])
+
+    @property
+    def inside_epoch(self) -> bool:
+        """Whether ``fit`` is inside an epoch (a callback's ``on_step_loss`` / ``on_step_end``)."""
+        return self._progress is not None
 
     @property
     def epoch_steps(self) -> int:
@@ -356,12 +369,24 @@ class Trainer:
 
     def epoch_progress(self) -> dict[str, Any] | None:
         """Inside an epoch (e.g. from a callback's ``on_step_end``): ``{"epoch", "steps", "batch_size",
-        "n", "totals"}`` -- the epoch in progress (0-based), the steps taken in it, and its running
-        loss sum and correct count as floats (one host read); None between epochs."""
-        if self._progress is None:
+        "n", "loss_total", "metrics"}`` -- the epoch in progress (0-based), the steps taken in it, its
+        running loss sum and each metric's state (:meth:`Metric.state`'s metadata; host reads); None
+        between epochs."""
+        state = self._epoch_state()
+        return state[0] if state is not None else None
+
+    def _epoch_state(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """:meth:`epoch_progress` and the metrics' arrays, keyed ``in_epoch.metric{i}.{name}``."""
+        if self._progress is None or self._totals is None:
             return None
-        totals = [float(t) for t in self._totals] if self._totals is not None else [0.0, 0.0]
-        return {k: v for k, v in self._progress.items() if k != "rng"} | {"totals": totals}
+        meta = {k: v for k, v in self._progress.items() if k != "rng"}
+        meta["loss_total"], meta["metrics"] = float(self._totals[0]), []
+        arrays = {}
+        for i, metric in enumerate(self._totals[1]):
+            m_meta, m_arrays = metric.state()
+            meta["metrics"].append(m_meta)
+            arrays.update({f"{IN_EPOCH}metric{i}.{k}": v for k, v in m_arrays.items()})
+        return meta, arrays
 
     # -- metrics: one accumulation for training epochs and evaluation ----------------------
     def _zero_totals(self) -> tuple[Array, list[metrics_mod.Metric]]:
@@ -398,7 +423,8 @@ class Trainer:
 
     # -- state for checkpoints ------------------------------------------------------------
     def state_dict(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        """``(arrays, metadata)``: optimizer state buffers on the host, and everything else
+        """``(arrays, metadata)``: optimizer state buffers on the host (and, inside an epoch, the
+        metrics' running state, keyed ``in_epoch.*``), and everything else
         a resumed run needs to continue exactly (optimizer hyperparameters and step, scheduler,
         shuffling RNG, step count) as JSON-ready values.
 
@@ -406,7 +432,7 @@ class Trainer:
         and ``"in_epoch"`` holds :meth:`epoch_progress`: a resumed fit redraws the same order, skips
         the steps already taken and continues the epoch's running totals."""
         opt = self.optimizer.state_dict()
-        progress = self.epoch_progress()
+        progress = self._epoch_state()
         meta = {
             "optimizer": {k: opt[k] for k in ("type", "lr", "hparams", "step_count")},
             "initial_lr": getattr(self.optimizer, "initial_lr", None),
@@ -417,9 +443,10 @@ class Trainer:
             "precision": self.precision,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
         }
-        if progress is not None:
-            meta["in_epoch"] = progress
-        return opt["state"], meta
+        if progress is None:
+            return opt["state"], meta
+        meta["in_epoch"] = progress[0]
+        return {**opt["state"], **progress[1]}, meta
 
     def check_rng_state(self, state: Any) -> None:
         """Raise ValueError unless ``state`` can restore the shuffling RNG (tried on a throwaway
@@ -433,6 +460,8 @@ class Trainer:
         """Restore what :meth:`state_dict` returned (the weights are restored separately)."""
         if meta.get("loss", self.loss.name) != self.loss.name:
             raise ValueError(f"the saved state is for loss {meta['loss']!r}, this trainer uses {self.loss.name!r}.")
+        in_epoch = {k[len(IN_EPOCH):]: v for k, v in arrays.items() if k.startswith(IN_EPOCH)}
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(IN_EPOCH)}
         self.optimizer.load_state_dict({**meta["optimizer"], "state": arrays}, backend=self.model.backend)
         if meta.get("initial_lr") is not None:
             self.optimizer.initial_lr = meta["initial_lr"]
@@ -442,7 +471,7 @@ class Trainer:
         self.step_count = int(meta["step_count"])
         if self.scaler is not None and meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
-        self._resume_at = dict(meta["in_epoch"]) if meta.get("in_epoch") else None
+        self._resume_at = (dict(meta["in_epoch"]), in_epoch) if meta.get("in_epoch") else None
 
     # -- inference ----------------------------------------------------------------------
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, float]:
