@@ -31,6 +31,8 @@ def test_toml_then_flags(tmp_path):
     ("[train]\noptimizer = \"lbfgs\"\n", r"train.optimizer = 'lbfgs' is invalid: use one of 'sgd', 'adagrad'"),
     ("[model]\nactivation = \"swish\"\n", r"model.activation = 'swish' is invalid: use one of 'identity', 'relu'"),
     ("[model]\nhidden = [8, -1]\n", r"model.hidden = \[8, -1\] is invalid: use a list of positive integers"),
+    ("[model]\ndropout = 1.0\n", r"model.dropout = 1.0 is invalid: use a number in \[0, 1\), or a list of them"),
+    ("[model]\ndropout = [0.1, -0.2]\n", r"model.dropout = \[0.1, -0.2\] is invalid: use a number in \[0, 1\)"),
     ("[data]\nsource = \"csv\"\npath = \"x.csv\"\n", r"data.source = 'csv' needs data.target"),
     ("[data]\ntest_fraction = 0.6\nval_fraction = 0.5\n", r"test_fraction \+ data.val_fraction must be below 1"),
     ("[train\nepochs = 3\n", r"is not valid TOML"),

@@ -85,6 +85,8 @@ def test_the_catalogue_covers_every_kernel_and_dtype():
     for name in ACTIVATIONS:
         for dtype in BINDINGS:
             assert f"xpnet_bias_act_{name}[{dtype}]" in SOURCES and f"xpnet_act_grad_{name}[{dtype}]" in SOURCES
+            assert f"xpnet_bias_act_dropout_{name}[{dtype}]" in SOURCES
+            assert f"xpnet_act_grad_dropout_{name}[{dtype}]" in SOURCES
     rules = {cls.rule for cls in optim.OPTIMIZERS.values()} - {"adamw"}  # AdamW runs the Adam kernel
     assert rules == set(src.OPTIMIZER_KERNELS)
     for rule, spec in src.OPTIMIZER_KERNELS.items():
@@ -132,8 +134,8 @@ def bf16_sources() -> dict[str, str]:
     bf16, f32 = _bf16_dtype(), np.dtype("float32")
     emu = Emulator()
     out = {}
-    specs = [src.BIAS_ADD, src.SCALE_CAST, src.UNSCALE] + [f(n) for n in ACTIVATIONS for f in (src.bias_act,
-                                                                                                 src.act_grad)]
+    specs = [src.BIAS_ADD, src.SCALE_CAST, src.UNSCALE] + [
+        f(n) for n in ACTIVATIONS for f in (src.bias_act, src.act_grad, src.bias_act_dropout, src.act_grad_dropout)]
     for spec in specs:
         kernel = emu.ElementwiseKernel(spec.in_params, spec.out_params, spec.body, spec.name,
                                        preamble=src.cuda_source() + _CUPY_PREAMBLE + _CUPY_BF16_PREAMBLE)
@@ -158,7 +160,7 @@ def bf16_sources() -> dict[str, str]:
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_bf16_kernel_compiles_with_nvrtc_as_cupy_compiles_it(arch):
     sources = bf16_sources()
-    assert len(sources) == 3 + 2 * len(ACTIVATIONS) + 2
+    assert len(sources) == 3 + 4 * len(ACTIVATIONS) + 2
     assert all('#include "cupy/bfloat16.cuh"' in code for code in sources.values())  # CuPy's own bfloat16 type
     assert "CArray<bfloat16, 2" in sources["xpnet_bias_act_relu[bfloat16]"]
     for name, cubin in _compile_all([(name, (code, arch)) for name, code in sources.items()]):

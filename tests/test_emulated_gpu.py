@@ -19,6 +19,7 @@ import pytest
 import xpnet
 from xpnet import optim
 from xpnet.activations import ACTIVATIONS
+from xpnet.dropout import dropout_key, keep_mask
 from xpnet.kernels import cuda_source as src
 from xpnet.kernels.emulator import Emulator, FloatMode, KernelError, compiler, emulated_backend, tf32_round
 from xpnet.kernels.reference import ReferenceOps
@@ -232,7 +233,7 @@ def blobs(n=96, features=10, classes=4, seed=0):
 
 
 def train(device, dtype, optimizer, loss="cross_entropy", clip=None, precision="fp32", data_on_device=None,
-          activation="tanh", epochs=2):
+          activation="tanh", epochs=2, dropout=0.0):
     X, y = blobs()
     if loss == "mse":
         y = np.eye(4)[y] * 2.0 - 1.0
@@ -240,7 +241,7 @@ def train(device, dtype, optimizer, loss="cross_entropy", clip=None, precision="
         y = np.eye(4)[y]
     model = xpnet.MLP([10, 24, 16, 4], activation=activation, dtype=dtype, seed=3,
                       device=None if device == "reference" else device,
-                      kernels="reference" if device == "reference" else "auto")
+                      kernels="reference" if device == "reference" else "auto", dropout=dropout)
     trainer = xpnet.Trainer(model, loss=loss, optimizer=optimizer, clip_grad_norm=clip, precision=precision)
     history = trainer.fit(X, y, epochs=epochs, batch_size=16, verbose=False, data_on_device=data_on_device)
     return xpnet.to_host(model.params).astype(np.float64), history, trainer
@@ -533,3 +534,67 @@ def test_bf16_product_is_one_gemm_with_float32_accumulation(emu, layout):
     out = matmul_bf16(emu, da, db)
     assert out.dtype == bf16 and emu.cublas.calls[calls:] == [emu.cublas.CUBLAS_COMPUTE_32F]
     np.testing.assert_array_equal(host(out), (a.astype(np.float32) @ b.astype(np.float32)).astype(bf16))
+
+
+# -- dropout: the CUDA hash draws the reference's masks ----------------------------------------------
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.3, 0.5])
+def test_dropout_masks_match_the_reference_exactly(emu, dtype, p):
+    fused, _, dev = sets(emu, dtype)
+    key = dropout_key(3, 41, 1)
+    shape = (37, 70)
+    zf, af = fused.bias_act(dev(np.ones(shape, dtype)), dev(np.zeros(shape[1], dtype)), ACTIVATIONS["identity"],
+                            None, p, key)
+    keep = np.asarray(keep_mask(np, shape, p, key))
+    np.testing.assert_array_equal(host(af) != 0, keep)
+    np.testing.assert_array_equal(host(af)[keep], np.float64(np.asarray(1.0 / (1.0 - p), dtype)))
+    g = np.random.default_rng(2).normal(size=shape).astype(dtype)
+    dzf, _ = fused.act_grad(dev(g), zf, af, ACTIVATIONS["identity"], None, p, key)
+    np.testing.assert_array_equal(host(dzf) != 0, keep)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("act", ["relu", "sigmoid", "tanh", "gelu"])
+def test_dropout_bias_act_and_act_grad(emu, act, dtype):
+    fused, ref, dev = sets(emu, dtype)
+    a_fn, key, shape = ACTIVATIONS[act], dropout_key(0, 5, 0), (37, 70)
+    z = pre_activations(shape, dtype)
+    b = np.random.default_rng(1).normal(size=shape[1]).astype(dtype)
+    zf, af = fused.bias_act(dev(z.copy()), dev(b), a_fn, None, 0.4, key)
+    zr, ar = ref.bias_act(dev(z), dev(b), a_fn, None, 0.4, key)
+    close(host(af), host(ar), dtype, scale=1.0)
+    g = np.random.default_rng(2).normal(size=shape).astype(dtype)
+    dzf, dbf = fused.act_grad(dev(g.copy()), zf, af, a_fn, None, 0.4, key)
+    dzr, dbr = ref.act_grad(dev(g), zr, ar, a_fn, None, 0.4, key)
+    close(host(dzf), host(dzr), dtype, scale=np.abs(g).astype(np.float64))
+    finite = np.isfinite(host(dbr))
+    close(host(dbf)[finite], host(dbr)[finite], dtype, scale=np.abs(host(dzr)).sum(axis=0)[finite], ulps=4 * shape[0])
+
+
+def test_training_with_dropout_matches_the_numpy_reference(emu):
+    dev = emulated_backend(emu)
+    w_gpu, h_gpu, t = train(dev, "float64", optim.Adam(lr=0.01), clip=1.0, dropout=[0.3, 0.5])
+    w_ref, h_ref, _ = train("reference", "float64", optim.Adam(lr=0.01), clip=1.0, dropout=[0.3, 0.5])
+    w_plain, _, _ = train("reference", "float64", optim.Adam(lr=0.01), clip=1.0)
+    assert t.ops.name == "cupy"
+    np.testing.assert_allclose(w_gpu, w_ref, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(h_gpu.history["loss"], h_ref.history["loss"], rtol=1e-9)
+    assert not np.allclose(w_ref, w_plain)
+
+
+def test_bf16_dropout_masks_match_the_bfloat16_reference(emu):
+    bf16 = _bf16()
+    fused, ref = _bf16_sets(emu)
+    key, a_fn = dropout_key(1, 2, 0), ACTIVATIONS["gelu"]
+    r = np.random.default_rng(0)
+    z, b = r.normal(0, 2, size=(37, 70)).astype(bf16), r.normal(size=70).astype(bf16)
+    g = r.normal(size=z.shape).astype(bf16)
+    zf, af = fused.bias_act(emu.asarray(z), emu.asarray(b), a_fn, None, 0.25, key)
+    _, ar = ref.bias_act(z, b, a_fn, None, 0.25, key)
+    keep = np.asarray(keep_mask(np, z.shape, 0.25, key))
+    assert not np.any(host(af)[~keep]) and not np.any(host(ar)[~keep])
+    close(host(af), host(ar), "bfloat16", scale=1.0, ulps=1)
+    dzf, _ = fused.act_grad(emu.asarray(g), zf, af, a_fn, None, 0.25, key)
+    dzr, _ = ref.act_grad(g, xpnet.to_host(zf), xpnet.to_host(af), a_fn, None, 0.25, key)
+    assert not np.any(host(dzf)[~keep])
+    close(host(dzf), host(dzr), "bfloat16", scale=np.abs(host(g)), ulps=1)

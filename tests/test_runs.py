@@ -61,6 +61,18 @@ def test_config_file_and_flags(tmp_path):
     assert "epochs = 2" in saved and 'optimizer = "sgd"' in saved and "momentum = 0.9" in saved
 
 
+def test_dropout_flag_and_config(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--dropout", "0.2", "--run-dir", str(run)]) == 0
+    assert "dropout = 0.2" in (run / "config.toml").read_text()
+    assert xpnet.io.checkpoint.load_model(run).dropout == (0.2, 0.2)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nsource = "synthetic"\n[train]\nepochs = 1\n[model]\nhidden = [16, 8]\n'
+                   'dropout = [0.1, 0.3]\n')
+    assert main(["train", "--config", str(cfg), "--run-dir", str(tmp_path / "r2"), "--quiet"]) == 0
+    assert xpnet.io.checkpoint.load_model(tmp_path / "r2").dropout == (0.1, 0.3)
+
+
 @pytest.mark.parametrize("args,message", [
     (["--optimizer", "lbfgs"], "train.optimizer = 'lbfgs' is invalid: use one of"),
     (["--data", "csv", "--data-path", "x.csv"], "data.source = 'csv' needs data.target"),

@@ -18,6 +18,7 @@ import numpy as np
 from ._typing import Array, HostArray, Namespace
 from .activations import get_activation
 from .backend import check_dtype, resolve_backend, to_host
+from .dropout import check_dropout, dropout_key
 from .initializers import check_init, default_init, draw_weights
 from .kernels import ops_for, resolve_kernels
 from .validation import check_int, host_memory_bytes, invalid
@@ -46,7 +47,8 @@ class Tape:
 
     inputs: list[Array]  # a_{l-1}: the layer's input
     pre: list[Array]  # z_l: pre-activation (after the bias add)
-    post: list[Array]  # a_l: activation output (the logits for the last layer)
+    post: list[Array]  # a_l: activation output, after dropout (the logits for the last layer)
+    step: int | None = None  # the training step whose dropout masks were drawn (None: no dropout)
 
 
 def _check_sizes(sizes: Any) -> list[int]:
@@ -100,16 +102,21 @@ class MLP:
         math only (for debugging and comparisons).  ``None`` (default) takes the innermost
         ``xpnet.use_kernels(...)`` block, else ``XPNET_KERNELS``, else ``"auto"``; the resolved
         choice is kept in ``self.kernels``.
+    dropout : float or sequence of float
+        Inverted dropout rate of the hidden layers' activations, in ``[0, 1)``: one number for all,
+        or one per hidden layer.  Training forward passes only (those given a ``step``); masks are a
+        hash of ``(seed, step, layer, element)`` (``xpnet.dropout``), the same on every backend.
     """
 
     def __init__(self, sizes: Sequence[int], activation: str = "relu", dtype: str = "float32", seed: int | None = 0,
                  init: str | None = None, device: Any = None, xp: Namespace | None = None,
-                 kernels: str | None = None) -> None:
+                 kernels: str | None = None, dropout: float | Sequence[float] = 0.0) -> None:
         self.sizes = _check_sizes(sizes)
         self.activation = get_activation(activation)
         self.dtype = check_dtype(dtype)
         self.init = default_init(self.activation.init) if init is None else check_init(init)
         self.kernels = resolve_kernels(kernels)
+        self.dropout = check_dropout(dropout, len(self.sizes) - 2)
         seed = check_int("seed", seed, low=0, allow_none=True)
         # None draws a seed, kept in self.seed so the run can be repeated
         self.seed = int(np.random.default_rng().integers(2**31)) if seed is None else seed
@@ -199,22 +206,23 @@ class MLP:
 
     @overload
     def forward(self, x: Array, tape: Literal[False] = False, params: Array | None = None,
-                ops: KernelSet | None = None) -> Array: ...
+                ops: KernelSet | None = None, step: int | None = None) -> Array: ...
 
     @overload
     def forward(self, x: Array, tape: Literal[True], params: Array | None = None,
-                ops: KernelSet | None = None) -> tuple[Array, Tape]: ...
+                ops: KernelSet | None = None, step: int | None = None) -> tuple[Array, Tape]: ...
 
     @overload
     def forward(self, x: Array, tape: bool, params: Array | None = None,
-                ops: KernelSet | None = None) -> Array | tuple[Array, Tape]: ...
+                ops: KernelSet | None = None, step: int | None = None) -> Array | tuple[Array, Tape]: ...
 
     def forward(self, x: Array, tape: bool = False, params: Array | None = None,
-                ops: KernelSet | None = None) -> Array | tuple[Array, Tape]:
+                ops: KernelSet | None = None, step: int | None = None) -> Array | tuple[Array, Tape]:
         """Logits for a batch ``x`` already on this model's device; ``tape`` keeps what backward needs.
 
         ``params`` / ``ops`` substitute another flat parameter buffer and kernel set (the
-        float16 copy of the weights in mixed precision); by default the model's own.
+        float16 copy of the weights in mixed precision); by default the model's own.  ``step``
+        (training forward passes only) applies dropout with that step's masks; ``None`` never drops.
         """
         if getattr(x, "ndim", None) != 2 or x.shape[1] != self.n_features:  # shapes only: free, never a sync
             raise ValueError(f"x must be a 2-D batch with {self.n_features} features on the model's device, got "
@@ -231,10 +239,11 @@ class MLP:
             act = self.activation if l < last else _IDENTITY  # the output layer is linear
             inputs.append(a)
             z = ops.matmul(a, W, out=ws["z"][l])  # z_l = a_{l-1} @ W_l
-            z, a = ops.bias_act(z, b, act, out=ws["a"][l])  # z_l += b_l;  a_l = f(z_l)
+            # z_l += b_l;  a_l = f(z_l), times the dropout mask / (1 - p) in training
+            z, a = ops.bias_act(z, b, act, ws["a"][l], *self.dropout_args(l, step))
             pre.append(z)
             post.append(a)
-        return (a, Tape(inputs, pre, post)) if tape else a
+        return (a, Tape(inputs, pre, post, step)) if tape else a
 
     def backward(self, dlogits: Array, tape: Tape, params: Array | None = None, grads: Array | None = None,
                  ops: KernelSet | None = None) -> None:
@@ -257,7 +266,14 @@ class MLP:
             if l > 0:
                 da = ops.matmul(dz, weights[l][0].T, out=ws["d"][l])  # dL/da_{l-1} = dz_l @ W_l^T
                 # dz_{l-1} = da * f'(z_{l-1}) and, in the same pass, db_{l-1} = sum_rows dz_{l-1}
-                dz, _ = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act, db_out=grad_views[l - 1][1])
+                # (times layer l-1's dropout mask / (1 - p), recomputed, when the forward dropped)
+                dz, _ = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act, grad_views[l - 1][1],
+                                     *self.dropout_args(l - 1, tape.step))
+
+    def dropout_args(self, layer: int, step: int | None) -> tuple[float, int]:
+        """``(dropout, dropout_key)`` for layer ``layer``'s kernels at training ``step`` (``(0.0, 0)``: none)."""
+        p = self.dropout[layer] if step is not None and layer < len(self.dropout) else 0.0
+        return (p, dropout_key(self.seed, step, layer)) if p and step is not None else (0.0, 0)
 
 
 _IDENTITY = get_activation("identity")

@@ -51,6 +51,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
     "model": {
         "hidden": ([256, 256], "sizes"),
         "activation": ("relu", _choice(*ACTIVATIONS)),
+        "dropout": (0.0, "rates"),  # hidden layers, training only: one rate, or one per hidden layer
         "init": (None, ("choice?", INITIALIZERS)),
         "dtype": ("float32", _choice("float32", "float64")),
         "device": ("cpu", "device"),
@@ -99,6 +100,7 @@ def _describe(accepted) -> str:
         "str?": "a string (or leave it out)",
         "sizes": "a list of positive integers, e.g. [256, 256]", "device": "'cpu', 'cuda' or 'cuda:N'",
         "names?": "a list of metric names, e.g. [\"f1_macro\", \"roc_auc_ovr\"] (or leave it out)",
+        "rates": "a number in [0, 1), or a list of them (one per hidden layer)",
     }[accepted]
 
 
@@ -114,11 +116,18 @@ def _valid(value, accepted) -> bool:
         "int+": is_int and value >= 1, "int0": is_int and value >= 0,
         "float+": is_num and value > 0, "float0": is_num and value >= 0,
         "fraction": is_num and 0 <= value < 1, "bool": isinstance(value, bool), "str": isinstance(value, str),
+        "rates": all(_is_fraction(v) for v in (value if isinstance(value, list) else [value])),
         "device": isinstance(value, str) and re.fullmatch(r"cpu|cuda(:\d+)?", value) is not None,
         "sizes": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                                                  for v in value),
         "names": isinstance(value, list) and all(isinstance(v, str) for v in value),
     }[kind]
+
+
+def _is_fraction(value) -> bool:
+    """A number in [0, 1) (not bool): one dropout rate."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+        and 0 <= value < 1
 
 
 def validate(config: dict, origin: str = "config") -> dict:

@@ -28,6 +28,7 @@ TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
     ("--test-fraction", "data.test_fraction", float, None), ("--val-fraction", "data.val_fraction", float, None),
     ("--hidden", "model.hidden", _sizes, "hidden layer sizes, e.g. 256,256"),
     ("--activation", "model.activation", str, None), ("--init", "model.init", str, None),
+    ("--dropout", "model.dropout", float, "dropout rate of the hidden layers in training, in [0, 1) (default 0)"),
     ("--dtype", "model.dtype", str, "float32 or float64"), ("--device", "model.device", str, "cpu, cuda, cuda:N"),
     ("--loss", "train.loss", str, "cross_entropy, mse, bce or auto (the default: cross_entropy for class "
                                   "labels, mse for continuous targets)"),

@@ -184,7 +184,7 @@ def build(config: dict, data_shapes):
     m, t = config["model"], config["train"]
     n_features, n_outputs = data_shapes
     model = MLP([n_features, *m["hidden"], n_outputs], activation=m["activation"], dtype=m["dtype"],
-                seed=t["seed"], init=m["init"], device=m["device"])
+                seed=t["seed"], init=m["init"], device=m["device"], dropout=m["dropout"])
     kwargs = {"lr": t["lr"]}
     if t["weight_decay"] is not None:
         kwargs["weight_decay"] = t["weight_decay"]

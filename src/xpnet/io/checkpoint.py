@@ -142,9 +142,12 @@ def _canonical(obj: object) -> bytes:
 def model_metadata(model: MLP) -> dict[str, str]:
     from .. import __version__
 
-    return {"format": FORMAT, "xpnet_version": __version__, "sizes": json.dumps(model.sizes),
+    meta = {"format": FORMAT, "xpnet_version": __version__, "sizes": json.dumps(model.sizes),
             "activation": model.activation.name, "dtype": model.dtype, "init": model.init, "seed": str(model.seed),
             "layout": "layer{i}.W is (fan_in, fan_out); a layer computes x @ W + b"}
+    if any(model.dropout):  # only then: files of models without dropout keep their bytes
+        meta["dropout"] = json.dumps(list(model.dropout))
+    return meta
 
 
 def _tensor_digest(tensors: dict[str, HostArray], metadata: dict[str, str]) -> str:
@@ -511,7 +514,8 @@ def load_model(path: str | Path, device: Any = None, xp: Namespace | None = None
                           "always be detected.", IntegrityWarning, stacklevel=2)
     try:
         model = MLP(json.loads(meta["sizes"]), activation=meta["activation"], dtype=meta["dtype"],
-                    init=meta["init"], seed=int(meta["seed"]), device=device, xp=xp)
+                    init=meta["init"], seed=int(meta["seed"]), device=device, xp=xp,
+                    dropout=json.loads(meta.get("dropout", "0.0")))
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{file}: its metadata does not describe a model this xpnet can build ({exc}).") from exc
     model.set_weights(weights)

@@ -46,13 +46,23 @@ class BFloat16Ops(ReferenceOps):
         """bfloat16 ``a @ b``: exact float32 products of the bfloat16 values, float32 sums, one rounding."""
         return _store(out, self._bf(self._f32(a) @ self._f32(b)))
 
-    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
+                 dropout_key: int = 0) -> tuple[Array, Array]:
         v = self._f32(z) + self._f32(b)  # the activation sees the float32 sum, as the fused kernel does
-        return self._bf(v), _store(out, self._bf(act.forward(self.xp, v)))
+        a = act.forward(self.xp, v)
+        if dropout:
+            a = self._dropped(a, dropout, dropout_key)
+        return self._bf(v), _store(out, self._bf(a))
 
-    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
-                 db_out: Array | None = None) -> tuple[Array, Array]:
-        dz = self._bf(self._f32(g) * act.derivative(self.xp, self._f32(z), self._f32(a)))
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
+                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+        z32 = self._f32(z)
+        if dropout:
+            d = self._dropped(self._f32(g) * act.derivative(self.xp, z32, act.forward(self.xp, z32)), dropout,
+                              dropout_key)
+        else:
+            d = self._f32(g) * act.derivative(self.xp, z32, self._f32(a))
+        dz = self._bf(d)
         return dz, self.bias_grad(dz, out=db_out)
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array:

@@ -30,6 +30,7 @@ from numba import njit, prange
 
 from .._typing import Array
 from ..activations import get_activation, sigmoid_scalar
+from ..dropout import element_hash, keep_scale, keep_threshold
 from ..losses import labels_outside_message
 from .buffered import BufferedOps, counted
 
@@ -99,36 +100,52 @@ def _sum_partials(partial, db):
 
 
 # -- layer kernels (one per activation, built from the registry) -------------------------------
+# ``keep_below`` and ``scale``: the dropout threshold and factor (``xpnet.dropout``); ``keep_below`` is
+# 2**32 without dropout, and then every element is kept with the factor 1 -- one kernel for both.
+_element_hash = jit_scalar(element_hash)  # the same source as the reference's masks
+
+
 def _bias_act_kernel(act):
     f = jit_scalar(act.scalar[0])
 
     @kernel
-    def bias_act(z, b, a):
+    def bias_act(z, b, a, key, keep_below, scale):
         rows, cols = z.shape
+        drop = keep_below < 4294967296
         for i in prange(rows):
             for j in range(cols):
                 v = z[i, j] + b[j]
                 z[i, j] = v
-                a[i, j] = f(v)
+                if drop:
+                    a[i, j] = f(v) * scale if _element_hash(i * cols + j, key) < keep_below else 0.0
+                else:
+                    a[i, j] = f(v)
 
     return bias_act
 
 
 def _act_grad_kernel(act):
+    f = jit_scalar(act.scalar[0])
     d = jit_scalar(act.scalar[1])
 
     @kernel
-    def act_grad(g, z, a, partial, db):
-        # g <- g * f'(z) in place, and db <- column sums of the result: one pass over g.
+    def act_grad(g, z, a, partial, db, key, keep_below, scale):
+        # g <- g * f'(z) in place, and db <- column sums of the result: one pass over g.  With dropout,
+        # f(z) is recomputed (``a`` holds the dropped activation) and the forward's mask is redrawn.
         rows, cols = g.shape
         chunks = partial.shape[0]
         per = (rows + chunks - 1) // chunks
+        drop = keep_below < 4294967296
         for c in prange(chunks):
             for j in range(cols):
                 partial[c, j] = 0.0
             for i in range(c * per, min(rows, (c + 1) * per)):
                 for j in range(cols):
-                    v = g[i, j] * d(z[i, j], a[i, j])
+                    if drop:
+                        v = g[i, j] * d(z[i, j], f(z[i, j]))
+                        v = v * scale if _element_hash(i * cols + j, key) < keep_below else 0.0
+                    else:
+                        v = g[i, j] * d(z[i, j], a[i, j])
                     g[i, j] = v
                     partial[c, j] += v
         _sum_partials(partial, db)
@@ -141,6 +158,13 @@ def _kernel(kind: str, act):
     if key not in _compiled:
         _compiled[key] = (_bias_act_kernel if kind == "bias_act" else _act_grad_kernel)(act)
     return _compiled[key]
+
+
+def _dropout_args(dtype, p: float, key: int) -> tuple[int, int, Any]:
+    """``(key, keep_below, scale)`` kernel arguments; ``keep_below = 2**32`` keeps everything (p = 0)."""
+    if not p:
+        return 0, 1 << 32, dtype.type(1.0)
+    return int(key), keep_threshold(p), dtype.type(keep_scale(p))
 
 
 # -- losses: value and gradient in one pass over each row -------------------------------------
@@ -354,18 +378,19 @@ class NumbaOps(BufferedOps):
         return bool(found)
 
     @counted(1)
-    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
+                 dropout_key: int = 0) -> tuple[Array, Array]:
         if out is None:
-            out = z if act.name == "identity" else np.empty_like(z)
-        _kernel("bias_act", act)(self._par(z.size), z, b, out)
+            out = z if act.name == "identity" and not dropout else np.empty_like(z)
+        _kernel("bias_act", act)(self._par(z.size), z, b, out, *_dropout_args(z.dtype, dropout, dropout_key))
         return z, out
 
     @counted(1)
-    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
-                 db_out: Array | None = None) -> tuple[Array, Array]:
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
+                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
         db = np.empty(g.shape[1], dtype=g.dtype) if db_out is None else db_out
         partial = self._buf(("partial", g.shape[1]), (self.chunks, g.shape[1]), np.float64)
-        _kernel("act_grad", act)(self._par(g.size), g, z, a, partial, db)
+        _kernel("act_grad", act)(self._par(g.size), g, z, a, partial, db, *_dropout_args(g.dtype, dropout, dropout_key))
         return g, db
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array:

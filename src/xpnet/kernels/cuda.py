@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._typing import Array
+from ..dropout import keep_scale, keep_threshold
 from ..losses import labels_outside_message
 from . import cuda_source as src
 from .buffered import BufferedOps, counted
@@ -123,6 +124,11 @@ def _gemm_ex(lib, a, b, out, dtype, cuda_type, compute_type):
                   ldb, _pointer(a), cuda_type, lda, zero.ctypes.data, _pointer(out), cuda_type, max(1, n),
                   compute_type, cublas.CUBLAS_GEMM_DEFAULT_TENSOR_OP)
     return out
+
+
+def _dropout_args(p: float, key: int) -> tuple[np.uint32, np.uint64, np.float64]:
+    """The dropout kernels' scalars ``(key, keep_below, scale)``, as NumPy scalars of their parameter types."""
+    return np.uint32(key), np.uint64(keep_threshold(p)), np.float64(keep_scale(p))
 
 
 class CupyOps(BufferedOps):
@@ -250,19 +256,28 @@ class CupyOps(BufferedOps):
         slot["copied"].record(copier)
 
     @counted(1)
-    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
-        if act.name == "identity":
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
+                 dropout_key: int = 0) -> tuple[Array, Array]:
+        if act.name == "identity" and not dropout:
             _elementwise(self.lib, src.BIAS_ADD, self.bf16)(b, z)
             return z, z
         if out is None:
             out = self.lib.empty_like(z)
-        _elementwise(self.lib, src.bias_act(act.name), self.bf16)(b, z, out)
+        if dropout:
+            _elementwise(self.lib, src.bias_act_dropout(act.name), self.bf16)(b, *_dropout_args(dropout, dropout_key),
+                                                                              z, out)
+        else:
+            _elementwise(self.lib, src.bias_act(act.name), self.bf16)(b, z, out)
         return z, out
 
     @counted(2)
-    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
-                 db_out: Array | None = None) -> tuple[Array, Array]:
-        _elementwise(self.lib, src.act_grad(act.name), self.bf16)(z, a, g)
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
+                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+        if dropout:
+            _elementwise(self.lib, src.act_grad_dropout(act.name), self.bf16)(z, a, *_dropout_args(dropout,
+                                                                                                   dropout_key), g)
+        else:
+            _elementwise(self.lib, src.act_grad(act.name), self.bf16)(z, a, g)
         return g, self._column_sums(g, db_out)
 
     @counted(1)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..activations import ACTIVATIONS, GELU_C, GELU_CLAMP, GELU_K, LEAKY_SLOPE, SOFTPLUS_THRESHOLD
+from ..dropout import MASK32, MUL1, MUL2
 
 SOURCE_FILE = Path(__file__).with_name("xpnet_kernels.cu")
 COMPUTE = "typedef typename xpnet_compute<T>::type C;\n"  # C: float for half and float, double for double
@@ -26,6 +27,19 @@ template <typename C> __device__ __forceinline__ C xpnet_sigmoid(C z) {
     C e = exp(-fabs(z));
     return z >= C(0) ? C(1) / (C(1) + e) : e / (C(1) + e);
 }
+"""
+
+# Dropout masks (``xpnet.dropout``): the uint32 twin of ``mix32`` / ``element_hash`` -- wrap-around
+# uint32 products are the int64 ``(x * m) & 0xFFFFFFFF`` of the reference and Numba forms.
+DROPOUT_CUDA = f"""
+__device__ __forceinline__ unsigned int xpnet_mix32(unsigned int x) {{
+    x ^= x >> 16; x *= {MUL1:#x}u; x ^= x >> 15; x *= {MUL2:#x}u; x ^= x >> 16;
+    return x;
+}}
+__device__ __forceinline__ bool xpnet_keep(long long idx, unsigned int key, unsigned long long keep_below) {{
+    unsigned int h = xpnet_mix32(xpnet_mix32((unsigned int)((unsigned long long)idx & {MASK32:#x}ull) ^ key) ^ key);
+    return (unsigned long long)h < keep_below;
+}}
 """
 
 # The activations' CUDA forms: bodies of two device functions of the compute type ``C``, the
@@ -66,7 +80,7 @@ def activation_cuda(act) -> tuple[str, str]:
 
 def cuda_source() -> str:
     """Helpers, generated activation device functions, then ``xpnet_kernels.cu``."""
-    parts = [CUDA_PRELUDE]
+    parts = [CUDA_PRELUDE, DROPOUT_CUDA]
     for act in ACTIVATIONS.values():
         fwd, bwd = activation_cuda(act)
         parts.append(f"template <typename C> __device__ __forceinline__ C xpnet_{act.name}_fwd(C z) {{\n    {fwd}\n}}\n"
@@ -95,6 +109,27 @@ def bias_act(act: str) -> Elementwise:
 def act_grad(act: str) -> Elementwise:
     return Elementwise(f"xpnet_act_grad_{act}", "T z, T a", "T g",
                        COMPUTE + f"g = (T)((C)g * xpnet_{act}_bwd<C>((C)z, (C)a));")
+
+
+# Dropout variants (training forward and its backward): ``i`` is the element's row-major index
+# ``row * cols + col``; dropped elements are 0, kept ones times ``scale = 1 / (1 - p)``.  The backward
+# recomputes ``f(z)`` for ``f'`` (``a`` holds the dropped activation) and redraws the forward's mask.
+_DROPOUT_PARAMS = "uint32 key, uint64 keep_below, float64 scale"
+_DROPOUT_SCALARS = ("key", "keep_below", "scale")
+
+
+def bias_act_dropout(act: str) -> Elementwise:
+    return Elementwise(f"xpnet_bias_act_dropout_{act}", "T b, " + _DROPOUT_PARAMS, "T z, T a",
+                       COMPUTE + "C v = (C)z + (C)b; z = (T)v; "
+                       f"a = xpnet_keep(i, key, keep_below) ? (T)(xpnet_{act}_fwd<C>(v) * (C)scale) : (T)(C(0));",
+                       _DROPOUT_SCALARS)
+
+
+def act_grad_dropout(act: str) -> Elementwise:
+    return Elementwise(f"xpnet_act_grad_dropout_{act}", "T z, T a, " + _DROPOUT_PARAMS, "T g",
+                       COMPUTE + f"C zz = (C)z; C d = (C)g * xpnet_{act}_bwd<C>(zz, xpnet_{act}_fwd<C>(zz)); "
+                       "g = xpnet_keep(i, key, keep_below) ? (T)(d * (C)scale) : (T)(C(0));",
+                       _DROPOUT_SCALARS)
 
 
 BIAS_ADD = Elementwise("xpnet_bias_add", "T b", "T z", COMPUTE + "z = (T)((C)z + (C)b);")  # the linear output layer
@@ -199,7 +234,7 @@ def all_elementwise() -> list[Elementwise]:
     """Every elementwise kernel the GPU kernel set can build (for the compile check)."""
     kernels = [SCALE, BIAS_ADD, SCALE_CAST, UNSCALE]
     for name in ACTIVATIONS:
-        kernels += [bias_act(name), act_grad(name)]
+        kernels += [bias_act(name), act_grad(name), bias_act_dropout(name), act_grad_dropout(name)]
     for rule, spec in OPTIMIZER_KERNELS.items():
         n = len(spec.buffers)
         for mask in range(1 << n):

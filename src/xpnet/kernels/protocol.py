@@ -70,12 +70,15 @@ class KernelSet(Protocol):
     # -- layers and loss -----------------------------------------------------------------------
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array: ...
 
-    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
-        """``(z + b, f(z + b))``."""
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
+                 dropout_key: int = 0) -> tuple[Array, Array]:
+        """``(z + b, f(z + b))``; ``dropout > 0``: the activation with inverted dropout, mask from
+        ``dropout_key`` (``xpnet.dropout``)."""
 
-    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
-                 db_out: Array | None = None) -> tuple[Array, Array]:
-        """``(g * f'(z), its column sums)``."""
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
+                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+        """``(g * f'(z), its column sums)``; ``dropout > 0``: times the recomputed mask and scale, with
+        ``f(z)`` recomputed for ``f'`` (``a`` is then the dropped activation)."""
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array: ...
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import numpy as np
 
 from .._typing import Array
+from ..dropout import keep_mask, keep_scale
 from ..losses import dense_targets
 
 if TYPE_CHECKING:
@@ -138,16 +139,35 @@ class ReferenceOps:
     def check_device_errors(self) -> None:
         """Raise what the kernels found on the device since the last check (nothing here)."""
 
-    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None) -> tuple[Array, Array]:
-        """``z + b`` and its activation; returns ``(pre_activation, activation)``."""
-        z = z + b
-        return z, _into(out, act.forward(self.xp, z))
+    def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
+                 dropout_key: int = 0) -> tuple[Array, Array]:
+        """``z + b`` and its activation; returns ``(pre_activation, activation)``.
 
-    def act_grad(self, g: Array, z: Array, a: Array, act: Activation,
-                 db_out: Array | None = None) -> tuple[Array, Array]:
-        """``dz = g * f'(z)`` and its column sums (the bias gradient of that layer)."""
-        dz = g * act.derivative(self.xp, z, a)
+        ``dropout > 0``: inverted dropout on the activation, the mask of ``xpnet.dropout.keep_mask``
+        under ``dropout_key`` (dropped elements 0, kept ones times ``1 / (1 - dropout)``)."""
+        z = z + b
+        a = act.forward(self.xp, z)
+        if dropout:
+            a = self._dropped(a, dropout, dropout_key)
+        return z, _into(out, a)
+
+    def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
+                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+        """``dz = g * f'(z)`` and its column sums (the bias gradient of that layer).
+
+        ``dropout > 0``: ``a`` is the dropped activation, so ``f(z)`` is recomputed for ``f'``, and
+        the forward's mask (recomputed from ``dropout_key``) and scale multiply ``dz``."""
+        if dropout:
+            dz = self._dropped(g * act.derivative(self.xp, z, act.forward(self.xp, z)), dropout, dropout_key)
+        else:
+            dz = g * act.derivative(self.xp, z, a)
         return dz, _into(db_out, self.xp.sum(dz, axis=0))
+
+    def _dropped(self, v: Array, p: float, key: int) -> Array:
+        """``v`` with the dropout mask of ``key`` applied: kept elements times ``1 / (1 - p)``, the rest 0."""
+        xp = self.xp
+        keep = keep_mask(xp, (v.shape[0], v.shape[1]), p, key, device=self.backend.device)
+        return xp.where(keep, v * keep_scale(p), xp.zeros_like(v))
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array:
         return _into(out, self.xp.sum(dz, axis=0))

@@ -83,9 +83,10 @@ class FP32Step:
         self.model, self.loss, self.optimizer, self.ops = model, loss, optimizer, ops
         self.max_norm = _max_norm(clip_grad_norm)
 
-    def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
-        """Loss (0-d, on the device) and logits of batch ``(x, y)``; gradients into ``model.grads``."""
-        logits, tape = self.model.forward(x, tape=True, ops=self.ops)
+    def forward_backward(self, x: Array, y: Array, step: int | None = None) -> tuple[Array, Array]:
+        """Loss (0-d, on the device) and logits of batch ``(x, y)``; gradients into ``model.grads``.
+        ``step``: the training step, which draws the dropout masks (None: no dropout)."""
+        logits, tape = self.model.forward(x, tape=True, ops=self.ops, step=step)
         loss, dlogits = self.ops.loss(self.loss, logits, y)
         self.model.backward(dlogits, tape, ops=self.ops)
         return loss, logits
@@ -110,11 +111,11 @@ class MixedPrecisionStep(FP32Step):
         self.grads16 = self.half.empty((model.n_params,))
         self.scaler: GradScaler = GradScaler() if scaler is None else scaler
 
-    def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
+    def forward_backward(self, x: Array, y: Array, step: int | None = None) -> tuple[Array, Array]:
         m, half, ops = self.model, self.half, self.ops
         half.cast_into(m.params, self.params16)
         x16 = half.cast(x, "x16")
-        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half)
+        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step)
         logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as AMP does
         loss, dlogits = ops.loss(self.loss, logits, y)
         dlogits16 = half.scale_cast(dlogits, self.scaler.scale, "dlogits16")
@@ -145,11 +146,11 @@ class BF16Step(FP32Step):
         self.params16 = self.half.empty((model.n_params,))
         self.grads16 = self.half.empty((model.n_params,))
 
-    def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
+    def forward_backward(self, x: Array, y: Array, step: int | None = None) -> tuple[Array, Array]:
         m, half, ops = self.model, self.half, self.ops
         half.cast_into(m.params, self.params16)  # round the float32 master weights to bfloat16
         x16 = half.cast(x, "x16")
-        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half)
+        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step)
         logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as autocast does
         loss, dlogits = ops.loss(self.loss, logits, y)
         dlogits16 = half.cast(dlogits, "dlogits16")
@@ -181,9 +182,10 @@ class MixedPrecision(MixedPrecisionStep):
                       "optimizer, ops, clip_grad_norm).", DeprecationWarning, stacklevel=2)
         super().__init__(trainer.model, trainer.loss, trainer.optimizer, trainer.ops, trainer.clip_grad_norm)
 
-    def forward_backward(self, *args: Array) -> tuple[Array, Array]:
+    def forward_backward(self, *args: Array, step: int | None = None) -> tuple[Array, Array]:
         """``(x, y)``, or the old ``(trainer, x, y)``."""
-        return super().forward_backward(*args[-2:])
+        x, y = args[-2:]
+        return super().forward_backward(x, y, step=step)
 
     def update(self, *args: Any) -> bool:
         """``()``, or the old ``(trainer, max_norm)`` (``max_norm`` then replaces the clip value)."""

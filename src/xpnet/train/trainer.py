@@ -184,8 +184,9 @@ class Trainer:
 
     def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
         """``(loss, logits)`` of a prepared batch; the gradients land in ``model.grads``
-        (in this trainer's precision and kernel set).  Call inside ``model.backend.context()``."""
-        return self.precision_step.forward_backward(x, y)
+        (in this trainer's precision and kernel set).  Call inside ``model.backend.context()``.
+        The model's dropout (if any) draws the masks of step :attr:`step_count`."""
+        return self.precision_step.forward_backward(x, y, step=self.step_count)
 
     def update(self) -> bool:
         """Apply the gradients of the last :meth:`forward_backward` (clipped if asked); returns
