@@ -70,6 +70,25 @@ if [ "$device" = cuda ]; then  # the CUDA-graph question: what launches cost at 
   graph_rc=$?
 fi
 
+dist_rc=0
+# data-parallel (xpnet.distributed): 1 rank over NCCL, and one rank per GPU when there are several;
+# needs mpi4py + mpiexec (pip install -e '.[dist,cuda12]'); skipped, and said so, without them
+mpiexec=$(command -v mpiexec || echo "$(dirname "$(command -v "$py")")/mpiexec")
+if "$py" -c "import mpi4py" 2>/dev/null && [ -x "$mpiexec" ]; then
+  gpus=1 dist_args="--preset mnist --batch-sizes 256,4096 --steps 20"
+  if [ "$device" = cuda ]; then gpus=$(nvidia-smi -L 2>/dev/null | wc -l); fi
+  if [ "$device" = cpu ]; then dist_args="--preset small --batch-sizes 64 --steps 5"; fi  # dry run
+  for n in $(printf '%s\n' 1 "$gpus" | sort -un); do
+    [ "$n" -ge 1 ] || continue
+    # shellcheck disable=SC2086  # the arguments are meant to split
+    timeout 120 "$mpiexec" -n "$n" "$py" -m xpnet bench --distributed --device "$device" $dist_args --rounds 3 \
+      >"$out/distributed-$n.txt" 2>&1
+    rc=$?; echo "distributed-$n: exit $rc" >>"$out/sweeps.status"; [ "$rc" -eq 0 ] || dist_rc=$rc
+  done
+else
+  echo "mpi4py or mpiexec missing: distributed check skipped" >"$out/distributed-1.txt"
+fi
+
 {
   echo "xpnet GPU check, $(date -u +%Y-%m-%d), $(( $(date +%s) - start )) s"
   echo "GPU tests: $(grep -E ' in [0-9.]+s' "$out/gpu-tests.log" | tail -n 1) (exit $tests_rc)"
@@ -78,9 +97,10 @@ fi
     echo "-- $name: ${entry#*|} ($(grep "^$name:" "$out/sweeps.status"))"
     grep -v "^results written" "$out/$name.txt"
   done
+  for f in "$out"/distributed-*.txt; do echo "-- $(basename "$f" .txt)"; cat "$f"; done
   if [ -f "$out/cuda-graph-probe.txt" ]; then
     echo "-- CUDA-graph probe (exit $graph_rc)"; tail -n 4 "$out/cuda-graph-probe.txt"
   fi
 } >"$out/summary.txt"
 cat "$out/summary.txt"
-[ "$tests_rc" -eq 0 ] && [ "$sweep_rc" -eq 0 ] && [ "$graph_rc" -eq 0 ]
+[ "$tests_rc" -eq 0 ] && [ "$sweep_rc" -eq 0 ] && [ "$graph_rc" -eq 0 ] && [ "$dist_rc" -eq 0 ]

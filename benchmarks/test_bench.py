@@ -72,3 +72,6 @@ def test_gpu_check_script_dry_run_on_the_cpu(tmp_path):
     summary = (tmp_path / "out" / "summary.txt").read_text()
     assert "mnist: exit 0" in summary and "small-fp32: exit 0" in summary
     assert (tmp_path / "out" / "mnist" / "results.json").is_file()
+    if "distributed check skipped" not in summary:  # with mpi4py: the 1-rank data-parallel check
+        assert "distributed-1: exit 0" in (tmp_path / "out" / "sweeps.status").read_text()
+        assert "allreduce ms" in summary

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from ..backend import DeviceUnavailableError
-from . import commands, deploy
+from . import commands, deploy, distrun
 from .exit_codes import EXIT_DIVERGED, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from .parser import build_parser
 
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
                "predict": deploy.cmd_predict, "convert": deploy.cmd_convert, "info": commands.cmd_info}[args.command]
     where = f"xpnet {args.command}"
     try:
-        return command(args)
+        return distrun.guard(command, args)  # under mpiexec: an error on one rank aborts them all
     except KeyboardInterrupt as exc:
         print(f"{where}: {exc or 'interrupted.'}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -13,7 +13,7 @@ def cmd_train(args) -> int:
     from pathlib import Path
 
     from . import config as config_mod
-    from . import runs
+    from . import distrun, runs
     from .rundir import RunDir
 
     overrides = {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg:") and v is not None}
@@ -23,6 +23,7 @@ def cmd_train(args) -> int:
             raise ValueError(f"{flag} is empty: give a path (is a shell variable unset?).")
     if args.accept_config_changes and not resume:
         raise ValueError("--accept-config-changes goes with --resume only.")
+    distrun.silence_followers()  # under mpiexec / srun: rank 0 prints, the other ranks stay quiet
     if resume:
         run_dir = Path(args.resume)
         extend_to = overrides.pop("train.epochs", None)  # --resume RUN --epochs N extends the run to N epochs
@@ -30,7 +31,8 @@ def cmd_train(args) -> int:
             raise ValueError("--resume continues a run exactly as configured: give no --config or other flags "
                              "but --epochs N (to extend it) (edit RUN_DIR/config.toml and add "
                              "--accept-config-changes to change it).")
-        RunDir.resume(run_dir).close()  # not a run directory, or in use: say so before loading anything
+        # not a run directory, or in use: say so before loading anything (distributed: rank 0 checks)
+        distrun.on_root(lambda: RunDir.resume(run_dir).close())
         config = config_mod.load(run_dir / runs.RUN_MARKER)
         if extend_to is not None:
             config["train"]["epochs"] = extend_to
@@ -38,7 +40,7 @@ def cmd_train(args) -> int:
         extend_to = None
         config = config_mod.load(args.config, overrides)
         run_dir = Path(args.run_dir or config["run"]["dir"] or runs.default_run_dir(name=config["data"]["source"]))
-        RunDir.check_start(run_dir, args.overwrite)  # refused before any data is loaded
+        distrun.on_root(lambda: RunDir.check_start(run_dir, args.overwrite))  # refused before any data is loaded
     m, t = config["model"], config["train"]
     print(f"run {run_dir}: data {config['data']['source']}, hidden {m['hidden']} {m['activation']}, "
           f"{t['optimizer']} lr={t['lr']} {t['schedule']}, {t['epochs']} epochs x batch {t['batch_size']}, "
@@ -71,6 +73,10 @@ def cmd_train(args) -> int:
 def cmd_bench(args) -> int:
     from .. import bench
 
+    if args.distributed:
+        from . import distrun
+
+        return distrun.bench(args)
     if args.steps is not None and args.min_time is not None:
         print("xpnet bench: give --steps (fixed steps per round) or --min-time (calibrated), not both.",
               file=sys.stderr)

@@ -137,3 +137,5 @@ def _add_bench(sub) -> None:
                    help="fail (exit 1) if a same-run ratio fell below this baseline by more than --tolerance")
     b.add_argument("--tolerance", type=float, default=0.2, help="allowed fall of a ratio, in [0, 1) (default 0.2)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.add_argument("--distributed", action="store_true",
+                   help="under mpiexec: all-reduce time per step and scaling efficiency of data-parallel training")

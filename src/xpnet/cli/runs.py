@@ -33,9 +33,11 @@ from typing import TYPE_CHECKING, Any
 from ..io import checkpoint
 from ..train.callbacks import Callback, EarlyStopping
 from ..train.metrics import maximize
+from . import distrun
 from .rundir import RUN_MARKER, RunDir
 
 if TYPE_CHECKING:
+    from ..distributed import Communicator
     from ..optim.lr_scheduler import LRScheduler
     from ..train.callbacks import History
 
@@ -72,6 +74,7 @@ class Checkpointer(Callback):
         self.extra_callbacks = extra_callbacks  # callbacks whose state is saved with the checkpoint
         self.history: History | None = None
         self._step_due = False  # a step cadence hit on an epoch's last step: saved at that epoch's end
+        self.comm: Communicator | None = None
 
     @property
     def root(self) -> Path:
@@ -110,6 +113,8 @@ class Checkpointer(Callback):
         checkpoint.prune(self.root, self.keep_last, keep={best["checkpoint"]})
         write_history(self.run.path, self.history)
         self.run.commit()
+        if self.comm is not None:  # distributed: the other ranks wait here while rank 0 writes
+            self.comm.barrier()
 
 
 def _read_best(file: Path) -> dict | None:
@@ -176,15 +181,17 @@ def plot_curves(run_dir: Path, history) -> Path | None:
     return out
 
 
-def build(config: dict, data_shapes):
-    """Model, trainer and callbacks for a configuration (before any data is seen)."""
+def build(config: dict, data_shapes, comm=None):
+    """Model, trainer and callbacks for a configuration (before any data is seen); ``comm``:
+    distributed training (the model goes on the GPU of this rank for an NCCL communicator)."""
     from .. import MLP, Trainer
     from ..optim import OPTIMIZERS, CosineAnnealingLR, ExponentialLR, LinearLR, SequentialLR, StepLR
 
     m, t = config["model"], config["train"]
     n_features, n_outputs = data_shapes
     model = MLP([n_features, *m["hidden"], n_outputs], activation=m["activation"], dtype=m["dtype"],
-                seed=t["seed"], init=m["init"], device=m["device"], dropout=m["dropout"])
+                seed=t["seed"], init=m["init"], device=comm.device if comm is not None and comm.kind == "nccl"
+                else m["device"], dropout=m["dropout"])
     kwargs = {"lr": t["lr"]}
     if t["weight_decay"] is not None:
         kwargs["weight_decay"] = t["weight_decay"]
@@ -201,7 +208,8 @@ def build(config: dict, data_shapes):
         warmup = LinearLR(optimizer, start_factor=0.1, total_iters=warm)
         scheduler = SequentialLR(optimizer, [warmup, scheduler], [warm]) if scheduler else warmup
     trainer = Trainer(model, loss=t["loss"], optimizer=optimizer, scheduler=scheduler, metrics=t["metrics"],
-                      clip_grad_norm=t["clip_grad_norm"], precision=t["precision"])
+                      clip_grad_norm=t["clip_grad_norm"], precision=t["precision"],
+                      distributed=comm)
     callbacks = []
     if t["early_stopping"]:
         callbacks.append(EarlyStopping(monitor=monitor_of(config), patience=t["patience"],
@@ -232,9 +240,18 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = Tru
 
         config["train"]["epochs"] = extend_to
         config_mod.validate(config)
-    parts, prep, indices = _load_data(config)
-    trainer, callbacks = build(config, (parts["train"][0].shape[1], _n_outputs(config, parts)))
-    run = RunDir.resume(run_dir) if resume else RunDir.start(run_dir, overwrite)
+    comm = distrun.job(config["model"]["device"])  # None unless started by mpiexec / srun
+    with distrun.agreed():  # a bad data file or model on any rank ends every rank alike
+        if comm is not None and comm.size > 1 and config["run"].get("save_every_steps"):
+            raise ValueError("run.save_every_steps (mid-epoch checkpoints) is not supported with distributed "
+                             "training yet: rank 0 would save only its share of the epoch's metrics. Use "
+                             "run.save_every (epochs).")
+        parts, prep, indices = _load_data(config)
+        trainer, callbacks = build(config, (parts["train"][0].shape[1], _n_outputs(config, parts)), comm)
+    if comm is not None and comm.rank != 0:  # rank 0 owns the run directory; this rank writes nothing
+        return distrun.follow(comm, config, parts, trainer, callbacks, resume, _streamed(parts))
+    with distrun.agreed():
+        run = RunDir.resume(run_dir) if resume else RunDir.start(run_dir, overwrite)
     finished = False
     try:
         history = _fit(config, run, parts, trainer, callbacks, resume, verbose, accept_config_changes, prep, indices,
@@ -281,12 +298,16 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
 
     history, initial_epoch = History(), 0
     if resume:
-        initial_epoch = _restore(run, config, trainer, callbacks, history, verbose, accept_changes,
-                                 extending=extend_to is not None)
-        if extend_to is not None:
-            if extend_to <= initial_epoch:
+        with distrun.agreed():  # a checkpoint that cannot be resumed ends every rank alike
+            ckpt = _restore(run, config, trainer, callbacks, history, verbose, accept_changes,
+                            extending=extend_to is not None)
+            initial_epoch = ckpt.epoch + 1
+            if extend_to is not None and extend_to <= initial_epoch:
                 raise ValueError(f"--resume {run.path} --epochs {extend_to}: the run has already trained "
                                  f"{initial_epoch} epochs; give a larger total.")
+        if trainer.distributed is not None:  # every rank continues from the same checkpoint
+            trainer.distributed.bcast_obj(ckpt, root=0)
+        if extend_to is not None:
             _record_extension(run.path, initial_epoch, extend_to)
             _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
     else:
@@ -299,6 +320,7 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
                                 extra_meta={"run_config": config, "data_files": prep["split"]["data_files"],
                                             "preprocessing": prep})
     checkpointer.history = history
+    checkpointer.comm = trainer.distributed
     t = config["train"]
     if initial_epoch < t["epochs"]:
         val = parts["val"] if len(parts["val"][1]) else None
@@ -329,7 +351,8 @@ def _record_extension(run_dir: Path, from_epochs: int, to_epochs: int) -> None:
 
 
 def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, accept_changes: bool,
-             extending: bool = False) -> int:
+             extending: bool = False) -> checkpoint.Checkpoint:
+    """Restore the last intact checkpoint of ``run`` into ``trainer``; returns it."""
     last = checkpoint.latest_intact(run.path / "checkpoints")
     if last is None:
         found = checkpoint.list_checkpoints(run.path / "checkpoints")
@@ -362,7 +385,7 @@ def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, ac
             where += f", {ckpt.in_epoch['steps']} steps into epoch {ckpt.epoch + 2}"
         print(f"resuming {run.path} from {last.name} ({where})"
               + (f" with changed config: {'; '.join(changed)}" if changed else ""))
-    return ckpt.epoch + 1
+    return ckpt
 
 
 def data_fingerprint(data_cfg: dict) -> dict:
@@ -462,3 +485,6 @@ def _finish(run: RunDir, parts, trainer, history, prep: dict) -> dict:
     _write_text_atomic(run.path / "result.json", json.dumps(_finite_or_null(result), indent=2, allow_nan=False))
     result["trainer"] = trainer
     return result
+
+
+stop_on_signals = _stop_on_signals  # public name: distributed ranks (cli.distrun) stop the same way

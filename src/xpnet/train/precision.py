@@ -93,8 +93,18 @@ class FP32Step:
 
     def update(self) -> bool:
         """One optimizer step from ``model.grads`` (clipped first if asked); always applied."""
-        self.optimizer.step(self.model.params, self.model.grads, self.ops, self.max_norm)
-        return True
+        return self.apply(self.unscale_grads())
+
+    def unscale_grads(self) -> bool:
+        """Put the float32 unscaled gradients in ``model.grads`` (here already there); returns
+        whether any is inf or NaN.  A gradient all-reduce goes between this and :meth:`apply`."""
+        return False
+
+    def apply(self, found_inf: bool) -> bool:
+        """The optimizer step from ``model.grads`` (clipped first if asked), unless ``found_inf``."""
+        if not found_inf:
+            self.optimizer.step(self.model.params, self.model.grads, self.ops, self.max_norm)
+        return not found_inf
 
 
 class MixedPrecisionStep(FP32Step):
@@ -110,6 +120,9 @@ class MixedPrecisionStep(FP32Step):
         self.params16 = self.half.empty((model.n_params,))
         self.grads16 = self.half.empty((model.n_params,))
         self.scaler: GradScaler = GradScaler() if scaler is None else scaler
+        # data-parallel training sets this rank's share n_rank / n_global: the float16 gradients are
+        # then those of the global mean from the start, with one process's magnitudes (and overflows)
+        self.grad_weight = 1.0
 
     def forward_backward(self, x: Array, y: Array, step: int | None = None) -> tuple[Array, Array]:
         m, half, ops = self.model, self.half, self.ops
@@ -118,18 +131,22 @@ class MixedPrecisionStep(FP32Step):
         logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step)
         logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as AMP does
         loss, dlogits = ops.loss(self.loss, logits, y)
-        dlogits16 = half.scale_cast(dlogits, self.scaler.scale, "dlogits16")
+        dlogits16 = half.scale_cast(dlogits, self.scaler.scale * self.grad_weight, "dlogits16")
         m.backward(dlogits16, tape, params=self.params16, grads=self.grads16, ops=half)
         return loss, logits
 
     def update(self) -> bool:
         """Unscale the float16 gradients into the float32 buffer; step unless any is inf or NaN.
         Returns whether the step was applied."""
-        found_inf = self.ops.unscale_into(self.grads16, self.model.grads, 1.0 / self.scaler.scale)
+        return self.apply(self.unscale_grads())
+
+    def unscale_grads(self) -> bool:
+        return self.ops.unscale_into(self.grads16, self.model.grads, 1.0 / self.scaler.scale)
+
+    def apply(self, found_inf: bool) -> bool:
+        """Update the loss scale; step unless ``found_inf``."""
         self.scaler.update(found_inf)
-        if not found_inf:
-            self.optimizer.step(self.model.params, self.model.grads, self.ops, self.max_norm)
-        return not found_inf
+        return super().apply(found_inf)
 
 
 class BF16Step(FP32Step):
@@ -157,10 +174,11 @@ class BF16Step(FP32Step):
         m.backward(dlogits16, tape, params=self.params16, grads=self.grads16, ops=half)
         return loss, logits
 
-    def update(self) -> bool:
-        """Widen the bfloat16 gradients into the float32 buffer (exact) and step; always applied."""
+    def unscale_grads(self) -> bool:
+        """Widen the bfloat16 gradients into the float32 buffer (exact; no scale, never skipped);
+        :meth:`update` then steps, always applied."""
         self.ops.cast_into(self.grads16, self.model.grads)
-        return super().update()
+        return False
 
 
 _STEPS: dict[str, type[FP32Step]] = {"fp16": MixedPrecisionStep, "bf16": BF16Step}

@@ -8,6 +8,7 @@ the model's device, and ``fit`` reads losses only at epoch ends (and where a cal
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,9 +30,11 @@ from ..validation import (
 )
 from . import metrics as metrics_mod
 from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
-from .precision import check_precision, step_for
+from .precision import FP32Step, check_precision, step_for
 
 if TYPE_CHECKING:
+    from ..distributed.comm import Communicator
+    from ..distributed.sync import DistributedStep
     from ..model import MLP
     from ..optim.grad_scaler import GradScaler
     from ..optim.lr_scheduler import LRScheduler
@@ -46,6 +49,15 @@ def _batches(n: int, batch_size: int, first: int = 0) -> Iterator[tuple[int, int
     API forbids it)."""
     for start in range(first, n, batch_size):
         yield start, min(start + batch_size, n)
+
+
+def _agreed(comm: Communicator | None) -> contextlib.AbstractContextManager[None]:
+    """``agree(comm)`` when training distributed (an error on any rank raised on all), else nothing."""
+    if comm is None:
+        return contextlib.nullcontext()
+    from ..distributed.agree import agree
+
+    return agree(comm)
 
 
 def _check_fit_options(epochs: int, shuffle: Any, validation_data: Any, validation_split: Any, callbacks: Any,
@@ -89,11 +101,14 @@ class Trainer:
         ``"fp16"`` (mixed precision with dynamic loss scaling, as PyTorch AMP) or ``"bf16"`` (bfloat16
         mixed precision without loss scaling, as ``torch.autocast(dtype=torch.bfloat16)``); see
         ``xpnet.train.precision``.
+    distributed : a communicator from ``xpnet.distributed.init()``: synchronous data-parallel
+        training, ``batch_size`` being the global batch; see ``xpnet.distributed`` and docs/distributed.md.
     """
 
     def __init__(self, model: MLP, loss: str = "cross_entropy", optimizer: Optimizer | str | None = None,
                  metrics: Sequence[str] | None = None, scheduler: LRScheduler | None = None,
-                 clip_grad_norm: float | None = None, precision: str = "fp32") -> None:
+                 clip_grad_norm: float | None = None, precision: str = "fp32",
+                 distributed: Communicator | None = None) -> None:
         from ..model import MLP
         from ..optim.lr_scheduler import LRScheduler
         from ..validation import check_real, invalid
@@ -122,8 +137,17 @@ class Trainer:
         self.ops = model.ops.configured(tf32=self.precision == "tf32")
         # the precision strategy: built from the parts, never from this trainer; the step code
         # below calls it and never branches on the precision
-        self.precision_step = step_for(self.precision, model, self.loss, self.optimizer, self.ops,
-                                       self.clip_grad_norm)
+        self.precision_step: FP32Step | DistributedStep = step_for(self.precision, model, self.loss,
+                                                                   self.optimizer, self.ops, self.clip_grad_norm)
+        self.distributed: Communicator | None = None
+        self._sync: DistributedStep | None = None  # the data-parallel step (wraps the precision step)
+        if distributed is not None:
+            from ..distributed.sync import DistributedStep, check_communicator
+
+            self.distributed = check_communicator(distributed, model)
+            self._sync = DistributedStep(self.precision_step, self.distributed, model,
+                                         lambda: self._interrupt is not None)
+            self.precision_step = self._sync
         self.step_count = 0
         self.stop_training = False
         self.stop_reason: str | None = None
@@ -218,10 +242,17 @@ class Trainer:
         (always, except on a GPU whose free memory is too small) and otherwise streams each
         batch from host memory; ``True`` / ``False`` force either.  Both give the same batches.
         """
-        epochs, batch_size = check_positive_int("epochs", epochs), check_positive_int("batch_size", batch_size)
-        _check_fit_options(epochs, shuffle, validation_data, validation_split, callbacks, initial_epoch, history,
-                           data_on_device)
-        X, y, validation_data = self._prepare_fit_data(X, y, validation_data, validation_split, data_on_device)
+        comm = self.distributed
+        with _agreed(comm):  # distributed: a bad input on any rank ends every rank with the same error
+            epochs, batch_size = check_positive_int("epochs", epochs), check_positive_int("batch_size", batch_size)
+            _check_fit_options(epochs, shuffle, validation_data, validation_split, callbacks, initial_epoch,
+                               history, data_on_device)
+            X, y, validation_data = self._prepare_fit_data(X, y, validation_data, validation_split, data_on_device)
+        if comm is not None:
+            from ..distributed.sync import begin_fit
+
+            begin_fit(self, comm, X, y, batch_size, epochs, initial_epoch, shuffle)
+            verbose = verbose and comm.rank == 0
         callbacks = self._callbacks_for(callbacks, verbose)
         self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-X.shape[0] // batch_size),
                          "batch_size": batch_size, "initial_epoch": initial_epoch}
@@ -308,9 +339,15 @@ class Trainer:
         start_rng = self._rng.bit_generator.state  # a mid-epoch checkpoint redraws this epoch's order from it
         host_order = self._rng.permutation(n).astype(np.int64) if shuffle else np.arange(n, dtype=np.int64)
         steps, totals = self._resumed_progress(n, batch_size)
+        if self._sync is not None and self._sync.comm.rank != 0:  # a restored partial epoch: counted once, on rank 0
+            totals = (totals[0], self._zero_totals()[1])
         first = steps * batch_size  # the samples of the steps a mid-epoch checkpoint had already taken
         batches: Iterator[tuple[int, int, Array, Array]]
-        if backend.owns(X):  # device-resident: the host-drawn permutation is applied on the device
+        sync = self._sync
+        if sync is not None:  # this rank's share of each global batch
+            order = backend.from_host(host_order) if shuffle and backend.owns(X) else None
+            batches = sync.batches(X, y, order, host_order, n, batch_size, self._on_device, first)
+        elif backend.owns(X):  # device-resident: the host-drawn permutation is applied on the device
             order = backend.from_host(host_order) if shuffle else None
             batches = self._resident_batches(X, y, order, n, batch_size, first)
         else:  # streamed from host memory, the next batch copied while this one trains
@@ -319,11 +356,14 @@ class Trainer:
         self._totals = totals
         try:
             for start, stop, xb, yb in batches:
-                loss, logits = self.forward_backward(xb, yb)
+                if sync is not None:  # the global loss; gradients all-reduced
+                    loss, logits = sync.forward_backward_share(xb, yb, stop - start, self.step_count)
+                else:
+                    loss, logits = self.forward_backward(xb, yb)
                 if not all([c.on_step_loss(self, loss) for c in callbacks]):  # noqa: C419 - every callback sees every step
                     return None
                 self.update()
-                if self._interrupt is not None:
+                if self._interrupted():
                     return None
                 self._totals = totals = self._tally(totals, loss, logits, yb, stop - start)
                 self._progress["steps"] += 1
@@ -333,6 +373,10 @@ class Trainer:
             self._progress = self._totals = None
             if hasattr(batches, "close"):
                 batches.close()  # a stream of batches stops its copies before its buffers go
+        if sync is not None:
+            with _agreed(self.distributed):  # a device error on one rank (bad labels) ends them all
+                self.ops.check_device_errors()
+            sync.reduce_metrics(totals[1])  # each rank's metric states merged into every rank's
         return self._metrics(totals, n, y)
 
     def _resumed_progress(self, n: int, batch_size: int) -> tuple[int, tuple[Array, list[metrics_mod.Metric]]]:
@@ -389,6 +433,14 @@ class Trainer:
             arrays.update({f"{IN_EPOCH}metric{i}.{k}": v for k, v in m_arrays.items()})
         return meta, arrays
 
+    def _interrupted(self) -> bool:
+        """Whether to stop after this step; distributed, only when the ranks agreed on it (same step)."""
+        if self._sync is None:
+            return self._interrupt is not None
+        if self._sync.interrupted and self._interrupt is None:
+            self._interrupt = "interrupted (on another rank)"
+        return self._sync.interrupted
+
     # -- metrics: one accumulation for training epochs and evaluation ----------------------
     def _zero_totals(self) -> tuple[Array, list[metrics_mod.Metric]]:
         """``(sum of loss * batch size, fresh metric states)`` on the device: nothing is read back per batch."""
@@ -401,8 +453,9 @@ class Trainer:
         """``totals`` plus one batch of ``count`` samples: its loss times ``count``, and each metric
         updated on the device."""
         total, metrics = totals
-        for m in metrics:
-            m.update(logits, y)
+        if logits is not None:  # None: a rank without rows in the step (distributed)
+            for m in metrics:
+                m.update(logits, y)
         return total + loss * float(count), metrics
 
     def _metrics(self, totals: tuple[Array, list[metrics_mod.Metric]], n: int, y: Array) -> dict[str, float]:
