@@ -398,6 +398,26 @@ def test_cli_resume_on_another_number_of_ranks_matches_one_uninterrupted_run(tmp
 
 
 @needs_mpi
+def test_cli_saving_every_few_epochs_keeps_the_ranks_in_step(tmp_path):
+    from safetensors.numpy import load_file
+
+    from xpnet.cli import main
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(CLI_CONFIG + "[run]\nsave_every = 3\n")
+    single, dist = tmp_path / "single", tmp_path / "dist"
+    assert main(["train", "--config", str(cfg), "--run-dir", str(single), "--quiet"]) == 0
+    proc = _mpiexec(2, [sys.executable, "-m", "xpnet", "train", "--config", str(cfg), "--run-dir", str(dist)],
+                    timeout=90)  # a barrier on one rank and not the other would hang here
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert sorted(p.name for p in (dist / "checkpoints").glob("epoch-*")) == sorted(
+        p.name for p in (single / "checkpoints").glob("epoch-*"))
+    a, b = load_file(single / "model.safetensors"), load_file(dist / "model.safetensors")
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-12)
+
+
+@needs_mpi
 def test_cli_error_on_every_rank_is_reported_once_per_rank_without_a_hang(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text(CLI_CONFIG)

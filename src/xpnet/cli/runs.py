@@ -92,6 +92,11 @@ class Checkpointer(Callback):
         self.run.commit()
 
     def on_epoch_end(self, trainer, epoch, logs):
+        self._save_if_due(trainer, epoch, logs)
+        if self.comm is not None:  # distributed: the other ranks wait here (every epoch) while rank 0 writes
+            self.comm.barrier()
+
+    def _save_if_due(self, trainer, epoch, logs):
         monitor = self.monitor or ("val_loss" if "val_loss" in logs else "loss")
         best = _read_best(self.root / "best.json")
         if best is not None and best.get("monitor") != monitor:  # the monitor changed (e.g. on resume)
@@ -113,8 +118,6 @@ class Checkpointer(Callback):
         checkpoint.prune(self.root, self.keep_last, keep={best["checkpoint"]})
         write_history(self.run.path, self.history)
         self.run.commit()
-        if self.comm is not None:  # distributed: the other ranks wait here while rank 0 writes
-            self.comm.barrier()
 
 
 def _read_best(file: Path) -> dict | None:
