@@ -345,6 +345,15 @@ def test_a_rank_that_dies_takes_the_job_down_instead_of_hanging(tmp_path):
     assert proc.returncode != 0 and not (tmp_path / "o.npz").exists()
 
 
+@needs_mpi
+def test_an_uncaught_exception_on_one_rank_ends_the_job(tmp_path):
+    script = tmp_path / "raise.py"
+    script.write_text("import numpy as np, xpnet.distributed as d\nc = d.init()\nif c.rank == 1:\n"
+                      "    raise RuntimeError('boom on rank 1')\nc.allreduce_host(np.zeros(1))\n")
+    proc = _mpiexec(2, [sys.executable, str(script)], timeout=60)  # without the hook: rank 0 waits forever
+    assert proc.returncode != 0 and "boom on rank 1" in proc.stderr and "aborting all ranks" in proc.stderr
+
+
 # -- the CLI: mpiexec -n N xpnet train ------------------------------------------------------
 
 CLI_CONFIG = """[data]

@@ -251,7 +251,28 @@ def init(device: str = "cpu", comm: Any = None) -> Communicator:
             raise RuntimeError("this process was started by an MPI launcher, but mpi4py is not installed: "
                                'pip install "xpnet[dist]".') from None
         return LocalCommunicator(_one_rank_device(device))
-    return for_device(MPICommunicator(comm), device)
+    mpi = MPICommunicator(comm)
+    if mpi.size > 1:
+        _abort_on_uncaught_exception(mpi)
+    return for_device(mpi, device)
+
+
+def _abort_on_uncaught_exception(comm: MPICommunicator) -> None:
+    """An exception that ends this rank's script ends the job (as ``python -m mpi4py`` does), unless
+    every rank raised it (an agreed error, or all ranks failing alike): otherwise the other ranks
+    would wait forever in their next collective."""
+    import sys
+
+    previous = sys.excepthook
+
+    def hook(kind: Any, value: Any, traceback: Any) -> None:
+        previous(kind, value, traceback)
+        if not getattr(value, "agreed", False) and not comm.all_failed():
+            print(f"xpnet.distributed: rank {comm.rank} of {comm.size} failed alone; aborting all ranks.",
+                  file=sys.stderr, flush=True)
+            comm.abort(1)
+
+    sys.excepthook = hook
 
 
 def for_device(comm: Communicator, device: str) -> Communicator:
