@@ -238,6 +238,7 @@ def test_nccl_id_goes_over_mpi_and_buffers_over_nccl(monkeypatch):
         assert nccl.calls[-1] == ("allReduce", 10, nccl.NCCL_FLOAT32, nccl.NCCL_SUM)
     assert FakeCupy.cuda.used == [0, 1]
     # init(device="cuda") takes the local rank's GPU; too many ranks per machine is refused
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)  # init() hooks it for 2 ranks: undone after the test
     monkeypatch.setattr(comm_mod, "MPICommunicator", lambda comm=None: FakeMPI(1))
     monkeypatch.setitem(sys.modules, "mpi4py", type(sys)("mpi4py"))
     c = comm_mod.init("cuda")
