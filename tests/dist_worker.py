@@ -18,6 +18,8 @@ def data(case, rank=0):
     n, f = case["n"], case["features"]
     X = rng.standard_normal((n, f)).astype(case["dtype"])
     y = rng.integers(0, case["classes"], n)
+    if case.get("loss") == "mse":  # regression: classes = target columns
+        y = rng.standard_normal((n, case["classes"])).astype(case["dtype"])
     return X, y
 
 
@@ -31,6 +33,7 @@ def train(case, comm=None):
     model = xpnet.MLP([case["features"], *case["hidden"], case["classes"]], dtype=case["dtype"], seed=3)
     opt = xpnet.optim.get_optimizer(case.get("optimizer", "adam"), case.get("lr", 1e-2))
     trainer = xpnet.Trainer(model, optimizer=opt, clip_grad_norm=case.get("clip"),
+                            loss=case.get("loss", "cross_entropy"), metrics=case.get("metrics"),
                             precision=case.get("precision", "fp32"), distributed=comm)
     if case.get("init_scale"):
         trainer.scaler.scale = float(case["init_scale"])
@@ -66,7 +69,7 @@ def main(case_file, out):
         np.savez(out, params=xpnet.to_host(model.params), loss=np.array(history.history.get("loss", [])),
                  accuracy=np.array(history.history.get("accuracy", [])), epochs=len(history.epoch), size=comm.size,
                  scale=trainer.scaler.scale if trainer.scaler is not None else 0.0,
-                 stop_reason=str(history.stop_reason),
+                 stop_reason=str(history.stop_reason), history=json.dumps(history.history),
                  skipped=trainer.scaler.skipped_steps if trainer.scaler is not None else 0)
 
 

@@ -51,7 +51,7 @@ def _run_ranks(tmp_path, case, n):
     got = np.load(out)
     for r in range(1, n):  # every rank ends with the same weights, history and loss scale
         other = np.load(f"{out}.rank{r}.npz")
-        for key in ("params", "loss", "accuracy", "epochs", "scale", "skipped"):
+        for key in ("params", "loss", "accuracy", "epochs", "scale", "skipped", "history"):
             np.testing.assert_array_equal(other[key], got[key], err_msg=f"rank {r}: {key}")
     return got
 
@@ -263,6 +263,21 @@ def test_float64_ranks_match_one_process_with_uneven_and_empty_shares(tmp_path, 
     np.testing.assert_allclose(got["params"], model.params, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got["loss"], history["loss"], rtol=0, atol=1e-12)
     np.testing.assert_allclose(got["accuracy"], history["accuracy"], rtol=0, atol=1e-12)
+
+
+@needs_mpi
+@pytest.mark.parametrize("extra", [
+    {"metrics": ["accuracy", "top_k_accuracy", "f1_macro", "roc_auc_ovr", "neg_log_loss", "balanced_accuracy"]},
+    {"loss": "mse", "classes": 2, "metrics": ["r2", "neg_mean_absolute_error", "neg_root_mean_squared_error"]},
+], ids=["classification", "regression"])
+def test_epoch_metrics_are_merged_over_ranks_as_one_process_computes_them(tmp_path, extra):
+    case = dict(BASE, n=50, **extra)  # 3 ranks, last global batch of 2: one rank has no rows
+    got = _run_ranks(tmp_path, case, 3)
+    _, _, history = _single(case)
+    merged = json.loads(str(got["history"]))
+    assert merged.keys() == history.history.keys()
+    for key, values in history.history.items():
+        np.testing.assert_allclose(merged[key], values, rtol=1e-9, atol=1e-12, err_msg=key)
 
 
 @needs_mpi
