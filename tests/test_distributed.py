@@ -133,6 +133,8 @@ def test_agree_reraises_on_one_rank_and_rejects_bad_communicators():
         raise ValueError("boom")
     with pytest.raises(TypeError, match="communicator"):
         xpnet.Trainer(xpnet.MLP([2, 2]), distributed="mpi")
+    with pytest.raises(ValueError, match="dropout with distributed training is not supported yet"):
+        xpnet.Trainer(xpnet.MLP([2, 4, 2], dropout=0.5), distributed=LocalCommunicator())
     xps = pytest.importorskip("array_api_strict")
     with pytest.raises(ValueError, match="NumPy .* and CuPy"):
         xpnet.Trainer(xpnet.MLP([2, 2], xp=xps), distributed=LocalCommunicator())
