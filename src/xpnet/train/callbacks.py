@@ -1,9 +1,14 @@
 """Callbacks for ``Trainer.fit``: early stopping, stop on NaN/inf loss, progress display.
 
-Hooks (all optional): ``on_train_begin(trainer)``, ``on_step_loss(trainer, loss) -> bool``
-(called after the backward pass and BEFORE the update; returning ``False`` skips the update
-and stops training), ``on_step_end(trainer)`` (after the update, with ``trainer.epoch_progress()``
-counting the step), ``on_epoch_end(trainer, epoch, logs)`` and ``on_train_end(trainer)``.
+Hooks (all optional): ``on_train_begin(trainer)``, ``on_epoch_begin(trainer, epoch)``,
+``on_step_loss(trainer, loss) -> bool`` (called after the backward pass and BEFORE the update;
+returning ``False`` skips the update and stops training), ``on_step_end(trainer)`` (after the
+update, with ``trainer.epoch_progress()`` counting the step), ``on_batch_end(trainer, step, logs)``
+(after ``on_step_end``; ``step`` is 0-based within the epoch, ``logs`` holds the batch's ``loss``
+and the ``lr`` as floats -- reading the loss forces a device synchronisation on GPUs every step, so
+this hook is called only for callbacks that override it), ``on_epoch_end(trainer, epoch, logs)``
+and ``on_train_end(trainer)``.  Other callbacks: ``xpnet.train.loggers`` (CSVLogger,
+ModelCheckpoint, TensorBoard).
 A callback sets ``trainer.stop_training = True`` to stop after the current epoch.
 """
 
@@ -28,7 +33,11 @@ class Callback:
     def on_step_loss(self, trainer: Trainer, loss: Array) -> bool:
         return True
 
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None: ...
+
     def on_step_end(self, trainer: Trainer) -> None: ...
+
+    def on_batch_end(self, trainer: Trainer, step: int, logs: dict[str, float]) -> None: ...
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None: ...
 
@@ -250,6 +259,23 @@ class ProgressBar(Callback):
             self.bar = None
 
 
+class EpochLine(Callback):
+    """``fit(verbose=2)``: one line per epoch, as Keras --
+    ``Epoch 3/10 - 0.41s - loss: 0.2134 - accuracy: 0.9312 - val_loss: ... - lr: 0.001``."""
+
+    def on_epoch_begin(self, trainer: Trainer, epoch: int) -> None:
+        import time
+
+        self.began = time.perf_counter()
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
+        import time
+
+        seconds = time.perf_counter() - self.began
+        metrics = " - ".join(f"{k}: {v:.4g}" for k, v in logs.items())
+        print(f"Epoch {epoch + 1}/{trainer.fit_plan['epochs']} - {seconds:.2f}s - {metrics}", flush=True)
+
+
 class History:
     """Per-epoch metrics from ``fit``: ``history["loss"]``, ``history["val_accuracy"]``, ..."""
 
@@ -259,14 +285,19 @@ class History:
         self.stop_reason: str | None = None
         self.diverged = False  # the loss became NaN/inf; see stop_reason for what was restored
         self.interrupted = False  # stopped by Trainer.interrupt (e.g. Ctrl-C) at a step boundary
+        # wall seconds of each epoch run into this object (training + validation); not saved in
+        # checkpoints, so a resumed run's list starts at the resume; also ``history["epoch_time"]``
+        self.epoch_time: list[float] = []
 
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
+    def append(self, epoch: int, logs: dict[str, float], epoch_time: float | None = None) -> None:
         self.epoch.append(epoch)
         for k, v in logs.items():
             self.history.setdefault(k, []).append(v)
+        if epoch_time is not None:
+            self.epoch_time.append(epoch_time)
 
     def __getitem__(self, key: str) -> list[float]:
-        return self.history[key]
+        return self.epoch_time if key == "epoch_time" else self.history[key]
 
     def __repr__(self) -> str:
         last = {k: round(v[-1], 6) for k, v in self.history.items() if v and np.isfinite(v[-1])}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -29,7 +30,7 @@ from ..validation import (
     check_targets,
 )
 from . import metrics as metrics_mod
-from .callbacks import Callback, History, ProgressBar, TerminateOnNaN
+from .callbacks import Callback, EpochLine, History, ProgressBar, TerminateOnNaN
 from .precision import FP32Step, check_precision, step_for
 
 if TYPE_CHECKING:
@@ -81,6 +82,12 @@ def _check_fit_options(epochs: int, shuffle: Any, validation_data: Any, validati
                         "Callback and override the hooks you need.")
 
 
+def _check_verbose(verbose: Any) -> None:
+    if not isinstance(verbose, (bool, numbers.Integral)) or verbose not in (0, 1, 2):
+        raise ValueError(f"verbose={verbose!r} is invalid: use 0 (silent), 1 (a progress bar) or 2 (a line "
+                         "per epoch).")
+
+
 class Trainer:
     """Trains an :class:`~xpnet.MLP` with a loss and an optimizer.
 
@@ -95,7 +102,9 @@ class Trainer:
         ``precision``, ``recall``, ``roc_auc``, ``roc_auc_ovr``, ``neg_log_loss``, ``r2``,
         ``neg_mean_absolute_error``, ``neg_root_mean_squared_error``, ... (``xpnet.train.metrics``);
         default ``("accuracy",)`` for classification.
-    scheduler : an ``xpnet.optim`` lr scheduler built on ``optimizer``; stepped once per epoch.
+    scheduler : an ``xpnet.optim`` lr scheduler built on ``optimizer``; stepped after each epoch, or after
+        each optimizer update if its ``interval`` is ``"step"`` (``OneCycleLR``; ``LinearLR(...,
+        interval="step")``); ``ReduceLROnPlateau`` is stepped with its monitored metric at each epoch end.
     clip_grad_norm : clip the global gradient norm to this value before each update.
     precision : ``"fp32"`` (default), ``"tf32"`` (tensor-core matrix products on NVIDIA GPUs),
         ``"fp16"`` (mixed precision with dynamic loss scaling, as PyTorch AMP) or ``"bf16"`` (bfloat16
@@ -227,7 +236,7 @@ class Trainer:
     # -- epochs -------------------------------------------------------------------------
     def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
-            callbacks: Sequence[Callback] = (), verbose: bool = True, initial_epoch: int = 0,
+            callbacks: Sequence[Callback] = (), verbose: bool | int = True, initial_epoch: int = 0,
             history: History | None = None, data_on_device: bool | None = None) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns a :class:`History`.
 
@@ -241,19 +250,23 @@ class Trainer:
         ``data_on_device``: ``None`` (default) puts host data on the device when it fits
         (always, except on a GPU whose free memory is too small) and otherwise streams each
         batch from host memory; ``True`` / ``False`` force either.  Both give the same batches.
+
+        ``verbose``: 0 / False silent, 1 / True a progress bar, 2 one line per epoch with its metrics
+        and time (as Keras; for logs).  Each epoch's wall time is in ``history["epoch_time"]``.
         """
         comm = self.distributed
         with _agreed(comm):  # distributed: a bad input on any rank ends every rank with the same error
             epochs, batch_size = check_positive_int("epochs", epochs), check_positive_int("batch_size", batch_size)
             _check_fit_options(epochs, shuffle, validation_data, validation_split, callbacks, initial_epoch,
                                history, data_on_device)
+            _check_verbose(verbose)
             X, y, validation_data = self._prepare_fit_data(X, y, validation_data, validation_split, data_on_device)
         if comm is not None:
             from ..distributed.sync import begin_fit
 
             begin_fit(self, comm, X, y, batch_size, epochs, initial_epoch, shuffle)
-            verbose = verbose and comm.rank == 0
-        callbacks = self._callbacks_for(callbacks, verbose)
+            verbose = verbose if comm.rank == 0 else 0
+        callbacks = self._callbacks_for(callbacks, int(verbose))
         self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-X.shape[0] // batch_size),
                          "batch_size": batch_size, "initial_epoch": initial_epoch}
         self.stop_training, self.stop_reason, self._interrupt = False, None, None
@@ -292,13 +305,16 @@ class Trainer:
         return X, y, validation_data
 
     @staticmethod
-    def _callbacks_for(callbacks: Iterable[Callback], verbose: bool) -> list[Callback]:
-        """The user's callbacks, with a NaN guard first (unless given) and a progress bar (if verbose)."""
+    def _callbacks_for(callbacks: Iterable[Callback], verbose: int) -> list[Callback]:
+        """The user's callbacks, with a NaN guard first (unless given) and a progress bar (verbose=1)
+        or an epoch line (verbose=2)."""
         callbacks = list(callbacks)
         if not any(isinstance(c, TerminateOnNaN) for c in callbacks):
             callbacks.insert(0, TerminateOnNaN())
-        if verbose and not any(isinstance(c, ProgressBar) for c in callbacks):
+        if verbose == 1 and not any(isinstance(c, ProgressBar) for c in callbacks):
             callbacks.append(ProgressBar())
+        if verbose == 2 and not any(isinstance(c, EpochLine) for c in callbacks):
+            callbacks.append(EpochLine())
         return callbacks
 
     def _run_epochs(self, X: Array, y: Array, validation_data: tuple[Array, Array] | None, epochs: Iterable[int],
@@ -307,19 +323,37 @@ class Trainer:
         sets ``stop_training``."""
         for epoch in epochs:
             self.epoch = epoch
+            for c in callbacks:
+                c.on_epoch_begin(self, epoch)
+            began = time.perf_counter()
             logs = self._epoch(X, y, X.shape[0], batch_size, shuffle, callbacks)
             if logs is None:  # stopped inside the epoch (NaN loss or interrupt)
                 return
             if validation_data is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate(*validation_data).items()})
             logs["lr"] = self.optimizer.lr
-            if self.scheduler is not None:
-                self.scheduler.step()
-            history.append(epoch, logs)
+            self._step_scheduler_at_epoch_end(logs)
+            history.append(epoch, logs, epoch_time=time.perf_counter() - began)
             for c in callbacks:
                 c.on_epoch_end(self, epoch, logs)
             if self.stop_training:
                 return
+
+    def _step_scheduler_at_epoch_end(self, logs: dict[str, float]) -> None:
+        """Step a per-epoch scheduler; ReduceLROnPlateau gets its monitored value from ``logs``."""
+        from ..optim.lr_scheduler import ReduceLROnPlateau
+
+        sched = self.scheduler
+        if sched is None or sched.interval != "epoch":
+            return
+        if not isinstance(sched, ReduceLROnPlateau):
+            sched.step()
+            return
+        key = sched.monitor or ("val_loss" if "val_loss" in logs else "loss")
+        if key not in logs:
+            raise ValueError(f"ReduceLROnPlateau monitors {key!r}, which fit does not report (it reports "
+                             f"{', '.join(logs)}): pass validation_data or choose a reported monitor.")
+        sched.step(logs[key])
 
     def _finish(self, X: Array, y: Array, callbacks: list[Callback], history: History) -> None:
         """After the epochs: recover from divergence, or record an interrupt."""
@@ -354,6 +388,8 @@ class Trainer:
             batches = self.ops.stream_batches(X, y, host_order[first:], batch_size)
         self._progress = {"epoch": self.epoch, "steps": steps, "rng": start_rng, "batch_size": batch_size, "n": n}
         self._totals = totals
+        per_step = self.scheduler if self.scheduler is not None and self.scheduler.interval == "step" else None
+        batch_hooks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
         try:
             for start, stop, xb, yb in batches:
                 if sync is not None:  # the global loss; gradients all-reduced
@@ -363,12 +399,16 @@ class Trainer:
                 if not all([c.on_step_loss(self, loss) for c in callbacks]):  # noqa: C419 - every callback sees every step
                     return None
                 self.update()
+                if per_step is not None:
+                    per_step.step()
                 if self._interrupted():
                     return None
                 self._totals = totals = self._tally(totals, loss, logits, yb, stop - start)
                 self._progress["steps"] += 1
                 for c in callbacks:
                     c.on_step_end(self)
+                if batch_hooks:
+                    self._batch_end(batch_hooks, loss)
         finally:
             self._progress = self._totals = None
             if hasattr(batches, "close"):
@@ -378,6 +418,13 @@ class Trainer:
                 self.ops.check_device_errors()
             sync.reduce_metrics(totals[1])  # each rank's metric states merged into every rank's
         return self._metrics(totals, n, y)
+
+    def _batch_end(self, callbacks: list[Callback], loss: Array) -> None:
+        """``on_batch_end(trainer, step, logs)`` for the callbacks that define it: ``step`` is the
+        0-based step in the epoch, ``logs`` the batch's loss (a host read: a GPU sync) and the lr."""
+        logs = {"loss": float(loss), "lr": self.optimizer.lr}
+        for c in callbacks:
+            c.on_batch_end(self, self.epoch_steps - 1, logs)
 
     def _resumed_progress(self, n: int, batch_size: int) -> tuple[int, tuple[Array, list[metrics_mod.Metric]]]:
         """``(steps already taken, running totals)`` of this epoch: zero, or what a mid-epoch
