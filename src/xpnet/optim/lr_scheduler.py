@@ -52,7 +52,7 @@ class LRScheduler:
             optimizer.initial_lr = optimizer.lr
         self.base_lr = optimizer.initial_lr
         self.last_epoch = 0
-        optimizer.lr = self.lr_at(0)
+        self._apply(0)
 
     def factor(self, t: int) -> float:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -253,7 +253,8 @@ class OneCycleLR(LRScheduler):
     ``"linear"``) to ``initial_lr / final_div_factor``; ``three_phase`` comes back to the initial lr
     before the final annealing.  ``cycle_momentum`` cycles SGD/RMSprop ``momentum`` or Adam's
     ``beta1`` inversely between ``max_momentum`` and ``base_momentum`` (the optimizer needs
-    momentum > 0, or beta1).  Stepping past ``total_steps`` raises ``ValueError``, as in torch."""
+    momentum > 0, or beta1).  Stepping past ``total_steps`` raises ``ValueError``, as in torch; the lr
+    after the last step (``total_steps``, used by no update) is the final lr, where torch extrapolates."""
 
     def __init__(self, optimizer: Optimizer, max_lr: float, total_steps: int | None = None,
                  epochs: int | None = None, steps_per_epoch: int | None = None, pct_start: float = 0.3,
@@ -289,7 +290,9 @@ class OneCycleLR(LRScheduler):
         start = 0.0
         for i, (end, lr0, lr1, m0, m1) in enumerate(self.phases):
             if t <= end or i == len(self.phases) - 1:
-                pct = (t - start) / (end - start)
+                # t = total_steps (after the last update; its lr is never used) stays at the final lr:
+                # torch extrapolates there, to a negative lr with anneal_strategy="linear"
+                pct = min((t - start) / (end - start), 1.0)
                 return (_anneal(self.anneal_strategy, lr0, lr1, pct), _anneal(self.anneal_strategy, m0, m1, pct))
             start = end
         raise AssertionError("unreachable: the last phase always matches")  # pragma: no cover
