@@ -190,3 +190,109 @@ def test_sequential_refuses_plateau_and_one_cycle():
     opt = optim.SGD(lr=0.1)
     with pytest.raises(HyperparameterError, match="closed-form"):
         optim.SequentialLR(opt, [optim.LinearLR(opt), optim.ReduceLROnPlateau(opt)], [2])
+
+
+# -- callbacks ------------------------------------------------------------------------------------
+def _fit(callbacks=(), epochs=3, **kw):
+    X, y = blobs(n=40)
+    trainer = xpnet.Trainer(xpnet.MLP([6, 4, 3], dtype="float64", seed=2))
+    return trainer, trainer.fit(X, y, epochs=epochs, batch_size=8, verbose=0, callbacks=list(callbacks), **kw)
+
+
+def test_csv_logger_writes_a_flushed_row_per_epoch_and_never_overwrites_silently(tmp_path):
+    import csv
+
+    path = tmp_path / "log.csv"
+    _, history = _fit([xpnet.train.CSVLogger(path)], validation_split=0.25)
+    rows = list(csv.DictReader(path.open()))
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert [float(r["val_loss"]) for r in rows] == pytest.approx(history["val_loss"], rel=1e-12)
+    assert all(float(r["epoch_time"]) > 0 for r in rows) and "lr" in rows[0]
+    with pytest.raises(FileExistsError, match="append=True.*overwrite=True"):
+        _fit([xpnet.train.CSVLogger(path)])
+    assert len(list(csv.DictReader(path.open()))) == 3  # untouched
+    _fit([xpnet.train.CSVLogger(path, append=True)], epochs=2, validation_split=0.25)
+    assert len(list(csv.DictReader(path.open()))) == 5
+    _fit([xpnet.train.CSVLogger(path, overwrite=True)], epochs=1)
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 1 and "val_loss" not in rows[0]
+    with pytest.raises(HyperparameterError, match="append=1 is invalid"):
+        xpnet.train.CSVLogger(path, append=1)
+
+
+def test_model_checkpoint_saves_restorable_checkpoints_and_keeps_the_best(tmp_path):
+    cb = xpnet.train.ModelCheckpoint(tmp_path / "all", monitor="loss")
+    trainer, _ = _fit([cb])
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "all")] == ["epoch-0001", "epoch-0002",
+                                                                               "epoch-0003"]
+    fresh = xpnet.Trainer(xpnet.MLP([6, 4, 3], dtype="float64", seed=9))
+    checkpoint.restore(fresh, checkpoint.load(cb.last_path))
+    np.testing.assert_array_equal(xpnet.to_host(fresh.model.params), xpnet.to_host(trainer.model.params))
+    assert checkpoint.load(cb.last_path).trainer_meta["history"]["loss"] == trainer.history["loss"]
+
+    best = xpnet.train.ModelCheckpoint(tmp_path / "best", monitor="val_accuracy", save_best_only=True)
+    _, history = _fit([best], epochs=4, validation_split=0.25)
+    kept = checkpoint.list_checkpoints(tmp_path / "best")
+    assert kept == [best.best_path] and best.best == max(history["val_accuracy"])
+    assert int(kept[0].name.split("-")[1]) == history["val_accuracy"].index(best.best) + 1
+    with pytest.raises(ValueError, match="monitors 'val_loss'"):
+        _fit([xpnet.train.ModelCheckpoint(tmp_path / "x", save_best_only=True)])
+    with pytest.raises(HyperparameterError, match="mode='up' is unknown"):
+        xpnet.train.ModelCheckpoint(tmp_path, mode="up")
+
+
+def test_tensorboard_without_tensorboardx_says_how_to_install(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    with pytest.raises(ImportError, match=r"pip install 'xpnet\[tensorboard\]'"):
+        xpnet.train.TensorBoard(tmp_path)
+
+
+def test_tensorboard_writes_event_files(tmp_path):
+    pytest.importorskip("tensorboardX")
+    _fit([xpnet.train.TensorBoard(tmp_path / "tb")], epochs=2)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_epoch_begin_and_batch_end_hooks_see_every_epoch_and_step():
+    calls = []
+
+    class Hooks(xpnet.train.Callback):
+        def on_epoch_begin(self, trainer, epoch):
+            calls.append(("begin", epoch))
+
+        def on_batch_end(self, trainer, step, logs):
+            assert set(logs) == {"loss", "lr"} and isinstance(logs["loss"], float)
+            calls.append(("batch", step))
+
+        def on_epoch_end(self, trainer, epoch, logs):
+            calls.append(("end", epoch))
+
+    _fit([Hooks()], epochs=2)
+    per_epoch = [[("begin", e)] + [("batch", s) for s in range(5)] + [("end", e)] for e in range(2)]
+    assert calls == per_epoch[0] + per_epoch[1]
+
+
+def test_verbose_2_prints_a_line_per_epoch_and_history_records_epoch_times(capsys):
+    X, y = blobs(n=40)
+    history = xpnet.Trainer(xpnet.MLP([6, 4, 3])).fit(X, y, epochs=3, batch_size=8, verbose=2,
+                                                      validation_split=0.25)
+    out = capsys.readouterr()
+    lines = out.out.strip().splitlines()
+    assert len(lines) == 3 and not out.err  # no progress bar
+    assert lines[0].startswith("Epoch 1/3 - ") and "s - loss: " in lines[0] and "val_accuracy: " in lines[2]
+    assert len(history["epoch_time"]) == 3 and all(t > 0 for t in history["epoch_time"])
+    assert "epoch_time" not in history.history  # kept out of the checkpointed metrics
+    with pytest.raises(ValueError, match="verbose=3 is invalid"):
+        xpnet.Trainer(xpnet.MLP([6, 4, 3])).fit(X, y, verbose=3)
+
+
+def test_cli_prints_a_line_per_epoch_when_stdout_is_not_a_terminal(tmp_path, capsys):
+    from xpnet.cli import main
+
+    args = ["train", "--data", "synthetic", "--hidden", "8", "--epochs", "2", "--batch-size", "64",
+            "--run-dir", str(tmp_path / "run")]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "Epoch 1/2 - " in out.out and "Epoch 2/2 - " in out.out and "it/s" not in out.err

@@ -48,7 +48,9 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings():  # the divergence message is printed below, once
         warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
-        result = runs.train(config, run_dir, resume=resume, verbose=not args.quiet,
+        # a progress bar on a terminal; one line per epoch (fit verbose=2) into a log file or pipe
+        verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
+        result = runs.train(config, run_dir, resume=resume, verbose=verbose,
                             overwrite=args.overwrite, accept_config_changes=args.accept_config_changes,
                             extend_to=extend_to)
     if result["status"] == "interrupted":

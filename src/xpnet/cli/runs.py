@@ -225,7 +225,7 @@ def monitor_of(config: dict) -> str:
     return config["train"]["monitor"] or ("val_loss" if config["data"]["val_fraction"] else "loss")
 
 
-def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool = True, overwrite: bool = False,
+def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool | int = True, overwrite: bool = False,
           accept_config_changes: bool = False, extend_to: int | None = None) -> dict:
     """Run (or resume) a configured training in ``run_dir``; returns the result dict, whose
     ``status`` is ``"completed"``, ``"diverged"`` or ``"interrupted"`` (SIGINT / SIGTERM).
@@ -293,7 +293,7 @@ def _n_outputs(config: dict, parts) -> int:
     return y_train.shape[1]
 
 
-def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool, accept_changes: bool,
+def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: bool | int, accept_changes: bool,
          prep: dict, indices: dict, extend_to: int | None = None):
     from ..io import artifact
     from ..train.callbacks import History
@@ -353,7 +353,7 @@ def _record_extension(run_dir: Path, from_epochs: int, to_epochs: int) -> None:
     _write_text_atomic(path, json.dumps(records, indent=2))
 
 
-def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool, accept_changes: bool,
+def _restore(run: RunDir, config, trainer, callbacks, history, verbose: bool | int, accept_changes: bool,
              extending: bool = False) -> checkpoint.Checkpoint:
     """Restore the last intact checkpoint of ``run`` into ``trainer``; returns it."""
     last = checkpoint.latest_intact(run.path / "checkpoints")

@@ -163,6 +163,7 @@ class Trainer:
         self._rng = np.random.default_rng(model.seed)  # host-side: same batch order on every backend
         self.fit_plan: dict[str, int] = {}
         self.epoch = 0  # the epoch fit is in (0-based)
+        self.history: History | None = None  # the History the current (or last) fit appends to
         self._interrupt: str | None = None
         # inside an epoch: where it stands (see epoch_progress); after load_state_dict of a mid-epoch
         # checkpoint: where the next fit resumes its first epoch
@@ -270,7 +271,7 @@ class Trainer:
         self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-X.shape[0] // batch_size),
                          "batch_size": batch_size, "initial_epoch": initial_epoch}
         self.stop_training, self.stop_reason, self._interrupt = False, None, None
-        history = History() if history is None else history
+        self.history = history = History() if history is None else history
         for c in callbacks:
             c.on_train_begin(self)
         try:
