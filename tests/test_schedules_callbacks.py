@@ -296,3 +296,30 @@ def test_cli_prints_a_line_per_epoch_when_stdout_is_not_a_terminal(tmp_path, cap
     assert main(args) == 0
     out = capsys.readouterr()
     assert "Epoch 1/2 - " in out.out and "Epoch 2/2 - " in out.out and "it/s" not in out.err
+
+
+def test_a_per_step_schedule_resumes_exactly_from_a_mid_epoch_checkpoint(tmp_path):
+    X, y = blobs(n=64)
+
+    def make():
+        opt = optim.SGD(lr=0.1, momentum=0.9)
+        return xpnet.Trainer(xpnet.MLP([6, 16, 3], dtype="float64", seed=1), optimizer=opt,
+                             scheduler=optim.OneCycleLR(opt, max_lr=0.3, epochs=3, steps_per_epoch=4))
+
+    class SaveAt7(xpnet.train.Callback):
+        path = None
+
+        def on_step_end(self, trainer):
+            if trainer.step_count == 7:
+                self.path = checkpoint.save_in_epoch(tmp_path, trainer)
+
+    fit = {"epochs": 3, "batch_size": 16, "verbose": 0}
+    trainer, saver = make(), SaveAt7()
+    full = trainer.fit(X, y, callbacks=[saver], **fit)
+    ckpt = checkpoint.load(saver.path)
+    fresh = make()
+    checkpoint.restore(fresh, ckpt)
+    assert fresh.scheduler.last_epoch == 7 and fresh.optimizer.lr == pytest.approx(fresh.scheduler.lr_at(7))
+    history = fresh.fit(X, y, initial_epoch=ckpt.epoch + 1, **fit)
+    np.testing.assert_array_equal(xpnet.to_host(fresh.model.params), xpnet.to_host(trainer.model.params))
+    assert history["lr"] == full["lr"][1:] and fresh.scheduler.last_epoch == 12
