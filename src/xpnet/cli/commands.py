@@ -48,9 +48,7 @@ def cmd_train(args) -> int:
     start = time.perf_counter()
     with warnings.catch_warnings():  # the divergence message is printed below, once
         warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
-        # a progress bar on a terminal; one line per epoch (fit verbose=2) into a log file or pipe
-        verbose = 0 if args.quiet else (1 if sys.stdout.isatty() else 2)
-        result = runs.train(config, run_dir, resume=resume, verbose=verbose,
+        result = runs.train(config, run_dir, resume=resume, verbose=_verbosity(args.quiet),
                             overwrite=args.overwrite, accept_config_changes=args.accept_config_changes,
                             extend_to=extend_to)
     if result["status"] == "interrupted":
@@ -70,6 +68,11 @@ def cmd_train(args) -> int:
         print("xpnet train: the run diverged (result.json says so); see the message above.", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
+
+
+def _verbosity(quiet: bool) -> int:
+    """fit's verbose: a progress bar on a terminal, one line per epoch (verbose=2) into a log file or pipe."""
+    return 0 if quiet else (1 if sys.stdout.isatty() else 2)
 
 
 def cmd_bench(args) -> int:
