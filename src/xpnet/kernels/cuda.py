@@ -23,7 +23,7 @@ import numpy as np
 
 from .._typing import Array
 from ..dropout import keep_scale, keep_threshold
-from ..losses import labels_outside_message
+from ..losses import labels_outside_message, weight_total
 from . import cuda_source as src
 from .buffered import BufferedOps, counted
 
@@ -294,12 +294,28 @@ class CupyOps(BufferedOps):
         out[...] = sums
         return out
 
-    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
+    def loss(self, loss: Loss, logits: Array, targets: Array, weights: Array | None = None) -> tuple[Array, Array]:
         lib = self.lib
         if logits.dtype not in (lib.float32, lib.float64):  # half logits: reference math in float32
-            value, grad = super().loss(loss, logits.astype(lib.float32), targets)
+            value, grad = super().loss(loss, logits.astype(lib.float32), targets, weights)
             return value.astype(logits.dtype), grad.astype(logits.dtype)
-        return self._fused_loss(loss, logits, targets)
+        value, grad = self._fused_loss(loss, logits, targets)
+        if weights is None:
+            return value, grad
+        return self._reweight(loss, grad, weights)
+
+    def _reweight(self, loss: Loss, grad: Array, weights: Array) -> tuple[Array, Array]:
+        """The weighted mean from the row kernel's results (``row_loss`` and the gradient scaled by
+        1 / (rows * per_row)), on the device: no host read."""
+        lib = self.lib
+        rows, cols = grad.shape
+        per_row = 1 if loss.name == "cross_entropy" else cols
+        row_loss = self._buf("row_loss", (rows,))  # the row kernel's, unweighted
+        w = weights.astype(row_loss.dtype, copy=False)
+        total = weight_total(lib, w, per_row)
+        value = lib.sum(row_loss * w) / total
+        grad *= (w * (float(rows * per_row) / total)).astype(grad.dtype)[:, None]
+        return value, grad
 
     @counted(2)
     def _fused_loss(self, loss, logits, targets):
