@@ -242,3 +242,26 @@ def test_class_weight_refused_for_regression_and_unweighted_metrics_refuse_weigh
     with pytest.raises(ValueError, match="f1_macro do not take sample weights"):
         clf.fit(X, y, verbose=False, sample_weight=np.ones(30))
     assert clf.step_count == 0
+
+
+@pytest.mark.emulated
+@pytest.mark.parametrize("data_on_device", [True, False], ids=["resident", "streamed"])
+def test_emulated_cuda_weighted_fit_matches_reference(data_on_device):
+    from xpnet.kernels.emulator import Emulator, compiler, emulated_backend
+
+    if compiler() is None:
+        pytest.skip("no C++ compiler for the GPU emulator")
+    X, y = _blobs(n=50)
+    w = np.random.default_rng(8).uniform(0, 2, size=50)
+    params, logs = [], []
+    for device in (emulated_backend(Emulator()), None):
+        model = xpnet.MLP([5, 8, 3], dtype="float64", seed=1, device=device,
+                          kernels="auto" if device is not None else "reference")
+        trainer = xpnet.Trainer(model, optimizer=optim.Adam(lr=0.01))
+        h = trainer.fit(X, y, epochs=2, batch_size=8, verbose=False, sample_weight=w, class_weight="balanced",
+                        validation_split=0.2, data_on_device=data_on_device if device is not None else None)
+        params.append(xpnet.to_host(model.params).copy())
+        logs.append(h.history)
+    np.testing.assert_allclose(params[0], params[1], rtol=1e-9, atol=1e-11)
+    for key in logs[1]:
+        np.testing.assert_allclose(logs[0][key], logs[1][key], rtol=1e-9, err_msg=key)
