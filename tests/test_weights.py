@@ -265,3 +265,14 @@ def test_emulated_cuda_weighted_fit_matches_reference(data_on_device):
     np.testing.assert_allclose(params[0], params[1], rtol=1e-9, atol=1e-11)
     for key in logs[1]:
         np.testing.assert_allclose(logs[0][key], logs[1][key], rtol=1e-9, err_msg=key)
+
+
+def test_weights_are_refused_with_distributed_training():
+    from xpnet.distributed import LocalCommunicator
+
+    X, y = _blobs()
+    trainer = xpnet.Trainer(xpnet.MLP([5, 8, 3], dtype="float64", kernels="reference"), optimizer="sgd",
+                            distributed=LocalCommunicator())
+    with pytest.raises(ValueError, match="not supported with distributed training"):
+        trainer.fit(X, y, verbose=False, sample_weight=np.ones(30))
+    assert trainer.step_count == 0
