@@ -297,3 +297,43 @@ def check_targets(name: str, y: Any, loss: Loss, n_outputs: int, n_samples: int,
     if on_device:
         return y if y.dtype == backend.dtype(dtype) else backend.xp.astype(y, backend.dtype(dtype))
     return backend.from_host(y, dtype) if place else np.ascontiguousarray(y, dtype=dtype)
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int, name: str = "sample_weight") -> np.ndarray | None:
+    """``sample_weight`` as a float64 host array of ``n_samples`` finite, non-negative weights, not
+    all zero (None stays None); device arrays are read back once."""
+    if sample_weight is None:
+        return None
+    try:
+        w = np.asarray(to_host(sample_weight) if not isinstance(sample_weight, (list, tuple)) else sample_weight)
+    except Exception as exc:  # any unreadable value gets the same message
+        raise invalid(name, sample_weight, "pass a 1-D array of one weight per sample") from exc
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(f"{name} has shape {tuple(w.shape)}, but X has {n_samples} samples: pass a 1-D array "
+                         f"of {n_samples} weights, one per sample.")
+    if w.dtype.kind not in "fiub":
+        raise TypeError(f"{name} has dtype {w.dtype}: pass numeric weights.")
+    w = w.astype(np.float64)
+    if not np.all(np.isfinite(w)):
+        raise ValueError(f"{name} contains NaN or inf values: weights must be finite.")
+    if np.any(w < 0):
+        raise ValueError(f"{name} contains negative values: weights must be >= 0.")
+    if not np.any(w > 0):
+        raise ValueError(f"{name} is all zero: at least one sample needs a positive weight.")
+    return w
+
+
+def check_class_weight(class_weight: Any, n_classes: int, name: str = "class_weight") -> dict[int, float] | str | None:
+    """``"balanced"``, ``None``, or a dict ``{class: weight}`` whose keys are classes in
+    ``[0, n_classes)`` and whose weights are finite and >= 0 (returned with int keys, float values)."""
+    if class_weight is None or class_weight == "balanced":
+        return class_weight  # type: ignore[no-any-return]
+    if not isinstance(class_weight, dict):
+        raise invalid(name, class_weight, "use 'balanced', a dict {class: weight} or None")
+    out: dict[int, float] = {}
+    for key, value in class_weight.items():
+        if _is_bool(key) or not isinstance(key, numbers.Integral) or not 0 <= int(key) < n_classes:
+            raise ValueError(f"{name} has key {key!r}, which is not a class: keys must be class labels in "
+                             f"[0, {n_classes - 1}].")
+        out[int(key)] = check_real(f"{name}[{key!r}]", value, low=0)
+    return out

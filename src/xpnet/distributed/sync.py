@@ -79,7 +79,10 @@ class DistributedStep:
     def reset(self) -> None:
         self.interrupted, self._steps = False, 0
 
-    def forward_backward(self, x: Array, y: Array, step: int | None = None) -> tuple[Array, Array | None]:
+    def forward_backward(self, x: Array, y: Array, step: int | None = None,
+                         weights: Array | None = None) -> tuple[Array, Array | None]:
+        if weights is not None:  # the global weighted mean needs the ranks' weight totals: not yet
+            raise ValueError("sample_weight / class_weight are not supported with distributed training yet.")
         lo, hi = shard_bounds(x.shape[0], self.comm.rank, self.comm.size)
         xs, ys = (x[lo:hi, ...], y[lo:hi, ...]) if hi > lo else (None, None)
         return self.forward_backward_share(xs, ys, x.shape[0], step)

@@ -68,9 +68,9 @@ class BFloat16Ops(ReferenceOps):
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array:
         return _store(out, self._bf(self.xp.sum(self._f32(dz), axis=0)))
 
-    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
+    def loss(self, loss: Loss, logits: Array, targets: Array, weights: Array | None = None) -> tuple[Array, Array]:
         """In float32 (the bf16 step computes its loss on float32 logits; this is for completeness)."""
-        value, grad = super().loss(loss, self._f32(logits), targets)
+        value, grad = super().loss(loss, self._f32(logits), targets, weights)
         return value, self._bf(grad)
 
     def clip_scale(self, grads: Array, max_norm: float) -> float | Array:

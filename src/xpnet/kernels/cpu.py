@@ -180,12 +180,19 @@ def _row_logsumexp(logits, i):
     return m + math.log(s)
 
 
+# Every loss kernel takes per-row weights ``w`` (empty: unweighted) and ``inv``, the gradient's
+# normaliser (1 / rows, 1 / (rows * cols), or 1 / the weight total): row i's gradient is scaled by
+# ``w[i] * inv`` (unweighted: ``inv``, exactly as before weights) and its loss by ``w[i]``.
+@njit(inline="always", **_JIT)
+def _row_scale(w, inv, i):
+    return (w[i] * inv, w[i]) if w.shape[0] else (inv, 1.0)
+
+
 @kernel
-def _cross_entropy_labels(logits, labels, grad, row_loss):
+def _cross_entropy_labels(logits, labels, w, inv, grad, row_loss):
     # A label outside [0, cols) never indexes the row: the row's loss is NaN, its gradient 0, and
     # the count of such labels is returned (the caller raises before any weight changes).
     rows, cols = logits.shape
-    inv = 1.0 / rows
     bad = 0
     for i in prange(rows):
         y = labels[i]
@@ -195,26 +202,27 @@ def _cross_entropy_labels(logits, labels, grad, row_loss):
             for j in range(cols):
                 grad[i, j] = 0.0
             continue
+        scale, wi = _row_scale(w, inv, i)
         shift = _row_logsumexp(logits, i)
-        row_loss[i] = shift - logits[i, y]
+        row_loss[i] = (shift - logits[i, y]) * wi
         for j in range(cols):
             p = math.exp(logits[i, j] - shift)
-            grad[i, j] = (p - (1.0 if j == y else 0.0)) * inv
+            grad[i, j] = (p - (1.0 if j == y else 0.0)) * scale
     return bad
 
 
 @kernel
-def _cross_entropy_dense(logits, targets, grad, row_loss):
+def _cross_entropy_dense(logits, targets, w, inv, grad, row_loss):
     rows, cols = logits.shape
-    inv = 1.0 / rows
     for i in prange(rows):
+        scale, wi = _row_scale(w, inv, i)
         shift = _row_logsumexp(logits, i)
         acc = 0.0
         for j in range(cols):
             log_p = logits[i, j] - shift
             acc -= targets[i, j] * log_p
-            grad[i, j] = (math.exp(log_p) - targets[i, j]) * inv
-        row_loss[i] = acc
+            grad[i, j] = (math.exp(log_p) - targets[i, j]) * scale
+        row_loss[i] = acc * wi
 
 
 def _mse_term(z, t):
@@ -235,16 +243,16 @@ def _elementwise_loss_kernel(term):
     f = njit(inline="always")(term)
 
     @kernel
-    def loss(out, targets, grad, row_loss):
+    def loss(out, targets, w, inv, grad, row_loss):
         rows, cols = out.shape
-        inv = 1.0 / (rows * cols)
         for i in prange(rows):
+            scale, wi = _row_scale(w, inv, i)
             acc = 0.0
             for j in range(cols):
                 value, d = f(out[i, j], targets[i, j])
                 acc += value
-                grad[i, j] = d * inv
-            row_loss[i] = acc
+                grad[i, j] = d * scale
+            row_loss[i] = acc * wi
 
     return loss
 
@@ -342,6 +350,7 @@ def _scale(g, c):
         g[i] *= c
 
 
+_NO_WEIGHTS = np.empty(0, dtype=np.float64)  # the loss kernels' "unweighted"
 _LOSS_KERNELS = {"mse": _elementwise_loss_kernel(_mse_term), "bce": _elementwise_loss_kernel(_bce_term)}
 
 
@@ -398,7 +407,7 @@ class NumbaOps(BufferedOps):
         return self.act_grad(dz, dz, dz, _IDENTITY, db_out=out)[1]
 
     @counted(1)
-    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
+    def loss(self, loss: Loss, logits: Array, targets: Array, weights: Array | None = None) -> tuple[Array, Array]:
         rows = logits.shape[0]
         grad = self._buf("dlogits", logits.shape)
         row_loss = self._buf("row_loss", (rows,), np.float64)
@@ -406,10 +415,15 @@ class NumbaOps(BufferedOps):
             kernel = _cross_entropy_labels if targets.ndim == 1 else _cross_entropy_dense
         else:
             kernel = _LOSS_KERNELS[loss.name]
-        bad = kernel(self._par(logits.size), logits, targets, grad, row_loss)
+        per_row = 1 if loss.name == "cross_entropy" else logits.shape[1]
+        if weights is None:
+            w, denom = _NO_WEIGHTS, float(rows * per_row)
+        else:  # the weight total of the batch (1 when all are zero: loss and gradient 0)
+            w = np.ascontiguousarray(weights, dtype=np.float64)
+            denom = float(w.sum(dtype=np.float64)) * per_row or 1.0
+        bad = kernel(self._par(logits.size), logits, targets, w, 1.0 / denom, grad, row_loss)
         if bad:
             raise ValueError(labels_outside_message(bad, logits.shape[1]))
-        denom = rows if loss.name == "cross_entropy" else logits.size
         return np.asarray(row_loss.sum() / denom, dtype=logits.dtype), grad
 
     # -- optimizers: scalars in the parameters' dtype (no float64 promotion in float32 loops) -----

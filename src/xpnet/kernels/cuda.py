@@ -23,7 +23,7 @@ import numpy as np
 
 from .._typing import Array
 from ..dropout import keep_scale, keep_threshold
-from ..losses import labels_outside_message
+from ..losses import labels_outside_message, weight_total
 from . import cuda_source as src
 from .buffered import BufferedOps, counted
 
@@ -294,16 +294,17 @@ class CupyOps(BufferedOps):
         out[...] = sums
         return out
 
-    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
+    def loss(self, loss: Loss, logits: Array, targets: Array, weights: Array | None = None) -> tuple[Array, Array]:
         lib = self.lib
         if logits.dtype not in (lib.float32, lib.float64):  # half logits: reference math in float32
-            value, grad = super().loss(loss, logits.astype(lib.float32), targets)
+            value, grad = super().loss(loss, logits.astype(lib.float32), targets, weights)
             return value.astype(logits.dtype), grad.astype(logits.dtype)
-        return self._fused_loss(loss, logits, targets)
+        return self._fused_loss(loss, logits, targets, weights)
 
     @counted(2)
-    def _fused_loss(self, loss, logits, targets):
-        """The row kernel (value and gradient of each row) and the sum of the row losses."""
+    def _fused_loss(self, loss, logits, targets, weights=None):
+        """The row kernel (value and gradient of each row, weighted if asked) and the sum of the row
+        losses; weights are normalised on the device (no host read)."""
         lib = self.lib
         rows, cols = logits.shape
         ctype = "float" if logits.dtype == lib.float32 else "double"
@@ -317,10 +318,17 @@ class CupyOps(BufferedOps):
             self._n_classes = cols
         kernel = _loss_module(lib).get_function(f"xpnet_{kind}<{ctype}, {ctype}>")
         blocks = (rows + _WARPS_PER_BLOCK - 1) // _WARPS_PER_BLOCK
+        per_row = 1 if loss.name == "cross_entropy" else cols
+        if weights is None:  # w and w_inv unread: any device arrays
+            w, w_inv, denom = row_loss, row_loss, rows * per_row
+        else:
+            w = lib.ascontiguousarray(weights.astype(row_loss.dtype, copy=False))
+            denom = weight_total(lib, w, per_row)
+            w_inv = lib.reshape(1 / denom, (1,))
         kernel((blocks,), (32 * _WARPS_PER_BLOCK,),
                (lib.ascontiguousarray(logits), lib.ascontiguousarray(targets), grad, row_loss, self._bad_labels,
-                np.int32(rows), np.int32(cols)))
-        return lib.sum(row_loss) / (rows if loss.name == "cross_entropy" else rows * cols), grad
+                w, w_inv, np.int32(weights is not None), np.int32(rows), np.int32(cols)))
+        return lib.sum(row_loss) / denom, grad
 
     # -- optimizers: one elementwise kernel per step (cuda_source.OPTIMIZER_KERNELS) ------------------
     def _grad_scale(self, grad_scale):

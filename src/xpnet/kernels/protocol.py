@@ -82,8 +82,9 @@ class KernelSet(Protocol):
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array: ...
 
-    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
-        """``(0-d mean loss, dL/dlogits)``."""
+    def loss(self, loss: Loss, logits: Array, targets: Array, weights: Array | None = None) -> tuple[Array, Array]:
+        """``(0-d mean loss, dL/dlogits)``; ``weights`` (per row, or None): the weighted mean
+        ``sum w_i l_i / sum w_i`` (``xpnet.losses``); None computes exactly the unweighted mean."""
 
     # -- optimizers: one operation per update rule ----------------------------------------------
     def sgd(self, p: Array, g: Array, buf: Array | None, *, lr: float, momentum: float, dampening: float,

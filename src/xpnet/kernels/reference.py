@@ -173,12 +173,13 @@ class ReferenceOps:
         return _into(out, self.xp.sum(dz, axis=0))
 
     # -- loss ----------------------------------------------------------------------
-    def loss(self, loss: Loss, logits: Array, targets: Array) -> tuple[Array, Array]:
-        """``(0-d loss, dL/dlogits)``; integer labels are expanded to one-hot rows here."""
+    def loss(self, loss: Loss, logits: Array, targets: Array, weights: Array | None = None) -> tuple[Array, Array]:
+        """``(0-d loss, dL/dlogits)``; integer labels are expanded to one-hot rows here; ``weights``:
+        per-row weights of a weighted mean (``xpnet.losses``)."""
         xp = self.xp
         if loss.integer_labels and targets.ndim == 1:
             targets = dense_targets(xp, targets, logits.shape[1], logits.dtype, self.backend.device)
-        value, grad = loss.value_and_grad(xp, logits, targets)
+        value, grad = loss.value_and_grad(xp, logits, targets, weights)
         return xp.asarray(value), grad  # NumPy reductions give scalars; keep a 0-d array
 
     # -- optimizers: one operation per update rule, the same signature on every kernel set --------

@@ -101,11 +101,14 @@ template <typename T, typename C> __device__ __forceinline__ C xpnet_row_lse(con
     return m + log(xpnet_warp_sum<C>(s));
 }
 
+// Every loss kernel takes per-row weights: with ``weighted`` != 0 row i's gradient is scaled by
+// w[i] * w_inv[0] (w_inv: 1 / the batch's weight total, on the device) and its loss by w[i]; with
+// ``weighted`` == 0 (w and w_inv then unread) the scale is 1 / rows (1 / (rows * cols)) as before.
 // A label outside [0, cols) must not index the row: the row's loss becomes NaN, its gradient 0,
 // and *bad counts it (read on the host when the epoch's values are read).
 template <typename T, typename C>
-__global__ void xpnet_ce_labels(const T* logits, const long long* labels, T* grad, C* row_loss, int* bad, int rows,
-                                int cols) {
+__global__ void xpnet_ce_labels(const T* logits, const long long* labels, T* grad, C* row_loss, int* bad,
+                                const C* w, const C* w_inv, int weighted, int rows, int cols) {
     int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (row >= rows) return;  // whole warps leave together
     const T* x = logits + (long long)row * cols;
@@ -121,14 +124,14 @@ __global__ void xpnet_ce_labels(const T* logits, const long long* labels, T* gra
     }
     int y = (int)label;
     C shift = xpnet_row_lse<T, C>(x, cols, lane);
-    C inv = C(1) / C(rows);
+    C inv = weighted ? w[row] * w_inv[0] : C(1) / C(rows);
     for (int j = lane; j < cols; j += 32) gr[j] = (T)((exp((C)x[j] - shift) - (j == y ? C(1) : C(0))) * inv);
-    if (lane == 0) row_loss[row] = shift - (C)x[y];
+    if (lane == 0) row_loss[row] = weighted ? (shift - (C)x[y]) * w[row] : shift - (C)x[y];
 }
 
 template <typename T, typename C>
-__global__ void xpnet_ce_dense(const T* logits, const T* targets, T* grad, C* row_loss, int* bad, int rows,
-                               int cols) {
+__global__ void xpnet_ce_dense(const T* logits, const T* targets, T* grad, C* row_loss, int* bad, const C* w,
+                               const C* w_inv, int weighted, int rows, int cols) {
     (void)bad;
     int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (row >= rows) return;
@@ -136,14 +139,14 @@ __global__ void xpnet_ce_dense(const T* logits, const T* targets, T* grad, C* ro
     const T* t = targets + (long long)row * cols;
     T* gr = grad + (long long)row * cols;
     C shift = xpnet_row_lse<T, C>(x, cols, lane);
-    C inv = C(1) / C(rows), acc = C(0);
+    C inv = weighted ? w[row] * w_inv[0] : C(1) / C(rows), acc = C(0);
     for (int j = lane; j < cols; j += 32) {
         C log_p = (C)x[j] - shift;
         acc -= (C)t[j] * log_p;
         gr[j] = (T)((exp(log_p) - (C)t[j]) * inv);
     }
     acc = xpnet_warp_sum<C>(acc);
-    if (lane == 0) row_loss[row] = acc;
+    if (lane == 0) row_loss[row] = weighted ? acc * w[row] : acc;
 }
 
 // Losses that are a mean of per-element terms: Term::eval(z, t, &d) returns the term, d its derivative.
@@ -165,27 +168,30 @@ struct xpnet_bce_term {  // with logits; log1p(exp(-|z|)) and the stable sigmoid
 
 template <typename Term, typename T, typename C>
 __device__ __forceinline__ void xpnet_elementwise_row_loss(const T* out, const T* targets, T* grad, C* row_loss,
-                                                           int rows, int cols) {
+                                                           const C* w, const C* w_inv, int weighted, int rows,
+                                                           int cols) {
     int row = (blockIdx.x * blockDim.x + threadIdx.x) >> 5, lane = threadIdx.x & 31;
     if (row >= rows) return;
     long long base = (long long)row * cols;
-    C inv = C(1) / (C(rows) * C(cols)), acc = C(0), d;
+    C inv = weighted ? w[row] * w_inv[0] : C(1) / (C(rows) * C(cols)), acc = C(0), d;
     for (int j = lane; j < cols; j += 32) {
         acc += Term::template eval<C>((C)out[base + j], (C)targets[base + j], &d);
         grad[base + j] = (T)(d * inv);
     }
     acc = xpnet_warp_sum<C>(acc);
-    if (lane == 0) row_loss[row] = acc;
+    if (lane == 0) row_loss[row] = weighted ? acc * w[row] : acc;
 }
 
 template <typename T, typename C>
-__global__ void xpnet_mse(const T* out, const T* targets, T* grad, C* row_loss, int* bad, int rows, int cols) {
+__global__ void xpnet_mse(const T* out, const T* targets, T* grad, C* row_loss, int* bad, const C* w, const C* w_inv,
+                          int weighted, int rows, int cols) {
     (void)bad;
-    xpnet_elementwise_row_loss<xpnet_mse_term, T, C>(out, targets, grad, row_loss, rows, cols);
+    xpnet_elementwise_row_loss<xpnet_mse_term, T, C>(out, targets, grad, row_loss, w, w_inv, weighted, rows, cols);
 }
 
 template <typename T, typename C>
-__global__ void xpnet_bce(const T* logits, const T* targets, T* grad, C* row_loss, int* bad, int rows, int cols) {
+__global__ void xpnet_bce(const T* logits, const T* targets, T* grad, C* row_loss, int* bad, const C* w,
+                          const C* w_inv, int weighted, int rows, int cols) {
     (void)bad;
-    xpnet_elementwise_row_loss<xpnet_bce_term, T, C>(logits, targets, grad, row_loss, rows, cols);
+    xpnet_elementwise_row_loss<xpnet_bce_term, T, C>(logits, targets, grad, row_loss, w, w_inv, weighted, rows, cols);
 }

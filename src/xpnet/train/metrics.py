@@ -59,11 +59,18 @@ class Metric:
     def start(self, xp: Any, device: Any, dtype: Any) -> Metric:
         """Zero the state on ``device`` (``dtype``: the logits' floating dtype); returns self."""
         self.xp, self.device, self.dtype = xp, device, dtype
-        self.n = 0
+        self.n: int | float = 0  # samples seen (a float weight total when weighted)
         return self
 
     def update(self, logits: Array, y: Array) -> None:
         raise NotImplementedError
+
+    weighted: bool = False  # update_weighted is implemented (sample_weight / class_weight)
+
+    def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
+        """Fold in a batch whose rows weigh ``weights`` (device), ``total`` their host sum."""
+        raise ValueError(f"metric {self.name!r} does not take sample weights yet: with sample_weight or "
+                         "class_weight use metrics=('accuracy',) or none.")
 
     def result(self) -> float:
         raise NotImplementedError
@@ -75,7 +82,7 @@ class Metric:
         started."""
         from ..backend import to_host
 
-        meta: dict[str, Any] = {"name": self.name, "n": int(self.n)}
+        meta: dict[str, Any] = {"name": self.name, "n": self.n if isinstance(self.n, float) else int(self.n)}
         arrays: dict[str, np.ndarray] = {}
         for attr in self.accumulators:
             value = getattr(self, attr)
@@ -96,7 +103,7 @@ class Metric:
         to this metric's device."""
         if meta.get("name") != self.name:
             raise ValueError(f"the saved state is for metric {meta.get('name')!r}, not {self.name!r}.")
-        self.n = int(meta["n"])
+        self.n = meta["n"] if isinstance(meta["n"], float) else int(meta["n"])  # float: a weight total
         for attr in self.accumulators:
             kind = meta[attr]
             value = None if kind["dtype"] is None else self.xp.reshape(  # 0-d arrays come back 1-d
@@ -143,6 +150,22 @@ class Accuracy(Metric):
         labels = y if y.ndim == 1 else xp.argmax(y, axis=1)
         self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, logits.dtype))
         self.n += y.shape[0]
+
+    weighted = True
+
+    def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
+        """scikit-learn's ``accuracy_score(sample_weight=...)``: ``n`` becomes the weight total
+        (per output for ``bce``, whose accuracy counts each output)."""
+        xp = self.xp
+        w = xp.astype(weights, logits.dtype)
+        if self.problem == "multilabel" or (self.problem == "binary" and logits.shape[1] == 1):  # bce
+            hits = xp.astype((logits > 0) == (y > 0.5), logits.dtype)
+            self.correct = self.correct + xp.sum(w[:, None] * hits)
+            self.n += total * y.shape[1]
+            return
+        labels = y if y.ndim == 1 else xp.argmax(y, axis=1)
+        self.correct = self.correct + xp.sum(w * xp.astype(xp.argmax(logits, axis=1) == labels, logits.dtype))
+        self.n += total
 
     def result(self) -> float:
         return float(self.correct) / self.n if self.n else float("nan")

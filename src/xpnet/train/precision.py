@@ -83,11 +83,13 @@ class FP32Step:
         self.model, self.loss, self.optimizer, self.ops = model, loss, optimizer, ops
         self.max_norm = _max_norm(clip_grad_norm)
 
-    def forward_backward(self, x: Array, y: Array, step: int | None = None) -> tuple[Array, Array]:
+    def forward_backward(self, x: Array, y: Array, step: int | None = None,
+                         weights: Array | None = None) -> tuple[Array, Array]:
         """Loss (0-d, on the device) and logits of batch ``(x, y)``; gradients into ``model.grads``.
-        ``step``: the training step, which draws the dropout masks (None: no dropout)."""
+        ``step``: the training step, which draws the dropout masks (None: no dropout); ``weights``:
+        per-row weights of the loss (``xpnet.losses``), or None."""
         logits, tape = self.model.forward(x, tape=True, ops=self.ops, step=step)
-        loss, dlogits = self.ops.loss(self.loss, logits, y)
+        loss, dlogits = self.ops.loss(self.loss, logits, y, weights)
         self.model.backward(dlogits, tape, ops=self.ops)
         return loss, logits
 
@@ -124,13 +126,14 @@ class MixedPrecisionStep(FP32Step):
         # then those of the global mean from the start, with one process's magnitudes (and overflows)
         self.grad_weight = 1.0
 
-    def forward_backward(self, x: Array, y: Array, step: int | None = None) -> tuple[Array, Array]:
+    def forward_backward(self, x: Array, y: Array, step: int | None = None,
+                         weights: Array | None = None) -> tuple[Array, Array]:
         m, half, ops = self.model, self.half, self.ops
         half.cast_into(m.params, self.params16)
         x16 = half.cast(x, "x16")
         logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step)
         logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as AMP does
-        loss, dlogits = ops.loss(self.loss, logits, y)
+        loss, dlogits = ops.loss(self.loss, logits, y, weights)
         dlogits16 = half.scale_cast(dlogits, self.scaler.scale * self.grad_weight, "dlogits16")
         m.backward(dlogits16, tape, params=self.params16, grads=self.grads16, ops=half)
         return loss, logits
@@ -163,13 +166,14 @@ class BF16Step(FP32Step):
         self.params16 = self.half.empty((model.n_params,))
         self.grads16 = self.half.empty((model.n_params,))
 
-    def forward_backward(self, x: Array, y: Array, step: int | None = None) -> tuple[Array, Array]:
+    def forward_backward(self, x: Array, y: Array, step: int | None = None,
+                         weights: Array | None = None) -> tuple[Array, Array]:
         m, half, ops = self.model, self.half, self.ops
         half.cast_into(m.params, self.params16)  # round the float32 master weights to bfloat16
         x16 = half.cast(x, "x16")
         logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step)
         logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as autocast does
-        loss, dlogits = ops.loss(self.loss, logits, y)
+        loss, dlogits = ops.loss(self.loss, logits, y, weights)
         dlogits16 = half.cast(dlogits, "dlogits16")
         m.backward(dlogits16, tape, params=self.params16, grads=self.grads16, ops=half)
         return loss, logits
@@ -200,10 +204,11 @@ class MixedPrecision(MixedPrecisionStep):
                       "optimizer, ops, clip_grad_norm).", DeprecationWarning, stacklevel=2)
         super().__init__(trainer.model, trainer.loss, trainer.optimizer, trainer.ops, trainer.clip_grad_norm)
 
-    def forward_backward(self, *args: Array, step: int | None = None) -> tuple[Array, Array]:
+    def forward_backward(self, *args: Array, step: int | None = None,
+                         weights: Array | None = None) -> tuple[Array, Array]:
         """``(x, y)``, or the old ``(trainer, x, y)``."""
         x, y = args[-2:]
-        return super().forward_backward(x, y, step=step)
+        return super().forward_backward(x, y, step=step, weights=weights)
 
     def update(self, *args: Any) -> bool:
         """``()``, or the old ``(trainer, max_norm)`` (``max_norm`` then replaces the clip value)."""

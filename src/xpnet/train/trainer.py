@@ -9,6 +9,7 @@ the model's device, and ``fit`` reads losses only at epoch ends (and where a cal
 from __future__ import annotations
 
 import contextlib
+import itertools
 import numbers
 import time
 import warnings
@@ -32,6 +33,7 @@ from ..validation import (
 from . import metrics as metrics_mod
 from .callbacks import Callback, EpochLine, History, ProgressBar, TerminateOnNaN
 from .precision import FP32Step, check_precision, step_for
+from .weights import row_weights
 
 if TYPE_CHECKING:
     from ..distributed.comm import Communicator
@@ -170,6 +172,10 @@ class Trainer:
         self._progress: dict[str, Any] | None = None
         self._totals: tuple[Array, list[metrics_mod.Metric]] | None = None
         self._resume_at: tuple[dict[str, Any], dict[str, Any]] | None = None
+        # inside fit with sample_weight / class_weight: the training rows' host weights and their
+        # device copy (None when streamed), and the validation rows' host weights
+        self._fit_weights: tuple[np.ndarray, Array | None] | None = None
+        self._val_weights: np.ndarray | None = None
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Ask ``fit`` to stop after the current step (safe to call from a signal handler):
@@ -216,11 +222,12 @@ class Trainer:
             self.update()
         return loss
 
-    def forward_backward(self, x: Array, y: Array) -> tuple[Array, Array]:
+    def forward_backward(self, x: Array, y: Array, weights: Array | None = None) -> tuple[Array, Array]:
         """``(loss, logits)`` of a prepared batch; the gradients land in ``model.grads``
         (in this trainer's precision and kernel set).  Call inside ``model.backend.context()``.
-        The model's dropout (if any) draws the masks of step :attr:`step_count`."""
-        return self.precision_step.forward_backward(x, y, step=self.step_count)
+        The model's dropout (if any) draws the masks of step :attr:`step_count`; ``weights``: the
+        rows' weights on the device (a weighted mean loss, ``xpnet.losses``), or None."""
+        return self.precision_step.forward_backward(x, y, step=self.step_count, weights=weights)
 
     def update(self) -> bool:
         """Apply the gradients of the last :meth:`forward_backward` (clipped if asked); returns
@@ -238,7 +245,8 @@ class Trainer:
     def fit(self, X: Any, y: Any, epochs: int = 1, batch_size: int = 32, shuffle: bool = True,
             validation_data: tuple[Any, Any] | None = None, validation_split: float = 0.0,
             callbacks: Sequence[Callback] = (), verbose: bool | int = True, initial_epoch: int = 0,
-            history: History | None = None, data_on_device: bool | None = None) -> History:
+            history: History | None = None, data_on_device: bool | None = None, sample_weight: Any = None,
+            class_weight: Any = None) -> History:
         """Train for ``epochs`` passes over ``(X, y)`` in mini-batches; returns a :class:`History`.
 
         ``validation_split`` holds out the last fraction of the samples (before shuffling);
@@ -254,6 +262,12 @@ class Trainer:
 
         ``verbose``: 0 / False silent, 1 / True a progress bar, 2 one line per epoch with its metrics
         and time (as Keras; for logs).  Each epoch's wall time is in ``history["epoch_time"]``.
+
+        ``sample_weight`` (one finite weight >= 0 per sample) and ``class_weight`` (``"balanced"``
+        or ``{class: weight}``, classification losses only) weight the loss, its gradient and the
+        ``accuracy`` metric: each batch's loss is ``sum w_i l_i / sum w_i`` (``xpnet.train.weights``);
+        ``validation_split`` holds out the last samples' weights with them (``validation_data`` is
+        unweighted).  Other metrics refuse weights.
         """
         comm = self.distributed
         with _agreed(comm):  # distributed: a bad input on any rank ends every rank with the same error
@@ -261,13 +275,15 @@ class Trainer:
             _check_fit_options(epochs, shuffle, validation_data, validation_split, callbacks, initial_epoch,
                                history, data_on_device)
             _check_verbose(verbose)
-            X, y, validation_data = self._prepare_fit_data(X, y, validation_data, validation_split, data_on_device)
+            X, y, validation_data, weights = self._prepare_fit_data(X, y, validation_data, validation_split,
+                                                                    data_on_device, sample_weight, class_weight)
         if comm is not None:
             from ..distributed.sync import begin_fit
 
             begin_fit(self, comm, X, y, batch_size, epochs, initial_epoch, shuffle)
             verbose = verbose if comm.rank == 0 else 0
         callbacks = self._callbacks_for(callbacks, int(verbose))
+        self._set_fit_weights(X, weights)
         self.fit_plan = {"epochs": epochs, "steps_per_epoch": -(-X.shape[0] // batch_size),
                          "batch_size": batch_size, "initial_epoch": initial_epoch}
         self.stop_training, self.stop_reason, self._interrupt = False, None, None
@@ -280,30 +296,60 @@ class Trainer:
                                  callbacks, history)
                 self._finish(X, y, callbacks, history)
         finally:
+            self._fit_weights = self._val_weights = None
             for c in callbacks:
                 c.on_train_end(self)
         history.stop_reason = self.stop_reason
         return history
 
     def _prepare_fit_data(self, X: Any, y: Any, validation_data: Any, validation_split: float,
-                          data_on_device: bool | None) -> tuple[Array, Array, tuple[Array, Array] | None]:
-        """Training and validation data checked and placed (or left on the host to stream)."""
+                          data_on_device: bool | None, sample_weight: Any = None, class_weight: Any = None,
+                          ) -> tuple[Array, Array, tuple[Array, Array] | None, tuple[Any, Any] | None]:
+        """Training and validation data checked and placed (or left on the host to stream), and the
+        host weights of the training and validation rows (None without weights)."""
+        if self.distributed is not None and (sample_weight is not None or class_weight is not None):
+            raise ValueError("sample_weight / class_weight are not supported with distributed training yet: "
+                             "train without them, or in one process.")
         if data_on_device is None:
             data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
         X, y = self.prepare(X, y, place=bool(data_on_device))
+        w = row_weights(sample_weight, class_weight, y, self.loss, self.model.n_outputs)
+        if w is not None:
+            self._check_weighted_metrics()
         if validation_split:
             n_val = int(round(X.shape[0] * validation_split))
             if n_val == 0 or n_val == X.shape[0]:
                 raise ValueError(f"validation_split={validation_split} leaves {n_val} of {X.shape[0]} samples "
                                  "for validation: use a fraction that leaves samples on both sides.")
-            return X[:-n_val, ...], y[:-n_val, ...], (X[-n_val:, ...], y[-n_val:, ...])
+            weights = None if w is None else (w[:-n_val], w[-n_val:])
+            return X[:-n_val, ...], y[:-n_val, ...], (X[-n_val:, ...], y[-n_val:, ...]), weights
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ValueError("validation_data must be a pair (X_val, y_val).")
             X_val, y_val = validation_data
             validation_data = self.prepare(X_val, y_val, names=("validation_data[0]", "validation_data[1]"),
                                            place=bool(data_on_device))
-        return X, y, validation_data
+        return X, y, validation_data, None if w is None else (w, None)
+
+    def _check_weighted_metrics(self) -> None:
+        """Refuse weights (before anything changes) when a metric cannot take them."""
+        unweighted = [m.name for m in metrics_mod.build(self.metrics, self.problem) if not m.weighted]
+        if unweighted:
+            raise ValueError(f"sample_weight / class_weight: metric(s) {', '.join(unweighted)} do not take sample "
+                             "weights yet; only accuracy does. Pass metrics=('accuracy',) or none.")
+
+    def _weight_dtype(self) -> str:
+        """The dtype of the weights on the device: the model's, or float32 for half models."""
+        return self.model.dtype if self.model.dtype in ("float32", "float64") else "float32"
+
+    def _set_fit_weights(self, X: Array, weights: tuple[Any, Any] | None) -> None:
+        """Keep the rows' host weights for :meth:`_epoch` (and a device copy when ``X`` is resident)."""
+        if weights is None:
+            self._fit_weights = self._val_weights = None
+            return
+        backend = self.model.backend
+        device = backend.from_host(weights[0], self._weight_dtype()) if backend.owns(X) else None
+        self._fit_weights, self._val_weights = (weights[0], device), weights[1]
 
     @staticmethod
     def _callbacks_for(callbacks: Iterable[Callback], verbose: int) -> list[Callback]:
@@ -331,7 +377,8 @@ class Trainer:
             if logs is None:  # stopped inside the epoch (NaN loss or interrupt)
                 return
             if validation_data is not None:
-                logs.update({f"val_{k}": v for k, v in self._evaluate(*validation_data).items()})
+                logs.update({f"val_{k}": v for k, v in
+                             self._evaluate(*validation_data, weights=self._val_weights).items()})
             logs["lr"] = self.optimizer.lr
             self._step_scheduler_at_epoch_end(logs)
             history.append(epoch, logs, epoch_time=time.perf_counter() - began)
@@ -360,7 +407,8 @@ class Trainer:
         """After the epochs: recover from divergence, or record an interrupt."""
         guard = next(c for c in callbacks if isinstance(c, TerminateOnNaN))
         if guard.diverged:
-            self.stop_reason = guard.recover(self, lambda: self._evaluate(X, y)["loss"])
+            weights = None if self._fit_weights is None else self._fit_weights[0]
+            self.stop_reason = guard.recover(self, lambda: self._evaluate(X, y, weights=weights)["loss"])
             history.diverged = True
             warnings.warn(self.stop_reason, RuntimeWarning, stacklevel=3)
         elif self._interrupt is not None:
@@ -379,6 +427,7 @@ class Trainer:
         first = steps * batch_size  # the samples of the steps a mid-epoch checkpoint had already taken
         batches: Iterator[tuple[int, int, Array, Array]]
         sync = self._sync
+        order = None
         if sync is not None:  # this rank's share of each global batch
             order = backend.from_host(host_order) if shuffle and backend.owns(X) else None
             batches = sync.batches(X, y, order, host_order, n, batch_size, self._on_device, first)
@@ -387,16 +436,17 @@ class Trainer:
             batches = self._resident_batches(X, y, order, n, batch_size, first)
         else:  # streamed from host memory, the next batch copied while this one trains
             batches = self.ops.stream_batches(X, y, host_order[first:], batch_size)
+        weights = self._batch_weights(host_order, order, n, batch_size, first)
         self._progress = {"epoch": self.epoch, "steps": steps, "rng": start_rng, "batch_size": batch_size, "n": n}
         self._totals = totals
         per_step = self.scheduler if self.scheduler is not None and self.scheduler.interval == "step" else None
         batch_hooks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
         try:
-            for start, stop, xb, yb in batches:
+            for (start, stop, xb, yb), (wb, w_sum) in zip(batches, weights):
                 if sync is not None:  # the global loss; gradients all-reduced
                     loss, logits = sync.forward_backward_share(xb, yb, stop - start, self.step_count)
                 else:
-                    loss, logits = self.forward_backward(xb, yb)
+                    loss, logits = self.forward_backward(xb, yb, wb)
                 if not all([c.on_step_loss(self, loss) for c in callbacks]):  # noqa: C419 - every callback sees every step
                     return None
                 self.update()
@@ -404,7 +454,8 @@ class Trainer:
                     per_step.step()
                 if self._interrupted():
                     return None
-                self._totals = totals = self._tally(totals, loss, logits, yb, stop - start)
+                self._totals = totals = self._tally(totals, loss, logits, yb, stop - start if wb is None else w_sum,
+                                                    wb)
                 self._progress["steps"] += 1
                 for c in callbacks:
                     c.on_step_end(self)
@@ -418,7 +469,26 @@ class Trainer:
             with _agreed(self.distributed):  # a device error on one rank (bad labels) ends them all
                 self.ops.check_device_errors()
             sync.reduce_metrics(totals[1])  # each rank's metric states merged into every rank's
-        return self._metrics(totals, n, y)
+        return self._metrics(totals, n if self._fit_weights is None else float(self._fit_weights[0].sum()), y)
+
+    def _batch_weights(self, host_order: np.ndarray, order: Array | None, n: int, batch_size: int,
+                       first: int) -> Iterator[tuple[Array | None, float]]:
+        """``(the batch's weights on the device, their host sum)`` for each batch of :meth:`_epoch`, in
+        its order: gathered on the device when resident, copied from the host when streamed;
+        ``(None, 0.0)`` for every batch without weights."""
+        if self._fit_weights is None:
+            yield from itertools.repeat((None, 0.0))
+            return
+        host, device = self._fit_weights
+        for start, stop in _batches(n, batch_size, first):
+            rows = host_order[start:stop]
+            if device is None:  # streamed: a small synchronous copy next to the batch's
+                wb = self.model.backend.from_host(host[rows], self._weight_dtype())
+            elif order is None:
+                wb = device[start:stop]
+            else:
+                wb = self.ops.gather_rows(device, order[start:stop], "w_batch")
+            yield wb, float(host[rows].sum())
 
     def _batch_end(self, callbacks: list[Callback], loss: Array) -> None:
         """``on_batch_end(trainer, step, logs)`` for the callbacks that define it: ``step`` is the
@@ -497,16 +567,19 @@ class Trainer:
         return total, [m.start(xp, backend.device, dtype) for m in metrics_mod.build(self.metrics, self.problem)]
 
     def _tally(self, totals: tuple[Array, list[metrics_mod.Metric]], loss: Array, logits: Array, y: Array,
-               count: int) -> tuple[Array, list[metrics_mod.Metric]]:
-        """``totals`` plus one batch of ``count`` samples: its loss times ``count``, and each metric
-        updated on the device."""
+               count: float, weights: Array | None = None) -> tuple[Array, list[metrics_mod.Metric]]:
+        """``totals`` plus one batch of ``count`` samples (weighted: ``count`` is the batch's weight
+        total): its loss times ``count``, and each metric updated on the device."""
         total, metrics = totals
         if logits is not None:  # None: a rank without rows in the step (distributed)
             for m in metrics:
-                m.update(logits, y)
+                if weights is None:
+                    m.update(logits, y)
+                else:
+                    m.update_weighted(logits, y, weights, count)
         return total + loss * float(count), metrics
 
-    def _metrics(self, totals: tuple[Array, list[metrics_mod.Metric]], n: int, y: Array) -> dict[str, float]:
+    def _metrics(self, totals: tuple[Array, list[metrics_mod.Metric]], n: float, y: Array) -> dict[str, float]:
         """Mean loss and the metrics over ``n`` samples from ``totals`` (one host read each); device
         errors met by a kernel (e.g. labels out of range) are raised here."""
         self.ops.check_device_errors()
@@ -576,21 +649,31 @@ class Trainer:
         self._resume_at = (dict(meta["in_epoch"]), in_epoch) if meta.get("in_epoch") else None
 
     # -- inference ----------------------------------------------------------------------
-    def evaluate(self, X: Any, y: Any, batch_size: int = 1024) -> dict[str, float]:
-        """Mean loss and the trainer's metrics over ``(X, y)``, as Python floats."""
+    def evaluate(self, X: Any, y: Any, batch_size: int = 1024, sample_weight: Any = None) -> dict[str, float]:
+        """Mean loss and the trainer's metrics over ``(X, y)``, as Python floats; ``sample_weight``:
+        the weighted mean loss and accuracy (as in :meth:`fit`)."""
         batch_size = check_positive_int("batch_size", batch_size)
         X, y = self.prepare(X, y)
+        weights = row_weights(sample_weight, None, y, self.loss, self.model.n_outputs)
+        if weights is not None:
+            self._check_weighted_metrics()
         with self.model.backend.context():
-            return self._evaluate(X, y, batch_size)
+            return self._evaluate(X, y, batch_size, weights)
 
-    def _evaluate(self, X: Array, y: Array, batch_size: int = 1024) -> dict[str, float]:
+    def _evaluate(self, X: Array, y: Array, batch_size: int = 1024,
+                  weights: np.ndarray | None = None) -> dict[str, float]:
         totals = self._zero_totals()
         for start, stop in _batches(X.shape[0], batch_size):
             xb, yb = self._on_device(X[start:stop, ...]), self._on_device(y[start:stop, ...])
             logits = self.model.forward(xb, ops=self.ops)
-            loss, _ = self.ops.loss(self.loss, logits, yb)
-            totals = self._tally(totals, loss, logits, yb, stop - start)
-        return self._metrics(totals, X.shape[0], y)
+            if weights is None:
+                loss, _ = self.ops.loss(self.loss, logits, yb)
+                totals = self._tally(totals, loss, logits, yb, stop - start)
+                continue
+            wb = self.model.backend.from_host(weights[start:stop], self._weight_dtype())
+            loss, _ = self.ops.loss(self.loss, logits, yb, wb)
+            totals = self._tally(totals, loss, logits, yb, float(weights[start:stop].sum()), wb)
+        return self._metrics(totals, X.shape[0] if weights is None else float(weights.sum()), y)
 
     def predict(self, X: Any, batch_size: int = 1024) -> Array:
         """Network outputs (logits) for ``X``, as an array on the model's device."""
