@@ -232,17 +232,22 @@ def test_ctrl_c_stops_at_a_step_and_the_resume_matches_an_uninterrupted_run(tmp_
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(tmp_path, capsys, monkeypatch):
-    run = tmp_path / "run"
+def _signal_at_step(monkeypatch, sig, step):
+    """Send ``sig`` to this process right after optimizer step ``step``: the real handler, at a real step."""
     update = xpnet.Trainer.update
 
-    def interrupted_update(self):
+    def update_then_signal(self):
         applied = update(self)
-        if self.step_count == 2:
-            os.kill(os.getpid(), signal.SIGINT)  # the real handler, at a real step
+        if self.step_count == step:
+            os.kill(os.getpid(), sig)
         return applied
 
-    monkeypatch.setattr(xpnet.Trainer, "update", interrupted_update)
+    monkeypatch.setattr(xpnet.Trainer, "update", update_then_signal)
+
+
+def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    _signal_at_step(monkeypatch, signal.SIGINT, 2)
     assert main(["train", *FAST, "--run-dir", str(run)]) == 130
     line = _one_line(capsys.readouterr().err)
     assert "interrupted by SIGINT: stopped after step 2" in line and "nothing was kept" in line
@@ -252,15 +257,7 @@ def test_ctrl_c_before_the_first_checkpoint_leaves_nothing(tmp_path, capsys, mon
 
 def test_sigterm_is_handled_like_ctrl_c(tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    update = xpnet.Trainer.update
-
-    def terminated_update(self):
-        applied = update(self)
-        if self.step_count == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return applied
-
-    monkeypatch.setattr(xpnet.Trainer, "update", terminated_update)
+    _signal_at_step(monkeypatch, signal.SIGTERM, 5)
     assert main(["train", *FAST, "--epochs", "20", "--batch-size", "8", "--run-dir", str(run)]) == 130
     assert "interrupted by SIGTERM" in capsys.readouterr().err
 

@@ -94,17 +94,15 @@ def test_data_file_errors_name_file_and_column(tmp_path, capsys):
     assert not run.exists()
 
 
-def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
-    """A run SIGKILLed mid-training and resumed ends bit-identical to one never interrupted."""
-    args = ["--data", "synthetic", "--hidden", "64,64", "--epochs", "8", "--batch-size", "16", "--val-fraction",
-            "0.1", "--dtype", "float64", "--early-stopping", "--patience", "20", "--quiet"]
-    full, cut = tmp_path / "full", tmp_path / "cut"
+def _kill_then_resume_equals_uninterrupted(args, full, cut, marker="epoch-0003"):
+    """Run ``args`` uninterrupted into ``full``; into ``cut`` SIGKILL it once ``marker`` is saved, then
+    --resume: weights and history must be bit-identical."""
     assert main(["train", *args, "--run-dir", str(full)]) == 0
     proc = subprocess.Popen([sys.executable, "-m", "xpnet", "train", *args, "--run-dir", str(cut)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not (cut / "checkpoints" / "epoch-0003").is_dir():
+        while not (cut / "checkpoints" / marker).is_dir():
             assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
             time.sleep(0.01)
     finally:
@@ -115,6 +113,14 @@ def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
     a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert json.loads((full / "history.json").read_text()) == json.loads((cut / "history.json").read_text())
+
+
+def test_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
+    """A run SIGKILLed mid-training and resumed ends bit-identical to one never interrupted."""
+    args = ["--data", "synthetic", "--hidden", "64,64", "--epochs", "8", "--batch-size", "16", "--val-fraction",
+            "0.1", "--dtype", "float64", "--early-stopping", "--patience", "20", "--quiet"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    _kill_then_resume_equals_uninterrupted(args, full, cut)
 
 
 def test_resume_after_a_kill_mid_epoch_ends_with_the_same_weights(tmp_path):
@@ -252,19 +258,4 @@ def test_bf16_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
     args = ["--data", "synthetic", "--hidden", "64,64", "--epochs", "8", "--batch-size", "16", "--val-fraction",
             "0.1", "--precision", "bf16", "--quiet"]
     full, cut = tmp_path / "full", tmp_path / "cut"
-    assert main(["train", *args, "--run-dir", str(full)]) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "xpnet", "train", *args, "--run-dir", str(cut)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while not (cut / "checkpoints" / "epoch-0003").is_dir():
-            assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-            time.sleep(0.01)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (cut / "model.safetensors").exists()  # it really was interrupted
-    assert main(["train", "--resume", str(cut), "--quiet"]) == 0
-    a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert json.loads((full / "history.json").read_text()) == json.loads((cut / "history.json").read_text())
+    _kill_then_resume_equals_uninterrupted(args, full, cut)
