@@ -94,21 +94,26 @@ def test_data_file_errors_name_file_and_column(tmp_path, capsys):
     assert not run.exists()
 
 
-def _kill_then_resume_equals_uninterrupted(args, full, cut, marker="epoch-0003"):
-    """Run ``args`` uninterrupted into ``full``; into ``cut`` SIGKILL it once ``marker`` is saved, then
-    --resume: weights and history must be bit-identical."""
-    assert main(["train", *args, "--run-dir", str(full)]) == 0
+def _kill_when(args, cut, ready):
+    """Start ``xpnet train ARGS --run-dir CUT`` in a subprocess and SIGKILL it once ``ready()``."""
     proc = subprocess.Popen([sys.executable, "-m", "xpnet", "train", *args, "--run-dir", str(cut)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
-        while not (cut / "checkpoints" / marker).is_dir():
+        while not ready():
             assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
             time.sleep(0.01)
     finally:
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
     assert not (cut / "model.safetensors").exists()  # it really was interrupted
+
+
+def _kill_then_resume_equals_uninterrupted(args, full, cut, marker="epoch-0003"):
+    """Run ``args`` uninterrupted into ``full``; into ``cut`` SIGKILL it once ``marker`` is saved, then
+    --resume: weights and history must be bit-identical."""
+    assert main(["train", *args, "--run-dir", str(full)]) == 0
+    _kill_when(args, cut, lambda: (cut / "checkpoints" / marker).is_dir())
     assert main(["train", "--resume", str(cut), "--quiet"]) == 0
     a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -134,17 +139,8 @@ def test_resume_after_a_kill_mid_epoch_ends_with_the_same_weights(tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     assert main(["train", *args, "--run-dir", str(full)]) == 0
     assert checkpoint.latest(full / "checkpoints").name == "epoch-0006"  # the final one is always written
-    proc = subprocess.Popen([sys.executable, "-m", "xpnet", "train", *args, "--run-dir", str(cut)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 120
-        while not any(p.name.startswith("epoch-0002-step-") for p in (cut / "checkpoints").glob("epoch-*")):
-            assert proc.poll() is None and time.time() < deadline, "the run ended before it could be killed"
-            time.sleep(0.01)
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert not (cut / "model.safetensors").exists()  # it really was interrupted
+    _kill_when(args, cut, lambda: any(p.name.startswith("epoch-0002-step-")
+                                      for p in (cut / "checkpoints").glob("epoch-*")))
     last = checkpoint.latest_intact(cut / "checkpoints")
     assert "-step-" in last.name and checkpoint.load(last).in_epoch["steps"] > 0  # resumed inside an epoch
     assert main(["train", "--resume", str(cut), "--quiet"]) == 0
