@@ -1,30 +1,249 @@
-"""scikit-learn estimators: check_estimator, pipelines, grid search, partial_fit, warm_start, pickling."""
+"""scikit-learn estimators: scikit-learn's own checks, and parity with ``sklearn.neural_network``.
+
+The oracle is scikit-learn itself: with the same parameters and ``random_state`` (float64), xpnet's
+estimators must end with scikit-learn's weights, loss curve, iteration count, validation scores,
+learning rate and warnings -- for every solver, learning-rate schedule, output kind (binary, multiclass,
+multilabel, single- and multi-output regression), with sample weights, early stopping, warm starts and
+partial_fit.  Then pipelines, grid search, pickling and xpnet's own parameters.
+"""
 
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
 
 sklearn = pytest.importorskip("sklearn")
-from sklearn.datasets import load_digits, make_regression  # noqa: E402
-from sklearn.model_selection import GridSearchCV, train_test_split  # noqa: E402
+from sklearn import neural_network as sk  # noqa: E402
+from sklearn.datasets import (  # noqa: E402
+    load_digits,
+    load_iris,
+    make_circles,
+    make_moons,
+    make_multilabel_classification,
+    make_regression,
+)
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score, train_test_split  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
+from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 from xpnet.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
+from xpnet.sklearn.solvers import SklearnSGD  # noqa: E402
 
 
 # Checks that cannot apply here are skipped by scikit-learn itself, with the reason in the test
 # report: the pandas-input checks (pandas is not a test dependency) and the array-API input
 # check (it runs only with SCIPY_ARRAY_API=1; xpnet's estimators convert inputs to NumPy).
-@parametrize_with_checks([MLPClassifier(random_state=0), MLPRegressor(random_state=0)])
+@parametrize_with_checks([MLPClassifier(random_state=0, max_iter=100), MLPRegressor(random_state=0, max_iter=100),
+                          MLPClassifier(solver="sgd", random_state=0, max_iter=50)])
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
 
 
+# -- data ----------------------------------------------------------------------------------------
+def _digits(n_class=10):
+    X, y = load_digits(n_class=n_class, return_X_y=True)
+    return X[:400] / 16.0, y[:400]
+
+
+def _multilabel():
+    return make_multilabel_classification(n_samples=240, n_features=10, n_classes=4, random_state=0)
+
+
+def _regression(n_targets):
+    X, y = make_regression(n_samples=240, n_features=8, n_targets=n_targets, noise=1.0, random_state=0)
+    return X, y / y.std()
+
+
+PROBLEMS = {
+    "binary": (MLPClassifier, sk.MLPClassifier, lambda: (_digits()[0], _digits()[1] > 4)),
+    "multiclass": (MLPClassifier, sk.MLPClassifier, _digits),
+    "string-labels": (MLPClassifier, sk.MLPClassifier,
+                      lambda: (_digits(3)[0], np.array(["zero", "one", "two"])[_digits(3)[1]])),
+    "multilabel": (MLPClassifier, sk.MLPClassifier, _multilabel),
+    "regression": (MLPRegressor, sk.MLPRegressor, lambda: _regression(1)),
+    "multi-output": (MLPRegressor, sk.MLPRegressor, lambda: _regression(3)),
+}
+
+SETTINGS = {
+    "adam": dict(solver="adam", learning_rate_init=0.01),
+    "sgd-nesterov": dict(solver="sgd", learning_rate_init=0.05),
+    "sgd-momentum": dict(solver="sgd", nesterovs_momentum=False, learning_rate_init=0.05, batch_size=64),
+    "sgd-plain-alpha": dict(solver="sgd", momentum=0.0, alpha=0.5, learning_rate_init=0.1),
+    "sgd-invscaling": dict(solver="sgd", learning_rate="invscaling", learning_rate_init=0.5, power_t=0.3),
+    "sgd-adaptive": dict(solver="sgd", learning_rate="adaptive", learning_rate_init=0.2, tol=0.05,
+                         n_iter_no_change=1),
+    "adam-early-stopping": dict(solver="adam", early_stopping=True, n_iter_no_change=2, tol=0.01,
+                                activation="tanh", learning_rate_init=0.01),
+    "sgd-logistic-unshuffled": dict(solver="sgd", activation="logistic", shuffle=False, learning_rate_init=0.3),
+    "adam-identity-big-batch": dict(solver="adam", activation="identity", batch_size=500),
+}
+
+FITTED = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "best_loss_", "best_validation_score_",
+          "n_features_in_")
+
+
+def _fit_both(problem, settings, sample_weight=False, **extra):
+    ours_cls, sk_cls, data = PROBLEMS[problem]
+    X, y = data()
+    w = np.random.default_rng(1).uniform(0.0, 2.0, len(X)) if sample_weight else None
+    params = {**dict(hidden_layer_sizes=(12, 6), max_iter=12, random_state=0), **SETTINGS[settings], **extra}
+    fitted = []
+    for cls in (ours_cls, sk_cls):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            est = cls(**params).fit(X, y, sample_weight=w)
+        fitted.append((est, [type(c.message) for c in caught if issubclass(c.category, ConvergenceWarning)]))
+    return X, y, fitted
+
+
+def assert_same_fit(ours, theirs, X, atol=1e-9):
+    for name in FITTED:
+        a, b = getattr(ours, name), getattr(theirs, name)
+        assert (a == b) or (a is not None and np.isclose(a, b, atol=atol, rtol=0)), (name, a, b)
+    for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
+        assert a.shape == b.shape and a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, atol=atol, rtol=0)
+    np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, atol=atol, rtol=0)
+    if theirs.validation_scores_ is None:
+        assert ours.validation_scores_ is None
+    else:
+        np.testing.assert_allclose(ours.validation_scores_, theirs.validation_scores_, atol=atol, rtol=0)
+    if not hasattr(theirs, "classes_"):
+        np.testing.assert_allclose(ours.predict(X), theirs.predict(X), atol=atol, rtol=0)
+    else:
+        np.testing.assert_array_equal(ours.predict(X), theirs.predict(X))
+        np.testing.assert_array_equal(ours.classes_, theirs.classes_)
+        np.testing.assert_allclose(ours.predict_proba(X), theirs.predict_proba(X), atol=atol, rtol=0)
+
+
+# -- parity with scikit-learn ------------------------------------------------------------------------
+@pytest.mark.parametrize("settings", SETTINGS)
+@pytest.mark.parametrize("problem", PROBLEMS)
+def test_trains_to_scikit_learns_weights(problem, settings):
+    X, _, [(ours, our_warnings), (theirs, their_warnings)] = _fit_both(problem, settings)
+    assert_same_fit(ours, theirs, X)
+    assert our_warnings == their_warnings  # ConvergenceWarning exactly when scikit-learn warns
+
+
+@pytest.mark.parametrize("settings", ["adam", "sgd-adaptive", "adam-early-stopping"])
+@pytest.mark.parametrize("problem", ["binary", "multiclass", "multilabel", "multi-output"])
+def test_sample_weight_trains_as_scikit_learn(problem, settings):
+    X, _, [(ours, _), (theirs, _)] = _fit_both(problem, settings, sample_weight=True)
+    assert_same_fit(ours, theirs, X)
+
+
+def test_adaptive_learning_rate_follows_scikit_learn():
+    _, _, [(ours, _), (theirs, _)] = _fit_both("multiclass", "sgd-adaptive", max_iter=30)
+    assert theirs._optimizer.learning_rate < 0.2  # the schedule did lower the rate (else this tests nothing)
+    assert ours._trainer.optimizer.lr == pytest.approx(theirs._optimizer.learning_rate, rel=1e-12)
+
+
+def test_momentum_is_rescaled_when_the_learning_rate_changes():
+    """scikit-learn's velocity is -lr * xpnet's buffer: a learning-rate change rescales the buffer."""
+    opt = SklearnSGD(lr=0.5, momentum=0.9)
+    opt.state["momentum_buffer"] = np.array([2.0, -4.0])
+    opt.set_lr(0.1)
+    np.testing.assert_allclose(opt.state["momentum_buffer"], [10.0, -20.0])
+    assert opt.lr == 0.1
+
+
+@pytest.mark.parametrize("problem", ["multiclass", "multilabel", "regression"])
+def test_partial_fit_and_warm_start_train_as_scikit_learn(problem):
+    ours_cls, sk_cls, data = PROBLEMS[problem]
+    X, y = data()
+    w = np.random.default_rng(2).uniform(0.5, 1.5, len(X))
+    kwargs = dict(hidden_layer_sizes=(10,), random_state=0, solver="sgd", learning_rate_init=0.05)
+    ours, theirs = ours_cls(**kwargs), sk_cls(**kwargs)
+    extra = {"classes": np.unique(y) if problem == "multiclass" else np.arange(4)} if problem != "regression" else {}
+    for i in range(4):
+        part = slice(60 * i, 60 * i + 120)
+        ours.partial_fit(X[part], y[part], sample_weight=w[part], **extra)
+        theirs.partial_fit(X[part], y[part], sample_weight=w[part], **extra)
+    assert ours.n_iter_ == theirs.n_iter_ == 1 and ours.t_ == theirs.t_
+    assert_same_fit(ours, theirs, X)
+    warm = dict(kwargs, warm_start=True, max_iter=3)
+    ours, theirs = ours_cls(**warm), sk_cls(**warm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(3):  # each fit continues from the weights, with a fresh optimizer
+            ours.fit(X, y)
+            theirs.fit(X, y)
+    assert_same_fit(ours, theirs, X)
+
+
+def test_float32_input_trains_in_float32_close_to_scikit_learn():
+    X, y = _digits()
+    kwargs = dict(hidden_layer_sizes=(16,), max_iter=5, random_state=0, solver="sgd", learning_rate_init=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours = MLPClassifier(**kwargs).fit(X.astype(np.float32), y)
+        theirs = sk.MLPClassifier(**kwargs).fit(X.astype(np.float32), y)
+    assert ours.coefs_[0].dtype == np.float32
+    for a, b in zip(ours.coefs_, theirs.coefs_, strict=True):
+        np.testing.assert_allclose(a, b, atol=2e-5)
+
+
+def test_verbose_prints_scikit_learns_lines(capsys):
+    X, y = _digits(3)
+    kwargs = dict(hidden_layer_sizes=(8,), max_iter=30, random_state=0, verbose=True, early_stopping=True,
+                  n_iter_no_change=2, tol=0.5)
+    MLPClassifier(**kwargs).fit(X, y)
+    ours = capsys.readouterr().out
+    sk.MLPClassifier(**kwargs).fit(X, y)
+    theirs = capsys.readouterr().out
+    assert "Stopping." in theirs
+    assert [line.split("=")[0] for line in ours.splitlines()] == [line.split("=")[0] for line in theirs.splitlines()]
+
+
+# -- a scikit-learn example, unchanged but for the estimator -------------------------------------------
+# From scikit-learn's example "Compare Stochastic learning strategies for MLPClassifier"
+# (examples/neural_networks/plot_mlp_training_curves.py, BSD-3-Clause), without the plotting.
+EXAMPLE_PARAMS = [
+    {"solver": "sgd", "learning_rate": "constant", "momentum": 0, "learning_rate_init": 0.2},
+    {"solver": "sgd", "learning_rate": "constant", "momentum": 0.9, "nesterovs_momentum": False,
+     "learning_rate_init": 0.2},
+    {"solver": "sgd", "learning_rate": "constant", "momentum": 0.9, "nesterovs_momentum": True,
+     "learning_rate_init": 0.2},
+    {"solver": "sgd", "learning_rate": "invscaling", "momentum": 0, "learning_rate_init": 0.2},
+    {"solver": "sgd", "learning_rate": "invscaling", "momentum": 0.9, "nesterovs_momentum": False,
+     "learning_rate_init": 0.2},
+    {"solver": "sgd", "learning_rate": "invscaling", "momentum": 0.9, "nesterovs_momentum": True,
+     "learning_rate_init": 0.2},
+    {"solver": "adam", "learning_rate_init": 0.01},
+]
+
+
+def _example(estimator, X, y, name):
+    X = MinMaxScaler().fit_transform(X)
+    max_iter = 15 if name == "digits" else 400  # the example's settings (it then plots loss_curve_)
+    results = []
+    for param in EXAMPLE_PARAMS:
+        mlp = estimator(random_state=0, max_iter=max_iter, **param)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=ConvergenceWarning)
+            mlp.fit(X, y)
+        results.append((mlp.score(X, y), mlp.loss_, mlp.loss_curve_))
+    return results
+
+
+@pytest.mark.parametrize("name", ["iris", "digits", "circles", "moons"])
+def test_scikit_learn_example_gives_the_same_scores(name):
+    X, y = {"iris": lambda: load_iris(return_X_y=True), "digits": lambda: load_digits(return_X_y=True),
+            "circles": lambda: make_circles(noise=0.2, factor=0.5, random_state=1),
+            "moons": lambda: make_moons(noise=0.3, random_state=0)}[name]()
+    for (score, loss, curve), (sk_score, sk_loss, sk_curve) in zip(_example(MLPClassifier, X, y, name),
+                                                                   _example(sk.MLPClassifier, X, y, name)):
+        assert len(curve) == len(sk_curve)
+        assert score == pytest.approx(sk_score, abs=1.5 / len(y))  # at most one sample decided otherwise
+        assert loss == pytest.approx(sk_loss, rel=1e-6)
+
+
+# -- in scikit-learn's tools -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def digits():
     X, y = load_digits(return_X_y=True)
@@ -42,57 +261,150 @@ def test_classifier_in_a_pipeline_learns_digits(digits):
     assert mlp.n_iter_ >= 1 and len(mlp.loss_curve_) == mlp.n_iter_ and mlp.loss_curve_[-1] < mlp.loss_curve_[0]
 
 
-def test_string_labels_and_grid_search():
+def test_grid_search_with_scikit_learns_parameter_names():
     X, y = load_digits(n_class=3, return_X_y=True)
     labels = np.array(["zero", "one", "two"])[y]
-    grid = GridSearchCV(MLPClassifier(max_iter=20, random_state=0), {"hidden_layer_sizes": [(16,), (32,)]}, cv=2)
-    grid.fit(X / 16.0, labels)
+    grid = GridSearchCV(MLPClassifier(max_iter=20, random_state=0),
+                        {"hidden_layer_sizes": [(16,), (32,)], "solver": ["adam", "sgd"],
+                         "learning_rate": ["constant", "adaptive"]}, cv=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        grid.fit(X / 16.0, labels)
     assert set(grid.predict(X[:20] / 16.0)) <= set(labels)
     assert grid.best_params_["hidden_layer_sizes"] in [(16,), (32,)]
-
-
-def test_partial_fit_and_warm_start():
-    X, y = load_digits(n_class=4, return_X_y=True)
-    X = X / 16.0
-    clf = MLPClassifier(hidden_layer_sizes=(32,), learning_rate_init=1e-2, random_state=0)
-    with pytest.raises(ValueError, match="classes must be passed"):
-        clf.partial_fit(X, y)
-    for _ in range(5):
-        clf.partial_fit(X, y, classes=[0, 1, 2, 3])
-    assert clf.n_iter_ == 5 and clf.score(X, y) > 0.9
-    warm = MLPClassifier(hidden_layer_sizes=(32,), max_iter=3, warm_start=True, random_state=0, tol=0)
-    warm.fit(X, y)
-    first = warm.coefs_[0].copy()
-    warm.fit(X, y)  # continues from the current weights
-    assert warm.n_iter_ == 6 and not np.allclose(first, warm.coefs_[0])
-    cold = MLPClassifier(hidden_layer_sizes=(32,), max_iter=3, random_state=0, tol=0).fit(X, y)
-    np.testing.assert_allclose(cold.coefs_[0], first)  # warm_start's first fit equals a cold fit
-
-
-def test_early_stopping_holds_out_validation():
-    X, y = make_regression(n_samples=300, n_features=8, noise=5.0, random_state=0)
-    reg = MLPRegressor(hidden_layer_sizes=(32,), early_stopping=True, validation_fraction=0.2, n_iter_no_change=3,
-                       max_iter=500, learning_rate_init=1e-2, random_state=0)
-    reg.fit(X, y / y.std())
-    assert reg.n_iter_ < 500 and len(reg.validation_scores_) == reg.n_iter_
-    assert reg.score(X, y / y.std()) > 0.8
+    # the parameters of a scikit-learn MLP carry over unchanged
+    params = sk.MLPClassifier(hidden_layer_sizes=(8,), max_iter=5, random_state=0).get_params()
+    scores = cross_val_score(MLPClassifier(**params), X / 16.0, y, cv=2)
+    assert scores.shape == (2,)
 
 
 def test_pickle_round_trip_keeps_predictions_and_optimizer_state(digits):
     X_train, X_test, y_train, _ = digits
-    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, random_state=0).fit(X_train / 16, y_train)
+    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X_train / 16, y_train)
     clone = pickle.loads(pickle.dumps(clf))
     np.testing.assert_array_equal(clone.predict_proba(X_test / 16), clf.predict_proba(X_test / 16))
     clf.partial_fit(X_train / 16, y_train)
     clone.partial_fit(X_train / 16, y_train)  # Adam's moments travelled with the pickle
-    np.testing.assert_allclose(clone.coefs_[0], clf.coefs_[0], rtol=1e-12)
+    np.testing.assert_array_equal(clone.coefs_[0], clf.coefs_[0])
+    theirs = sk.MLPClassifier(hidden_layer_sizes=(32,), max_iter=5, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        theirs.fit(X_train / 16, y_train)
+    theirs.partial_fit(X_train / 16, y_train)
+    np.testing.assert_allclose(clone.coefs_[0], theirs.coefs_[0], atol=1e-9)
 
 
-def test_bad_parameters_are_reported():
+def test_coefs_are_the_models_weights():
+    X, y = _digits(3)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0, tol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(X, y)
+    before = clf.predict_proba(X)
+    clf.intercepts_[-1][:] = [0.0, 0.0, 50.0]  # edited in place (CPU: views of the parameters)
+    assert (clf.predict(X) == clf.classes_[2]).all()
+    clf.intercepts_[-1] = np.zeros(3)  # a new array replaces the layer's biases at the next predict
+    clf.coefs_ = [np.zeros_like(W) for W in clf.coefs_]
+    np.testing.assert_allclose(clf.predict_proba(X), 1 / 3)
+    assert not np.allclose(before, 1 / 3)
+    clf.coefs_ = clf.coefs_[:1]
+    with pytest.raises(ValueError, match="weights has 1 layers; this model has 2"):
+        clf.predict(X)
+
+
+# -- xpnet's own parameters ---------------------------------------------------------------------------
+def test_xpnet_parameters_dropout_dtype_and_precision(digits):
+    X_train, X_test, y_train, y_test = digits
+    kwargs = dict(hidden_layer_sizes=(64,), max_iter=15, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        dropped = MLPClassifier(dropout=0.2, **kwargs).fit(X_train / 16, y_train)
+        again = MLPClassifier(dropout=0.2, **kwargs).fit(X_train / 16, y_train)
+        plain = MLPClassifier(**kwargs).fit(X_train / 16, y_train)
+        half = MLPClassifier(precision="fp16", **kwargs).fit(X_train / 16, y_train)
+    np.testing.assert_array_equal(dropped.coefs_[0], again.coefs_[0])  # masks from random_state
+    assert not np.allclose(dropped.coefs_[0], plain.coefs_[0])
+    assert half.coefs_[0].dtype == np.float32
+    for est in (dropped, plain, half):
+        assert est.score(X_test / 16, y_test) > 0.9
+
+
+def test_xpnet_solvers_train():
+    X, y = _digits(4)
+    for solver in ("adamw", "rmsprop", "adagrad"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf = MLPClassifier(hidden_layer_sizes=(32,), solver=solver, learning_rate_init=0.01, max_iter=30,
+                                random_state=0).fit(X, y)
+        assert clf.score(X, y) > 0.9, solver
+
+
+# -- bad input ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("params", "message"), [
+    (dict(solver="lbfgs"), "solver='lbfgs' is not offered by xpnet"),
+    (dict(solver="newton"), "The 'solver' parameter of MLPClassifier must be a str among"),
+    (dict(activation="swish"), "The 'activation' parameter of MLPClassifier .*Got 'swish' instead"),
+    (dict(momentum=1.5), "The 'momentum' parameter of MLPClassifier must be a float in the range"),
+    (dict(hidden_layer_sizes=(8, 0)), "hidden_layer_sizes"),
+    (dict(precision="fp8"), "The 'precision' parameter"),
+    (dict(dropout=1.0), "dropout"),
+    (dict(device="tpu"), "device"),
+])
+def test_bad_parameters_are_reported_before_training(params, message):
     X, y = load_digits(n_class=2, return_X_y=True)
-    # scikit-learn's own parameter validation (its message style), run at the start of fit
-    with pytest.raises(ValueError, match="The 'optimizer' parameter of MLPClassifier must be a str among .*'adam'.*"
-                                         "Got 'lbfgs' instead"):
-        MLPClassifier(optimizer="lbfgs").fit(X, y)
-    with pytest.raises(ValueError, match="The 'activation' parameter of MLPClassifier .*Got 'swish' instead"):
-        MLPClassifier(activation="swish").fit(X, y)
+    clf = MLPClassifier(**params)
+    with pytest.raises(ValueError, match=message):
+        clf.fit(X, y)
+    assert not hasattr(clf, "coefs_")
+
+
+def test_regressor_and_partial_fit_errors():
+    X, y = _regression(1)
+    with pytest.raises(ValueError, match="loss='poisson' is not offered"):
+        MLPRegressor(loss="poisson").fit(X, y)
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping=True"):
+        MLPRegressor(early_stopping=True).partial_fit(X, y)
+    with pytest.raises(ValueError, match="classes must be passed on the first call to partial_fit"):
+        MLPClassifier().partial_fit(*_digits())
+    clf = MLPClassifier(warm_start=True, max_iter=2, hidden_layer_sizes=(4,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(*_digits(3))
+    with pytest.raises(ValueError, match="warm_start can only be used where `y` has the same classes"):
+        clf.fit(*_digits(4))
+    with pytest.raises(ValueError, match="The validation set is too small"):
+        MLPRegressor(early_stopping=True, validation_fraction=0.01).fit(X[:20], y[:20])
+
+
+def test_divergence_is_reported_as_scikit_learn_does():
+    X, y = _regression(1)
+    reg = MLPRegressor(solver="sgd", learning_rate_init=1e3, max_iter=50, random_state=0)
+    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
+        reg.fit(X * 1e3, y * 1e3)
+    assert reg.n_iter_ < 50  # stopped at the first non-finite epoch loss
+
+
+def test_an_estimator_pickled_by_an_older_xpnet_still_predicts():
+    """Before scikit-learn's names: ``optimizer=``, a LabelEncoder and one softmax output per class
+    (also for two classes), torch's Adam state.  Predictions stay; the optimizer state is dropped."""
+    X, y = _digits(2)
+    rng = np.random.default_rng(0)
+    coefs, intercepts = [rng.normal(size=(64, 5)), rng.normal(size=(5, 2))], [rng.normal(size=5), rng.normal(size=2)]
+    from sklearn.preprocessing import LabelEncoder
+
+    old = dict(hidden_layer_sizes=(5,), activation="relu", optimizer="adam", alpha=1e-4, batch_size="auto",
+               learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=0, tol=1e-4, verbose=False,
+               warm_start=False, early_stopping=False, validation_fraction=0.1, n_iter_no_change=10, device="cpu",
+               dtype="float64", n_features_in_=64, _encoder=LabelEncoder().fit(y), classes_=np.array([0, 1]),
+               coefs_=coefs, intercepts_=intercepts, loss_curve_=[0.5], n_iter_=1, t_=400,
+               _training_state=({}, {"optimizer": {"type": "Adam"}}))
+    clf = MLPClassifier.__new__(MLPClassifier)
+    with pytest.warns(UserWarning, match="optimizer state is dropped"):
+        clf.__setstate__(old)
+    logits = np.maximum(X @ coefs[0] + intercepts[0], 0) @ coefs[1] + intercepts[1]
+    np.testing.assert_array_equal(clf.predict(X), np.argmax(logits, axis=1))
+    assert clf.predict_proba(X).shape == (len(X), 2) and clf.get_params()["solver"] == "adam"
+    clf.partial_fit(X, y)  # trains on, with a fresh optimizer

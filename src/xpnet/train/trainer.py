@@ -13,7 +13,7 @@ import itertools
 import numbers
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -229,10 +229,23 @@ class Trainer:
         rows' weights on the device (a weighted mean loss, ``xpnet.losses``), or None."""
         return self.precision_step.forward_backward(x, y, step=self.step_count, weights=weights)
 
-    def update(self) -> bool:
+    def update(self, on_grads: Callable[[], None] | None = None) -> bool:
         """Apply the gradients of the last :meth:`forward_backward` (clipped if asked); returns
-        False when fp16 loss scaling skipped the step (inf/NaN gradients).  Counts the step."""
-        applied = self.precision_step.update()
+        False when fp16 loss scaling skipped the step (inf/NaN gradients).  Counts the step.
+
+        ``on_grads`` is called once the batch's unscaled float32 gradients are in ``model.grads``,
+        before clipping and the optimizer: the place to change them in place (a penalty's gradient,
+        as ``xpnet.sklearn`` adds scikit-learn's L2 term).  Not with distributed training, whose
+        gradients are all-reduced in between."""
+        if on_grads is None:
+            applied = self.precision_step.update()
+        elif self._sync is not None:
+            raise ValueError("update(on_grads=...) is not supported with distributed training: change the "
+                             "gradients in the loss instead, or train in one process.")
+        else:
+            found_inf = self.precision_step.unscale_grads()
+            on_grads()
+            applied = self.precision_step.apply(found_inf)
         self.step_count += 1
         return applied
 
