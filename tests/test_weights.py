@@ -1,5 +1,6 @@
 """Weights: ``fit(..., sample_weight=, class_weight=)`` in the loss, its gradient (every kernel
-set) and accuracy, against PyTorch (``reduction`` with weights) and scikit-learn."""
+set) and every metric, against PyTorch (``reduction`` with weights) and scikit-learn (the metrics
+themselves are checked weighted in test_metrics.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from xpnet import optim
 from xpnet.backend import resolve_backend
 from xpnet.kernels import ReferenceOps
 from xpnet.losses import LOSSES
+from xpnet.train.metrics import REGISTRY
 from xpnet.train.weights import balanced_class_weight, row_weights
 
 torch = pytest.importorskip("torch")
@@ -150,9 +152,12 @@ def _blobs(n=30, features=5, classes=3, seed=0):
     return r.normal(size=(classes, features))[y] * 2 + r.normal(size=(n, features)), y.astype(np.int64)
 
 
+MULTICLASS_METRICS = tuple(name for name, spec in REGISTRY.items() if "multiclass" in spec.problems)
+
+
 def _fit(X, y, kernels="reference", **kwargs):
     model = xpnet.MLP([X.shape[1], 8, 3], dtype="float64", seed=1, kernels=kernels)
-    trainer = xpnet.Trainer(model, optimizer=optim.SGD(lr=0.1))
+    trainer = xpnet.Trainer(model, optimizer=optim.SGD(lr=0.1), metrics=kwargs.pop("metrics", None))
     history = trainer.fit(X, y, epochs=3, batch_size=kwargs.pop("batch_size", len(X)), shuffle=False,
                           verbose=False, **kwargs)
     return xpnet.to_host(model.params).copy(), history, trainer
@@ -161,14 +166,37 @@ def _fit(X, y, kernels="reference", **kwargs):
 @pytest.mark.parametrize("data_on_device", [True, False], ids=["resident", "streamed"])
 @pytest.mark.parametrize("kernels", ["reference", "auto"])
 def test_weighted_fit_equals_fit_on_duplicated_rows(kernels, data_on_device):
+    """Integer weights train as the rows repeated, and every epoch metric is the unweighted one on the
+    repeated rows (exact over the epoch)."""
     X, y = _blobs()
     counts = np.random.default_rng(3).integers(0, 4, size=len(y))
     counts[0] = 1
-    p_w, h_w, _ = _fit(X, y, kernels, sample_weight=counts.astype(float), data_on_device=data_on_device)
-    p_d, h_d, _ = _fit(np.repeat(X, counts, axis=0), np.repeat(y, counts), kernels)
+    p_w, h_w, _ = _fit(X, y, kernels, sample_weight=counts.astype(float), data_on_device=data_on_device,
+                       metrics=MULTICLASS_METRICS)
+    p_d, h_d, _ = _fit(np.repeat(X, counts, axis=0), np.repeat(y, counts), kernels, metrics=MULTICLASS_METRICS)
     np.testing.assert_allclose(p_w, p_d, rtol=1e-11, atol=1e-13)
     np.testing.assert_allclose(h_w.history["loss"], h_d.history["loss"], rtol=1e-11)
-    np.testing.assert_allclose(h_w.history["accuracy"], h_d.history["accuracy"], rtol=1e-12)
+    for name in MULTICLASS_METRICS:
+        np.testing.assert_allclose(h_w.history[name], h_d.history[name], rtol=1e-11, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_weighted_fit_metrics_equal_duplicated_rows_for_binary_and_regression(loss):
+    X, y = _blobs(classes=2)
+    targets = y[:, None].astype(float) if loss == "bce" else X[:, :2] @ np.array([[1.0, -2.0], [0.5, 3.0]])
+    names = tuple(name for name, spec in REGISTRY.items() if ("binary" if loss == "bce" else "regression")
+                  in spec.problems)
+    counts = np.random.default_rng(4).integers(0, 4, size=len(y))
+    counts[0] = 1
+    histories = []
+    for X_, t_, w_ in ((X, targets, counts.astype(float)), (np.repeat(X, counts, axis=0),
+                                                            np.repeat(targets, counts, axis=0), None)):
+        model = xpnet.MLP([5, 8, targets.shape[1]], dtype="float64", seed=1)
+        trainer = xpnet.Trainer(model, loss=loss, optimizer=optim.SGD(lr=0.05), metrics=names)
+        histories.append(trainer.fit(X_, t_, epochs=2, batch_size=len(X_), shuffle=False, verbose=False,
+                                     sample_weight=w_).history)
+    for name in ("loss", *names):
+        np.testing.assert_allclose(histories[0][name], histories[1][name], rtol=1e-11, atol=1e-12, err_msg=name)
 
 
 def test_class_weight_dict_equals_duplicated_classes():
@@ -183,22 +211,31 @@ def test_class_weight_dict_equals_duplicated_classes():
 def test_shuffled_weighted_fit_is_the_same_resident_or_streamed():
     X, y = _blobs(n=50)
     w = np.random.default_rng(5).uniform(0, 2, size=50)
-    runs = [_fit(X, y, "auto", sample_weight=w, class_weight="balanced", batch_size=8, data_on_device=d)
-            for d in (True, False)]
+    runs = [_fit(X, y, "auto", sample_weight=w, class_weight="balanced", batch_size=8, data_on_device=d,
+                 metrics=MULTICLASS_METRICS) for d in (True, False)]
     np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-12, atol=1e-14)
+    for name in ("loss", *MULTICLASS_METRICS):  # the weights gathered on the device, or copied per batch
+        np.testing.assert_allclose(runs[0][1].history[name], runs[1][1].history[name], rtol=1e-12, err_msg=name)
 
 
 def test_weighted_evaluate_matches_sklearn():
     X, y = _blobs(n=40)
-    _, _, trainer = _fit(X, y)
+    _, _, trainer = _fit(X, y, metrics=("accuracy", "f1_macro", "balanced_accuracy", "roc_auc_ovr", "neg_log_loss"))
     w = np.random.default_rng(6).uniform(0, 2, size=40)
+    w[::4] = 0.0
     logs = trainer.evaluate(X, y, batch_size=7, sample_weight=w)
     logits = xpnet.to_host(trainer.predict(X))
     proba = np.exp(logits - logits.max(axis=1, keepdims=True))
     proba /= proba.sum(axis=1, keepdims=True)
-    acc = sklearn_metrics.accuracy_score(y, logits.argmax(axis=1), sample_weight=w)
-    assert logs["accuracy"] == pytest.approx(acc, rel=1e-12)
-    assert logs["loss"] == pytest.approx(sklearn_metrics.log_loss(y, proba, sample_weight=w), rel=1e-10)
+    pred = logits.argmax(axis=1)
+    sk = sklearn_metrics
+    assert logs["accuracy"] == pytest.approx(sk.accuracy_score(y, pred, sample_weight=w), rel=1e-12)
+    assert logs["loss"] == pytest.approx(sk.log_loss(y, proba, sample_weight=w), rel=1e-10)
+    assert logs["neg_log_loss"] == pytest.approx(-logs["loss"], rel=1e-12)
+    assert logs["f1_macro"] == pytest.approx(sk.f1_score(y, pred, average="macro", sample_weight=w), rel=1e-12)
+    assert logs["balanced_accuracy"] == pytest.approx(sk.balanced_accuracy_score(y, pred, sample_weight=w), rel=1e-12)
+    assert logs["roc_auc_ovr"] == pytest.approx(sk.roc_auc_score(y, proba, multi_class="ovr", sample_weight=w),
+                                                rel=1e-12)
 
 
 def test_weighted_bce_accuracy_matches_sklearn():
@@ -233,15 +270,26 @@ def test_bad_weights_are_refused_before_anything_changes(kwargs, match):
     assert np.array_equal(xpnet.to_host(model.params), before) and trainer.step_count == 0
 
 
-def test_class_weight_refused_for_regression_and_unweighted_metrics_refuse_weights():
+def test_class_weight_refused_for_regression_and_every_metric_takes_weights():
+    """class_weight needs classes; sample_weight is taken by every metric (none refuses it any more)."""
     X, y = _blobs()
-    reg = xpnet.Trainer(xpnet.MLP([5, 8, 1], dtype="float64", kernels="reference"), loss="mse")
+    reg = xpnet.Trainer(xpnet.MLP([5, 8, 1], dtype="float64", kernels="reference"), loss="mse",
+                        metrics=("r2", "neg_mean_absolute_error", "neg_root_mean_squared_error"))
     with pytest.raises(ValueError, match="class_weight is only for classification"):
         reg.fit(X, y.astype(float), verbose=False, class_weight="balanced")
-    clf = xpnet.Trainer(xpnet.MLP([5, 8, 3], dtype="float64", kernels="reference"), metrics=("f1_macro",))
-    with pytest.raises(ValueError, match="f1_macro do not take sample weights"):
-        clf.fit(X, y, verbose=False, sample_weight=np.ones(30))
-    assert clf.step_count == 0
+    assert reg.step_count == 0
+    w = np.random.default_rng(9).uniform(0, 2, size=30)
+    reg.fit(X, y.astype(float), verbose=False, sample_weight=w)
+    logs = reg.evaluate(X, y.astype(float), batch_size=7, sample_weight=w)
+    z = xpnet.to_host(reg.predict(X))[:, 0]
+    assert logs["r2"] == pytest.approx(sklearn_metrics.r2_score(y, z, sample_weight=w), rel=1e-12)
+    assert logs["neg_mean_absolute_error"] == pytest.approx(-sklearn_metrics.mean_absolute_error(y, z, sample_weight=w),
+                                                            rel=1e-12)
+    assert logs["neg_root_mean_squared_error"] == pytest.approx(
+        -sklearn_metrics.root_mean_squared_error(y, z, sample_weight=w), rel=1e-12)
+    clf = xpnet.Trainer(xpnet.MLP([5, 8, 3], dtype="float64", kernels="reference"), metrics=MULTICLASS_METRICS)
+    history = clf.fit(X, y, verbose=False, sample_weight=np.ones(30), class_weight="balanced")
+    assert set(MULTICLASS_METRICS) <= set(history.history) and clf.step_count == 1
 
 
 @pytest.mark.emulated
@@ -257,7 +305,7 @@ def test_emulated_cuda_weighted_fit_matches_reference(data_on_device):
     for device in (emulated_backend(Emulator()), None):
         model = xpnet.MLP([5, 8, 3], dtype="float64", seed=1, device=device,
                           kernels="auto" if device is not None else "reference")
-        trainer = xpnet.Trainer(model, optimizer=optim.Adam(lr=0.01))
+        trainer = xpnet.Trainer(model, optimizer=optim.Adam(lr=0.01), metrics=MULTICLASS_METRICS)
         h = trainer.fit(X, y, epochs=2, batch_size=8, verbose=False, sample_weight=w, class_weight="balanced",
                         validation_split=0.2, data_on_device=data_on_device if device is not None else None)
         params.append(xpnet.to_host(model.params).copy())

@@ -1,7 +1,8 @@
 """Epoch metrics of a data-parallel epoch: every rank's metric states (``xpnet.train.metrics``)
 gathered and merged, so every rank reports the metrics of the whole epoch, exactly as one process
 would (counts and sums added, ROC AUC scores concatenated -- the AUC is rank-based, so the order
-does not matter -- and regression summaries combined with Chan et al.'s formula)."""
+does not matter -- and regression summaries combined with Chan et al.'s formula).  Weighted states
+(sums of weights, the AUC's kept weights, a weight total ``n``) merge the same way."""
 
 from __future__ import annotations
 
@@ -53,19 +54,10 @@ def _merge(into: m.Metric, other: dict[str, Any]) -> None:
     elif isinstance(into, m.RocAuc):
         into.scores = into.scores + [dev(a) for a in other["scores"]]
         into.labels = into.labels + [dev(a) for a in other["labels"]]
+        into.weights = into.weights + [dev(a) for a in other.get("weights", [])]
     elif isinstance(into, m.Regression):
-        if other["abs_err"] is None:
-            return
-        if into.abs_err is None or into.sq_err is None or into.mean is None or into.m2 is None:
-            into.abs_err, into.sq_err = dev(other["abs_err"]), dev(other["sq_err"])
-            into.mean, into.m2, into.n = dev(other["mean"]), dev(other["m2"]), n_other
-            return
-        n, total = into.n, into.n + n_other
-        delta = dev(other["mean"]) - into.mean
-        into.mean = into.mean + delta * (n_other / total)
-        into.m2 = into.m2 + dev(other["m2"]) + delta * delta * (n * n_other / total)
-        into.abs_err, into.sq_err = into.abs_err + dev(other["abs_err"]), into.sq_err + dev(other["sq_err"])
-        into.n = total
+        if other["abs_err"] is not None:  # Chan et al.'s merge, as between batches
+            into.fold(dev(other["abs_err"]), dev(other["sq_err"]), dev(other["mean"]), dev(other["m2"]), n_other)
         return
     else:
         raise ValueError(f"metric {into.name!r} cannot be merged across ranks yet.")

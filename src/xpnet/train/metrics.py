@@ -11,13 +11,22 @@ Values are exact over the epoch, never averaged per batch:
 * ``roc_auc`` (binary) and ``roc_auc_ovr`` (one-vs-rest, macro average): exact, from the
   epoch's scores.  The scores are kept on the device until the epoch ends (memory: one
   value per sample for ``roc_auc``, one per sample and class for ``roc_auc_ovr``, in the
-  logits' dtype, plus the int64 labels), then ranked on the host (ties count one half).
-  A class without positives or negatives has no AUC: it is left out of the average, and a
-  problem where no class has one reports NaN.
+  logits' dtype, plus the int64 labels and, weighted, the weights), then ranked on the host
+  (ties count one half).  A class without positives or negatives (by weight, when weighted)
+  has no AUC: it is left out of the average, and a problem where no class has one reports NaN.
 * ``neg_log_loss``: the summed per-sample cross-entropy of the predicted probabilities.
 * ``r2``, ``neg_mean_absolute_error``, ``neg_mean_squared_error``,
   ``neg_root_mean_squared_error``: per-output sums (R^2 with the targets' mean and spread
   merged batch by batch, Chan et al.), averaged uniformly over outputs as scikit-learn does.
+
+Every metric also takes per-sample weights (``Trainer.fit(sample_weight=, class_weight=)``,
+``Trainer.evaluate(sample_weight=)``): :meth:`Metric.update_weighted` folds in a batch whose rows
+weigh ``w_i``, with the meaning of ``sample_weight`` in the matching ``sklearn.metrics`` function
+(a row of weight 2 counts as the row twice; a row of weight 0 as no row).  Counts become sums of
+weights in the logits' dtype (the confusion matrix too), sums become weighted sums, ``n`` the
+weight total, the AUC weighs each positive-negative pair by ``w_i w_j`` (scikit-learn's weighted
+ROC curve), and R^2 merges weighted means and spreads.  Still no host read per batch: the batch's
+weight total comes from the host.
 
 Problems: ``"binary"`` (``bce`` with one output, or ``cross_entropy`` with two classes; class 1
 is positive), ``"multiclass"`` (``cross_entropy``), ``"multilabel"`` (``bce`` with several
@@ -65,12 +74,21 @@ class Metric:
     def update(self, logits: Array, y: Array) -> None:
         raise NotImplementedError
 
-    weighted: bool = False  # update_weighted is implemented (sample_weight / class_weight)
-
     def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
-        """Fold in a batch whose rows weigh ``weights`` (device), ``total`` their host sum."""
-        raise ValueError(f"metric {self.name!r} does not take sample weights yet: with sample_weight or "
-                         "class_weight use metrics=('accuracy',) or none.")
+        """Fold in a batch whose rows weigh ``weights`` (device, one per row), ``total`` their host
+        sum: ``sample_weight`` as in the matching ``sklearn.metrics`` function (every metric
+        implements it)."""
+        raise NotImplementedError
+
+    def _weights(self, weights: Array) -> Array:
+        """A batch's weights as a fresh array in the state's floating dtype (a batch buffer may be
+        reused by the next step, so never a view of it)."""
+        return self.xp.astype(weights, self.dtype, copy=True)
+
+    def _as_sums(self, count: Array) -> Array:
+        """A count state (int64 until then) as a sum of weights in the state's floating dtype."""
+        xp = self.xp
+        return count if xp.isdtype(count.dtype, "real floating") else xp.astype(count, self.dtype)
 
     def result(self) -> float:
         raise NotImplementedError
@@ -105,6 +123,8 @@ class Metric:
             raise ValueError(f"the saved state is for metric {meta.get('name')!r}, not {self.name!r}.")
         self.n = meta["n"] if isinstance(meta["n"], float) else int(meta["n"])  # float: a weight total
         for attr in self.accumulators:
+            if attr not in meta:  # saved before this accumulator existed: keep start()'s empty state
+                continue
             kind = meta[attr]
             value = None if kind["dtype"] is None else self.xp.reshape(  # 0-d arrays come back 1-d
                 from_host(arrays[attr].astype(np.dtype(kind["dtype"]))), tuple(kind["shape"]))
@@ -151,8 +171,6 @@ class Accuracy(Metric):
         self.correct = self.correct + xp.sum(xp.astype(xp.argmax(logits, axis=1) == labels, logits.dtype))
         self.n += y.shape[0]
 
-    weighted = True
-
     def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
         """scikit-learn's ``accuracy_score(sample_weight=...)``: ``n`` becomes the weight total
         (per output for ``bce``, whose accuracy counts each output)."""
@@ -188,20 +206,33 @@ class TopKAccuracy(Metric):
 
     def update(self, logits: Array, y: Array) -> None:
         xp = self.xp
+        self.hits = self.hits + xp.sum(xp.astype(self._hit(logits, y), xp.int64))
+        self.n += y.shape[0]
+
+    def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
+        """``top_k_accuracy_score(sample_weight=...)``: the weight of the hits over the weight total."""
+        xp = self.xp
+        hits = self._weights(weights) * xp.astype(self._hit(logits, y), self.dtype)
+        self.hits = self._as_sums(self.hits) + xp.sum(hits)
+        self.n += total
+
+    def _hit(self, logits: Array, y: Array) -> Array:
+        """Whether each row's true class is among its ``k`` highest scores (bool)."""
+        xp = self.xp
         scores, labels = self._labels(logits, y)
         mask = self._one_hot(labels, scores.shape[1], xp.bool)
         true_score = xp.max(xp.where(mask, scores, -xp.inf), axis=1)
         above = xp.sum(xp.astype(scores > true_score[:, None], xp.int64), axis=1)
-        self.hits = self.hits + xp.sum(xp.astype(above < self.k, xp.int64))
-        self.n += y.shape[0]
+        return above < self.k
 
     def result(self) -> float:
-        return int(self.hits) / self.n if self.n else float("nan")
+        return float(self.hits) / self.n if self.n else float("nan")
 
 
 class Confusion(Metric):
     """Precision, recall, F1 (``average``: binary, macro, micro, weighted) or balanced accuracy from
-    a ``C x C`` confusion matrix of int64 counts (rows: true class, columns: predicted)."""
+    a ``C x C`` confusion matrix of int64 counts (rows: true class, columns: predicted); weighted,
+    of sums of weights in the logits' dtype (``confusion_matrix(sample_weight=...)``)."""
 
     accumulators = ("matrix",)
 
@@ -225,12 +256,22 @@ class Confusion(Metric):
         self.matrix = counts if self.matrix is None else self.matrix + counts
         self.n += y.shape[0]
 
+    def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
+        """Each cell the summed weight of its rows, as ``confusion_matrix(sample_weight=...)``."""
+        xp = self.xp
+        scores, labels = self._labels(logits, y)
+        c = scores.shape[1]
+        true = self._one_hot(labels, c, self.dtype) * self._weights(weights)[:, None]
+        sums = xp.matmul(xp.matrix_transpose(true), self._one_hot(xp.argmax(scores, axis=1), c, self.dtype))
+        self.matrix = sums if self.matrix is None else self._as_sums(self.matrix) + sums
+        self.n += total
+
     def result(self) -> float:
         from ..backend import to_host
 
         if self.matrix is None:
             return float("nan")
-        return confusion_score(to_host(self.matrix).astype(np.int64), self.score, self.average)
+        return confusion_score(np.asarray(to_host(self.matrix)), self.score, self.average)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -239,7 +280,8 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def confusion_score(matrix: np.ndarray, score: str, average: str) -> float:
-    """A confusion-matrix score as scikit-learn computes it (labels: every class of the model)."""
+    """A confusion-matrix score as scikit-learn computes it (labels: every class of the model);
+    ``matrix``: counts, or sums of weights (a class of no weight is a class without samples)."""
     tp = np.diag(matrix).astype(np.float64)
     predicted, actual = matrix.sum(axis=0).astype(np.float64), matrix.sum(axis=1).astype(np.float64)
     if score == "balanced_accuracy":
@@ -258,9 +300,10 @@ def confusion_score(matrix: np.ndarray, score: str, average: str) -> float:
 
 
 class RocAuc(Metric):
-    """Exact ROC AUC: the epoch's scores stay on the device, ranked on the host at the end."""
+    """Exact ROC AUC: the epoch's scores (and weights, when weighted) stay on the device, ranked on
+    the host at the end."""
 
-    accumulators = ("scores", "labels")
+    accumulators = ("scores", "labels", "weights")
 
     def __init__(self, problem: str, multiclass: bool) -> None:
         super().__init__(problem)
@@ -270,9 +313,21 @@ class RocAuc(Metric):
         super().start(xp, device, dtype)
         self.scores: list[Array] = []
         self.labels: list[Array] = []
+        self.weights: list[Array] = []  # empty unless weighted
         return self
 
     def update(self, logits: Array, y: Array) -> None:
+        self._keep(logits, y)
+        self.n += y.shape[0]
+
+    def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
+        """``roc_auc_score(sample_weight=...)``: each row's weight kept beside its score."""
+        self._keep(logits, y)
+        self.weights.append(self._weights(weights))
+        self.n += total
+
+    def _keep(self, logits: Array, y: Array) -> None:
+        """Append the batch's scores and labels."""
         xp = self.xp
         scores, labels = self._labels(logits, y)
         if self.multiclass:  # one-vs-rest ranks each class by its probability (softmax)
@@ -281,7 +336,6 @@ class RocAuc(Metric):
         else:  # binary: any increasing function of P(class 1) ranks alike
             self.scores.append(scores[:, 1] - scores[:, 0])
         self.labels.append(labels)
-        self.n += y.shape[0]
 
     def result(self) -> float:
         from ..backend import to_host
@@ -291,23 +345,29 @@ class RocAuc(Metric):
         xp = self.xp
         scores = to_host(xp.concat(self.scores, axis=0)).astype(np.float64)
         labels = to_host(xp.concat(self.labels, axis=0))
+        weights = to_host(xp.concat(self.weights, axis=0)).astype(np.float64) if self.weights else None
         if not self.multiclass:
-            return rank_auc(scores, labels == 1)
-        aucs = [rank_auc(scores[:, c], labels == c) for c in range(scores.shape[1])]
+            return rank_auc(scores, labels == 1, weights)
+        aucs = [rank_auc(scores[:, c], labels == c, weights) for c in range(scores.shape[1])]
         defined = [a for a in aucs if not np.isnan(a)]
         return float(np.mean(defined)) if defined else float("nan")
 
 
-def rank_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """ROC AUC by the Mann-Whitney U statistic, ties at half weight; NaN without both classes."""
-    n_pos = int(np.count_nonzero(positive))
-    n_neg = positive.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+def rank_auc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """ROC AUC as the Mann-Whitney U statistic: the (weighted) share of positive-negative pairs
+    ranked right, tied pairs counting one half -- the area under scikit-learn's ROC curve, whose
+    steps through tied scores are diagonal.  A pair weighs ``w_i w_j`` (``sample_weight``); NaN
+    without positive and negative weight."""
+    w = np.ones(positive.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+    _, inverse = np.unique(scores, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    pos = np.bincount(inverse, weights=np.where(positive, w, 0.0))  # per distinct score, ascending
+    neg = np.bincount(inverse, weights=np.where(positive, 0.0, w))
+    w_pos, w_neg = float(pos.sum()), float(neg.sum())
+    if not (w_pos > 0 and w_neg > 0):
         return float("nan")
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    first = np.cumsum(counts) - counts  # 0-based rank of each distinct value's first sample
-    ranks = (first + (counts + 1) / 2.0)[inverse.reshape(-1)]  # 1-based average ranks
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+    below = np.cumsum(neg) - neg  # negative weight strictly below each distinct score
+    return float(np.sum(pos * (below + neg / 2.0)) / (w_pos * w_neg))
 
 
 class NegLogLoss(Metric):
@@ -323,14 +383,22 @@ class NegLogLoss(Metric):
         return self
 
     def update(self, logits: Array, y: Array) -> None:
+        self.total = self.total + self.xp.sum(self._losses(logits, y))
+        self.n += y.shape[0]
+
+    def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
+        """``log_loss(sample_weight=...)``: the weighted sum, over the weight total."""
+        self.total = self.total + self.xp.sum(self._weights(weights) * self._losses(logits, y))
+        self.n += total
+
+    def _losses(self, logits: Array, y: Array) -> Array:
+        """Each row's cross-entropy, by log-sum-exp (finite for finite logits)."""
         xp = self.xp
         scores, labels = self._labels(logits, y)
         top = xp.max(scores, axis=1)
         log_norm = top + xp.log(xp.sum(xp.exp(scores - top[:, None]), axis=1))
         mask = self._one_hot(labels, scores.shape[1], xp.bool)
-        true_score = xp.sum(xp.where(mask, scores, xp.zeros_like(scores)), axis=1)
-        self.total = self.total + xp.sum(log_norm - true_score)
-        self.n += y.shape[0]
+        return log_norm - xp.sum(xp.where(mask, scores, xp.zeros_like(scores)), axis=1)
 
     def result(self) -> float:
         return -float(self.total) / self.n if self.n else float("nan")
@@ -338,7 +406,9 @@ class NegLogLoss(Metric):
 
 class Regression(Metric):
     """``r2``, ``neg_mean_absolute_error``, ``neg_mean_squared_error`` or
-    ``neg_root_mean_squared_error``, per output then averaged uniformly over outputs."""
+    ``neg_root_mean_squared_error``, per output then averaged uniformly over outputs; weighted,
+    as scikit-learn's ``sample_weight`` (weighted sums over the weight total; R^2 about the
+    weighted mean)."""
 
     accumulators = ("abs_err", "sq_err", "mean", "m2")
 
@@ -357,17 +427,31 @@ class Regression(Metric):
     def update(self, logits: Array, y: Array) -> None:
         xp = self.xp
         err = logits - y
-        abs_err, sq_err = xp.sum(xp.abs(err), axis=0), xp.sum(err * err, axis=0)
-        k = y.shape[0]
         mean_b = xp.mean(y, axis=0)
-        m2_b = xp.sum((y - mean_b) ** 2, axis=0)
-        if self.abs_err is None or self.sq_err is None or self.mean is None or self.m2 is None:
-            self.abs_err, self.sq_err, self.mean, self.m2, self.n = abs_err, sq_err, mean_b, m2_b, k
+        self.fold(xp.sum(xp.abs(err), axis=0), xp.sum(err * err, axis=0), mean_b,
+                  xp.sum((y - mean_b) ** 2, axis=0), y.shape[0])
+
+    def update_weighted(self, logits: Array, y: Array, weights: Array, total: float) -> None:
+        """Weighted sums of ``|e|`` and ``e^2``, and the batch's weighted mean and spread of ``y``."""
+        if not total > 0:  # a batch of no weight changes nothing (and has no mean)
             return
-        n, total = self.n, self.n + k
-        delta = mean_b - self.mean  # Chan et al.: merge two (count, mean, M2) summaries exactly
-        self.mean = self.mean + delta * (k / total)
-        self.m2 = self.m2 + m2_b + delta * delta * (n * k / total)
+        xp = self.xp
+        w = self._weights(weights)[:, None]
+        err = logits - y
+        mean_b = xp.sum(w * y, axis=0) / total
+        self.fold(xp.sum(w * xp.abs(err), axis=0), xp.sum(w * err * err, axis=0), mean_b,
+                  xp.sum(w * (y - mean_b) ** 2, axis=0), total)
+
+    def fold(self, abs_err: Array, sq_err: Array, mean: Array, m2: Array, count: int | float) -> None:
+        """Merge a summary of ``count`` samples (or that much weight): per output the sums of
+        ``|e|`` and ``e^2``, the targets' mean and their summed squared deviations from it."""
+        if self.abs_err is None or self.sq_err is None or self.mean is None or self.m2 is None:
+            self.abs_err, self.sq_err, self.mean, self.m2, self.n = abs_err, sq_err, mean, m2, count
+            return
+        n, total = self.n, self.n + count
+        delta = mean - self.mean  # Chan et al.: merge two (count, mean, M2) summaries exactly
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + m2 + delta * delta * (n * count / total)
         self.abs_err, self.sq_err, self.n = self.abs_err + abs_err, self.sq_err + sq_err, total
 
     def result(self) -> float:

@@ -277,10 +277,11 @@ class Trainer:
         and time (as Keras; for logs).  Each epoch's wall time is in ``history["epoch_time"]``.
 
         ``sample_weight`` (one finite weight >= 0 per sample) and ``class_weight`` (``"balanced"``
-        or ``{class: weight}``, classification losses only) weight the loss, its gradient and the
-        ``accuracy`` metric: each batch's loss is ``sum w_i l_i / sum w_i`` (``xpnet.train.weights``);
-        ``validation_split`` holds out the last samples' weights with them (``validation_data`` is
-        unweighted).  Other metrics refuse weights.
+        or ``{class: weight}``, classification losses only) weight the loss, its gradient and every
+        metric: each batch's loss is ``sum w_i l_i / sum w_i`` (``xpnet.train.weights``), and each
+        metric is weighted as its ``sklearn.metrics`` function's ``sample_weight``
+        (``xpnet.train.metrics``); ``validation_split`` holds out the last samples' weights with
+        them (``validation_data`` is unweighted).
         """
         comm = self.distributed
         with _agreed(comm):  # distributed: a bad input on any rank ends every rank with the same error
@@ -327,8 +328,6 @@ class Trainer:
             data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
         X, y = self.prepare(X, y, place=bool(data_on_device))
         w = row_weights(sample_weight, class_weight, y, self.loss, self.model.n_outputs)
-        if w is not None:
-            self._check_weighted_metrics()
         if validation_split:
             n_val = int(round(X.shape[0] * validation_split))
             if n_val == 0 or n_val == X.shape[0]:
@@ -343,13 +342,6 @@ class Trainer:
             validation_data = self.prepare(X_val, y_val, names=("validation_data[0]", "validation_data[1]"),
                                            place=bool(data_on_device))
         return X, y, validation_data, None if w is None else (w, None)
-
-    def _check_weighted_metrics(self) -> None:
-        """Refuse weights (before anything changes) when a metric cannot take them."""
-        unweighted = [m.name for m in metrics_mod.build(self.metrics, self.problem) if not m.weighted]
-        if unweighted:
-            raise ValueError(f"sample_weight / class_weight: metric(s) {', '.join(unweighted)} do not take sample "
-                             "weights yet; only accuracy does. Pass metrics=('accuracy',) or none.")
 
     def _weight_dtype(self) -> str:
         """The dtype of the weights on the device: the model's, or float32 for half models."""
@@ -664,12 +656,10 @@ class Trainer:
     # -- inference ----------------------------------------------------------------------
     def evaluate(self, X: Any, y: Any, batch_size: int = 1024, sample_weight: Any = None) -> dict[str, float]:
         """Mean loss and the trainer's metrics over ``(X, y)``, as Python floats; ``sample_weight``:
-        the weighted mean loss and accuracy (as in :meth:`fit`)."""
+        the weighted mean loss and weighted metrics (as in :meth:`fit`)."""
         batch_size = check_positive_int("batch_size", batch_size)
         X, y = self.prepare(X, y)
         weights = row_weights(sample_weight, None, y, self.loss, self.model.n_outputs)
-        if weights is not None:
-            self._check_weighted_metrics()
         with self.model.backend.context():
             return self._evaluate(X, y, batch_size, weights)
 

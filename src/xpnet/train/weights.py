@@ -3,8 +3,9 @@
 A row's weight ``w_i`` is its ``sample_weight`` (default 1) times its class's ``class_weight``
 (``"balanced"``: scikit-learn's ``compute_class_weight``, ``n_samples / (n_classes * bincount)``
 over the classes present; a dict ``{class: weight}``, classes not named weigh 1).  The loss is
-the weighted mean ``sum w_i l_i / sum w_i`` (``xpnet.losses``), the metric ``accuracy`` is
-weighted as scikit-learn's ``accuracy_score(sample_weight=...)``.
+the weighted mean ``sum w_i l_i / sum w_i`` (``xpnet.losses``), and every metric is weighted as
+its ``sklearn.metrics`` function's ``sample_weight`` (``xpnet.train.metrics``; ``accuracy`` as
+``accuracy_score(sample_weight=...)``).
 
 Classes: integer labels (or the argmax of one-hot rows) for ``cross_entropy``, 0/1 for ``bce``
 with one output.  ``class_weight`` is refused for ``mse`` (not a classification loss) and for
