@@ -259,6 +259,10 @@ def test_weighted_bce_accuracy_matches_sklearn():
     ({"class_weight": {0: -1.0}}, "class_weight"),
     ({"class_weight": "balance"}, "class_weight"),
     ({"class_weight": {0: 0, 1: 0, 2: 0}}, "zero for every sample"),
+    ({"sample_weight": np.r_[np.ones(24), np.zeros(6)], "validation_split": 0.2},
+     "the validation rows of validation_split=0.2 all weigh 0"),
+    ({"sample_weight": np.r_[np.zeros(24), np.ones(6)], "validation_split": 0.2},
+     "the training rows of validation_split=0.2 all weigh 0"),
 ])
 def test_bad_weights_are_refused_before_anything_changes(kwargs, match):
     X, y = _blobs()

@@ -334,6 +334,11 @@ class Trainer:
                 raise ValueError(f"validation_split={validation_split} leaves {n_val} of {X.shape[0]} samples "
                                  "for validation: use a fraction that leaves samples on both sides.")
             weights = None if w is None else (w[:-n_val], w[-n_val:])
+            for side, part in (("training", 0), ("validation", 1)):
+                if weights is not None and not float(weights[part].sum()) > 0:
+                    raise ValueError(f"sample_weight / class_weight: the {side} rows of validation_split="
+                                     f"{validation_split} all weigh 0, so their weighted loss is undefined: "
+                                     "shuffle the rows first or pass validation_data.")
             return X[:-n_val, ...], y[:-n_val, ...], (X[-n_val:, ...], y[-n_val:, ...]), weights
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
