@@ -53,3 +53,15 @@ def test_moved_modules_still_work_with_a_deprecation_warning(old, new, how):
             f"print(module is importlib.import_module({new!r}), [str(w.message) for w in caught])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("True") and f"{old} has moved to {new}" in out, out
+
+
+def test_readme_quick_start_runs_as_written(capsys):
+    """The README's quick start is executed as it stands (fewer epochs): it trains, and prints the metrics."""
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quick start\n```python\n(.*?)```", text, re.S)
+    assert block, "README.md lost its '## Quick start' python block"
+    code = block.group(1).replace("epochs=30", "epochs=2")
+    exec(compile(code, "README.md#quick-start", "exec"), {})
+    printed = capsys.readouterr().out
+    for key in ("'loss'", "'accuracy'", "'f1_macro'", "'roc_auc_ovr'"):
+        assert key in printed
