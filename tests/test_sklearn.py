@@ -408,3 +408,14 @@ def test_an_estimator_pickled_by_an_older_xpnet_still_predicts():
     np.testing.assert_array_equal(clf.predict(X), np.argmax(logits, axis=1))
     assert clf.predict_proba(X).shape == (len(X), 2) and clf.get_params()["solver"] == "adam"
     clf.partial_fit(X, y)  # trains on, with a fresh optimizer
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from xpnet.sklearn import estimators
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = doctest.testmod(estimators)
+    assert result.attempted >= 4 and result.failed == 0

@@ -27,8 +27,6 @@ from .solvers import SKLEARN_SOLVERS, XPNET_SOLVERS, LearningRate, make_solver
 from .stochastic import Rows, Validation, fit_stochastic, place, split_validation
 
 _SHARED_DOC = """
-    Parameters
-    ----------
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
         The ith element is the number of neurons in the ith hidden layer.
     activation : {'identity', 'logistic', 'tanh', 'relu'} or an xpnet activation, default='relu'
@@ -94,8 +92,6 @@ _SHARED_DOC = """
 """
 
 _FITTED_DOC = """
-    Attributes
-    ----------
     coefs_ : list of ndarray of shape (n_fan_in, n_fan_out)
         Weights of each layer.  On the CPU they are views of the model's parameters (editing them in
         place changes the model); on a GPU, host copies refreshed after each fit.  Assigning new arrays
@@ -129,9 +125,14 @@ _FITTED_DOC = """
 """
 
 
-def _documented(cls: type) -> type:
-    cls.__doc__ = (cls.__doc__ or "") + _SHARED_DOC + _FITTED_DOC + (getattr(cls, "_extra_doc", "") or "")
-    return cls
+def _documented(params: str = "", attributes: str = "", examples: str = "") -> Any:
+    """A class decorator completing the docstring's numpydoc sections: the class's own ``params`` first,
+    then the shared ones; the shared fitted attributes, then the class's own ``attributes``; ``examples``."""
+    def document(cls: type) -> type:
+        cls.__doc__ = ((cls.__doc__ or "").rstrip() + "\n\n    Parameters\n    ----------" + params + _SHARED_DOC
+                       + "\n    Attributes\n    ----------" + _FITTED_DOC + attributes + examples)
+        return cls
+    return document
 
 
 class _MLPBase(BaseEstimator):
@@ -403,7 +404,18 @@ class _MLPBase(BaseEstimator):
         return tags
 
 
-@_documented
+@_documented(attributes="""    classes_ : ndarray of shape (n_classes,)
+        Class labels (for multilabel targets, ``0 .. n_labels - 1``).
+""", examples='''
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from xpnet.sklearn import MLPClassifier
+    >>> X, y = load_digits(return_X_y=True)
+    >>> clf = MLPClassifier(hidden_layer_sizes=(64,), max_iter=30, random_state=0).fit(X / 16, y)
+    >>> clf.n_layers_, clf.n_outputs_, clf.out_activation_
+    (3, 10, 'softmax')
+''')
 class MLPClassifier(ClassifierMixin, _MLPBase):
     """Multi-layer perceptron classifier: ``sklearn.neural_network.MLPClassifier``, trained by xpnet.
 
@@ -414,11 +426,6 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
     With the default float64 and the same ``random_state`` it trains to scikit-learn's weights (tested
     to 1e-9); the forward and backward passes and the updates run in xpnet's fused kernels, on the CPU
     or an NVIDIA GPU.
-
-    Attributes
-    ----------
-    classes_ : ndarray or list of ndarray of shape (n_classes,)
-        Class labels (for multilabel targets, ``0 .. n_labels - 1``).
     """
 
     def fit(self, X, y, sample_weight=None):
@@ -567,7 +574,9 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
         return tags
 
 
-@_documented
+@_documented(params="""
+    loss : {'squared_error'}, default='squared_error'
+        scikit-learn's half squared error; its 'poisson' is not offered yet.""")
 class MLPRegressor(RegressorMixin, _MLPBase):
     """Multi-layer perceptron regressor: ``sklearn.neural_network.MLPRegressor``, trained by xpnet.
 
@@ -576,11 +585,6 @@ class MLPRegressor(RegressorMixin, _MLPBase):
     plus xpnet's ``device``, ``dtype``, ``precision`` and ``dropout``.  One identity output per target.
     With the default float64 and the same ``random_state`` it trains to scikit-learn's weights (tested
     to 1e-9); the passes and updates run in xpnet's fused kernels, on the CPU or an NVIDIA GPU.
-
-    Parameters
-    ----------
-    loss : {'squared_error'}, default='squared_error'
-        scikit-learn's 'poisson' is not offered yet.
     """
 
     _parameter_constraints: ClassVar[dict] = {**_MLPBase._parameter_constraints,
