@@ -255,6 +255,21 @@ def test_tensorboard_writes_event_files(tmp_path):
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
+def test_tensorboard_fits_in_the_same_second_keep_each_others_files(tmp_path, monkeypatch):
+    """tensorboardX names event files by the second and truncates an existing one: each fit gets
+    its own file (a nanosecond suffix), so a second fit (a resumed run) loses none of the first."""
+    import time
+
+    pytest.importorskip("tensorboardX")
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # both fits in the same second
+    tb = xpnet.train.TensorBoard(tmp_path / "tb")
+    _fit([tb], epochs=1)
+    first = {p.name: p.read_bytes() for p in (tmp_path / "tb").iterdir()}
+    _fit([xpnet.train.TensorBoard(tmp_path / "tb")], epochs=1)
+    files = {p.name: p.read_bytes() for p in (tmp_path / "tb").iterdir()}
+    assert len(files) == 2 and all(files[name] == data for name, data in first.items())
+
+
 def test_epoch_begin_and_batch_end_hooks_see_every_epoch_and_step():
     calls = []
 

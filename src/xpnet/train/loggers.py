@@ -112,7 +112,8 @@ class ModelCheckpoint(Callback):
 
 class TensorBoard(Callback):
     """Write every epoch log (``loss``, metrics, ``val_*``, ``lr``) as a TensorBoard scalar at step
-    ``epoch`` into ``log_dir``, through ``tensorboardX`` (``pip install 'xpnet[tensorboard]'``)."""
+    ``epoch`` into ``log_dir``, through ``tensorboardX`` (``pip install 'xpnet[tensorboard]'``); each
+    ``fit`` writes a new event file beside the earlier ones."""
 
     def __init__(self, log_dir: str | Path) -> None:
         self.log_dir = _path("log_dir", log_dir)
@@ -125,7 +126,9 @@ class TensorBoard(Callback):
         self.writer: Any = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        self.writer = self._writer_type(str(self.log_dir))
+        # tensorboardX names its file by the second (events.out.tfevents.SECONDS.HOST) and truncates one
+        # that exists: a nanosecond suffix keeps an earlier fit's file (a resumed run in the same second)
+        self.writer = self._writer_type(str(self.log_dir), filename_suffix=f".{time.time_ns()}")
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         for k, v in logs.items():
