@@ -447,6 +447,30 @@ def test_cli_saving_every_few_epochs_keeps_the_ranks_in_step(tmp_path):
 
 
 @needs_mpi
+def test_cli_per_step_schedule_and_tensorboard_match_one_process(tmp_path):
+    """train.schedule = "onecycle" counts the global steps on every rank (the same lr sequence as
+    one process), and only rank 0 writes the TensorBoard files."""
+    pytest.importorskip("tensorboardX")
+    from safetensors.numpy import load_file
+
+    from xpnet.cli import main
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(CLI_CONFIG + 'schedule = "onecycle"\n[run]\ntensorboard = true\n')
+    single, dist = tmp_path / "single", tmp_path / "dist"
+    assert main(["train", "--config", str(cfg), "--run-dir", str(single), "--quiet"]) == 0
+    proc = _mpiexec(2, [sys.executable, "-m", "xpnet", "train", "--config", str(cfg), "--run-dir", str(dist)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ha, hb = (json.loads((d / "history.json").read_text()) for d in (single, dist))
+    np.testing.assert_allclose(hb["lr"], ha["lr"], rtol=1e-15, atol=0)
+    assert len(set(ha["lr"])) == len(ha["lr"])
+    a, b = load_file(single / "model.safetensors"), load_file(dist / "model.safetensors")
+    for k in a:
+        np.testing.assert_allclose(b[k], a[k], rtol=0, atol=1e-12)
+    assert len(list((dist / "tensorboard").glob("events.out.tfevents.*"))) == 1  # rank 0's
+
+
+@needs_mpi
 def test_cli_error_on_every_rank_is_reported_once_per_rank_without_a_hang(tmp_path):
     cfg = tmp_path / "run.toml"
     cfg.write_text(CLI_CONFIG)

@@ -142,7 +142,8 @@ def test_a_folder_with_the_users_own_config_is_not_reused(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("where", ["checkpoints/notes.txt", "checkpoints/epoch-0001/mine.txt",
-                                   "checkpoints/newrun/config.toml", "checkpoints/epoch-0002/extra/x.txt"])
+                                   "checkpoints/newrun/config.toml", "checkpoints/epoch-0002/extra/x.txt",
+                                   "tensorboard/notes.txt"])
 def test_overwrite_refuses_user_files_deep_inside_a_run(old_run, capsys, where):
     (old_run / where).parent.mkdir(parents=True, exist_ok=True)
     (old_run / where).write_text("keep")
@@ -151,6 +152,28 @@ def test_overwrite_refuses_user_files_deep_inside_a_run(old_run, capsys, where):
     shown = "checkpoints/newrun" if "newrun" in where else where.removesuffix("/x.txt")
     assert f"is not an xpnet run directory (it holds {shown}" in capsys.readouterr().err
     assert _snapshot(old_run) == before
+
+
+def test_tensorboard_without_tensorboardx_is_refused_before_anything_is_made(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as if it were not installed
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--tensorboard", "--run-dir", str(run)]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "run.tensorboard = true needs tensorboardX: pip install 'xpnet[tensorboard]'" in line
+    assert not run.exists()
+
+
+def test_a_run_with_tensorboard_logs_is_replaced_and_its_logs_move_with_it(tmp_path):
+    """TensorBoard files are a run's own (--overwrite replaces such a run), and a replacing run's
+    logs, written in its staging directory, are in the run directory once it is swapped in."""
+    pytest.importorskip("tensorboardX")
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--tensorboard", "--run-dir", str(run)]) == 0
+    old = sorted((run / "tensorboard").iterdir())
+    assert main(["train", *FAST, "--epochs", "2", "--tensorboard", "--run-dir", str(run), "--overwrite"]) == 0
+    new = sorted((run / "tensorboard").iterdir())
+    assert len(new) == 1 and new != old and new[0].stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_a_run_inside_another_run_is_refused(old_run, capsys):
@@ -349,7 +372,8 @@ def test_a_full_disk_leaves_no_temporary_checkpoints(old_run, capsys, monkeypatc
 # -- every train flag, fuzzed -------------------------------------------------------------------
 VALUE_FLAGS = ["--data", "--data-path", "--x-path", "--y-path", "--target", "--test-fraction", "--val-fraction",
                "--hidden", "--activation", "--init", "--dtype", "--device", "--loss", "--optimizer", "--lr",
-               "--weight-decay", "--momentum", "--schedule", "--warmup-epochs", "--epochs", "--batch-size",
+               "--weight-decay", "--momentum", "--schedule", "--schedule-interval", "--warmup-epochs", "--warmup-steps",
+               "--plateau-factor", "--plateau-patience", "--epochs", "--batch-size",
                "--seed", "--clip-grad-norm", "--patience", "--precision", "--keep-last", "--config", "--resume"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -77,6 +78,8 @@ def test_dropout_flag_and_config(tmp_path):
     (["--optimizer", "lbfgs"], "train.optimizer = 'lbfgs' is invalid: use one of"),
     (["--data", "csv", "--data-path", "x.csv"], "data.source = 'csv' needs data.target"),
     (["--resume", "nowhere"], "give no --config or other flags"),
+    (["--schedule-interval", "step", "--warmup-steps", "100000"],  # known once the data is: 30 epochs x 43 steps
+     "train.warmup_steps = 100000 leaves no step after the warm-up: the run takes 1290 optimizer steps"),
 ])
 def test_bad_runs_fail_before_touching_anything(tmp_path, capsys, args, message):
     run = tmp_path / "run"
@@ -110,10 +113,11 @@ def _kill_when(args, cut, ready):
 
 
 def _kill_then_resume_equals_uninterrupted(args, full, cut, marker="epoch-0003"):
-    """Run ``args`` uninterrupted into ``full``; into ``cut`` SIGKILL it once ``marker`` is saved, then
-    --resume: weights and history must be bit-identical."""
+    """Run ``args`` uninterrupted into ``full``; into ``cut`` SIGKILL it once a checkpoint named
+    ``marker`` (or matching it, e.g. ``epoch-0002-step-*``) is saved, then --resume: weights and
+    history must be bit-identical."""
     assert main(["train", *args, "--run-dir", str(full)]) == 0
-    _kill_when(args, cut, lambda: (cut / "checkpoints" / marker).is_dir())
+    _kill_when(args, cut, lambda: any(p.is_dir() for p in (cut / "checkpoints").glob(marker)))
     assert main(["train", "--resume", str(cut), "--quiet"]) == 0
     a, b = load_file(full / "model.safetensors"), load_file(cut / "model.safetensors")
     assert all(np.array_equal(a[k], b[k]) for k in a)
@@ -255,3 +259,137 @@ def test_bf16_resume_after_a_kill_ends_with_the_same_weights(tmp_path):
             "0.1", "--precision", "bf16", "--quiet"]
     full, cut = tmp_path / "full", tmp_path / "cut"
     _kill_then_resume_equals_uninterrupted(args, full, cut)
+
+
+# -- schedules and logging selected by the config ------------------------------------------------
+SCHEDULED = ["--data", "synthetic", "--hidden", "16", "--epochs", "4", "--batch-size", "64", "--val-fraction", "0.1",
+             "--quiet"]
+
+
+def _steps_per_epoch(run, epochs):
+    from xpnet.io import checkpoint
+
+    return checkpoint.load(checkpoint.latest(run / "checkpoints")).trainer_meta["step_count"] // epochs
+
+
+def _drive(scheduler, epochs, steps, monitored=None, first_epoch=0):
+    """The lr fit logs at each epoch end (per epoch: the lr the epoch used; per step: the lr after
+    its last step), with ``scheduler`` stepped directly, as fit steps it."""
+    lrs = []
+    for epoch in range(first_epoch, epochs):
+        if scheduler.interval == "step":
+            for _ in range(steps):
+                scheduler.step()
+        lrs.append(scheduler.optimizer.lr)
+        if scheduler.interval == "epoch":
+            scheduler.step(*([] if monitored is None else [monitored[epoch]]))
+    return lrs
+
+
+def _plateau(opt, steps, *, mode="min", factor):
+    return xpnet.optim.ReduceLROnPlateau(opt, mode=mode, factor=factor, patience=0)
+
+
+def _cosine_per_step(opt, steps):
+    total = 4 * steps
+    return xpnet.optim.SequentialLR(opt, [xpnet.optim.LinearLR(opt, 0.1, total_iters=10, interval="step"),
+                                          xpnet.optim.CosineAnnealingLR(opt, total - 10, interval="step")], [10],
+                                    interval="step")
+
+
+@pytest.mark.parametrize("args,monitor,expected", [
+    (["--schedule", "plateau", "--plateau-patience", "0", "--plateau-factor", "0.5", "--lr", "0.2"], "val_loss",
+     lambda opt, steps: _plateau(opt, steps, factor=0.5)),
+    (["--schedule", "plateau", "--plateau-patience", "0", "--lr", "0.05", "--monitor", "val_accuracy"],
+     "val_accuracy", lambda opt, steps: _plateau(opt, steps, mode="max", factor=0.1)),
+    (["--schedule", "onecycle", "--lr", "0.01"], None,
+     lambda opt, steps: xpnet.optim.OneCycleLR(opt, max_lr=0.01, total_steps=4 * steps)),
+    (["--schedule", "cosine", "--schedule-interval", "step", "--warmup-steps", "10"], None, _cosine_per_step),
+    (["--schedule", "constant", "--schedule-interval", "step", "--warmup-epochs", "2"], None,
+     lambda opt, steps: xpnet.optim.LinearLR(opt, 0.1, total_iters=2 * steps, interval="step")),
+], ids=["plateau", "plateau-max", "onecycle", "cosine-per-step", "warmup-epochs-per-step"])
+def test_each_schedule_sets_the_lr_as_the_library_scheduler(tmp_path, args, monitor, expected):
+    """The history's lr column equals the library scheduler stepped directly (per epoch, or after
+    every optimizer step), and the optimizer's last hyperparameters (onecycle cycles AdamW's beta1)
+    agree too."""
+    from xpnet.io import checkpoint
+
+    run = tmp_path / "run"
+    assert main(["train", *SCHEDULED, *args, "--run-dir", str(run)]) == 0
+    history = json.loads((run / "history.json").read_text())
+    lr = float(args[args.index("--lr") + 1]) if "--lr" in args else 1e-3
+    opt = xpnet.optim.AdamW(lr=lr)
+    steps = _steps_per_epoch(run, 4)
+    scheduler = expected(opt, steps)
+    assert history["lr"] == pytest.approx(_drive(scheduler, 4, steps, history.get(monitor)), rel=1e-12)
+    assert len(set(history["lr"])) > 1  # the schedule did change the lr
+    saved = checkpoint.load(checkpoint.latest(run / "checkpoints")).trainer_meta
+    assert saved["optimizer"]["hparams"] == pytest.approx(opt.hparams, rel=1e-12)
+    assert saved["scheduler"] == pytest.approx(scheduler.state_dict(), rel=1e-12)
+
+
+@pytest.mark.parametrize("schedule", [
+    ["--schedule", "onecycle"],
+    ["--schedule", "cosine", "--schedule-interval", "step", "--warmup-steps", "30"],
+    ["--schedule", "plateau", "--plateau-patience", "0", "--plateau-factor", "0.5", "--lr", "0.2"],
+], ids=["onecycle", "cosine-per-step", "plateau"])
+def test_resume_after_a_kill_mid_epoch_with_a_schedule_is_exact(tmp_path, schedule):
+    """The scheduler's state (OneCycleLR's and the per-step cosine's step, ReduceLROnPlateau's best
+    and counters) goes into every checkpoint, mid-epoch ones included: killed and resumed, the run
+    ends bit-identical to one never interrupted, lr column included."""
+    args = ["--data", "synthetic", "--hidden", "64,64", "--epochs", "6", "--batch-size", "16", "--val-fraction",
+            "0.1", "--dtype", "float64", "--save-every-steps", "37", "--keep-last", "2", "--quiet", *schedule]
+    _kill_then_resume_equals_uninterrupted(args, tmp_path / "full", tmp_path / "cut", marker="epoch-0002-step-*")
+
+
+def test_extending_a_onecycle_run_rebuilds_its_cycle_for_the_new_total(tmp_path, capsys):
+    """--resume RUN --epochs N on a finished onecycle run: as for cosine, the schedule is the one a
+    run of N epochs has (total_steps = N x steps per epoch), continued at the step reached; the lr
+    it jumps to is printed."""
+    run = tmp_path / "run"
+    assert main(["train", *SCHEDULED, "--epochs", "3", "--schedule", "onecycle", "--run-dir", str(run)]) == 0
+    steps = _steps_per_epoch(run, 3)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--epochs", "5"]) == 0
+    assert "learning-rate schedule rebuilt for 5 epochs: the lr continues at" in capsys.readouterr().out
+    lrs = json.loads((run / "history.json").read_text())["lr"]
+    first = _drive(xpnet.optim.OneCycleLR(xpnet.optim.AdamW(lr=1e-3), max_lr=1e-3, total_steps=3 * steps), 3, steps)
+    longer = xpnet.optim.OneCycleLR(xpnet.optim.AdamW(lr=1e-3), max_lr=1e-3, total_steps=5 * steps)
+    longer.last_epoch = 3 * steps  # where the run stood
+    assert lrs == pytest.approx(first + _drive(longer, 5, steps, first_epoch=3), rel=1e-12)
+    assert json.loads((run / "extensions.json").read_text())[-1]["to_epochs"] == 5
+    assert "epochs = 5" in (run / "config.toml").read_text()
+
+
+def _tensorboard_scalars(folder):
+    """{tag: [(step, value), ...]} from every TensorBoard event file in ``folder`` (TFRecord framing:
+    length, its CRC, the Event, the Event's CRC)."""
+    from tensorboardX.proto import event_pb2
+
+    found = {}
+    for file in sorted(folder.glob("events.out.tfevents.*")):
+        data, i = file.read_bytes(), 0
+        while i < len(data):
+            (n,) = struct.unpack("<Q", data[i:i + 8])
+            event = event_pb2.Event.FromString(data[i + 12:i + 12 + n])
+            i += 12 + n + 4
+            for value in event.summary.value:
+                found.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return found
+
+
+def test_tensorboard_logs_every_epoch_and_continues_on_resume(tmp_path, capsys):
+    """run.tensorboard (--tensorboard): every epoch log as a TensorBoard scalar in RUN_DIR/tensorboard;
+    --resume adds the new epochs (a second event file).  history.csv already is the per-epoch CSV log."""
+    pytest.importorskip("tensorboardX")
+    run = tmp_path / "run"
+    assert main(["train", *FAST, "--epochs", "2", "--tensorboard", "--run-dir", str(run)]) == 0
+    assert f"TensorBoard logs in {run}/tensorboard" in capsys.readouterr().out
+    assert "tensorboard = true" in (run / "config.toml").read_text()
+    history = json.loads((run / "history.json").read_text())
+    scalars = _tensorboard_scalars(run / "tensorboard")
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "lr"} <= set(scalars)
+    assert scalars["val_loss"] == [(i, pytest.approx(v, rel=1e-6)) for i, v in enumerate(history["val_loss"])]
+    assert len((run / "history.csv").read_text().splitlines()) == 3  # header + one row per epoch
+    assert main(["train", "--resume", str(run), "--epochs", "3"]) == 0
+    assert [step for step, _ in _tensorboard_scalars(run / "tensorboard")["loss"]] == [0, 1, 2]

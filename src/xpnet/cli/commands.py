@@ -41,10 +41,7 @@ def cmd_train(args) -> int:
         config = config_mod.load(args.config, overrides)
         run_dir = Path(args.run_dir or config["run"]["dir"] or runs.default_run_dir(name=config["data"]["source"]))
         distrun.on_root(lambda: RunDir.check_start(run_dir, args.overwrite))  # refused before any data is loaded
-    m, t = config["model"], config["train"]
-    print(f"run {run_dir}: data {config['data']['source']}, hidden {m['hidden']} {m['activation']}, "
-          f"{t['optimizer']} lr={t['lr']} {t['schedule']}, {t['epochs']} epochs x batch {t['batch_size']}, "
-          f"{m['device']} {m['dtype']}")
+    print(_summary(run_dir, config))
     start = time.perf_counter()
     with warnings.catch_warnings():  # the divergence message is printed below, once
         warnings.filterwarnings("ignore", message="training diverged", category=RuntimeWarning)
@@ -68,6 +65,32 @@ def cmd_train(args) -> int:
         print("xpnet train: the run diverged (result.json says so); see the message above.", file=sys.stderr)
         return EXIT_DIVERGED
     return 0
+
+
+def _summary(run_dir, config: dict) -> str:
+    """The run's one-line summary: data, model, optimizer and schedule, epochs, device."""
+    m, t = config["model"], config["train"]
+    line = (f"run {run_dir}: data {config['data']['source']}, hidden {m['hidden']} {m['activation']}, "
+            f"{t['optimizer']} lr={t['lr']} {_schedule_text(config)}, {t['epochs']} epochs x batch "
+            f"{t['batch_size']}, {m['device']} {m['dtype']}")
+    return line + (f"; TensorBoard logs in {run_dir}/tensorboard" if config["run"]["tensorboard"] else "")
+
+
+def _schedule_text(config: dict) -> str:
+    """E.g. ``cosine``, ``cosine per step after 500 warm-up steps``, ``plateau (x0.1 when val_loss has
+    not improved for more than 10 epochs)``, ``onecycle per step``."""
+    from .config import schedule_interval
+    from .runs import monitor_of
+
+    t = config["train"]
+    text = t["schedule"] + (" per step" if schedule_interval(t) == "step" else "")
+    if t["schedule"] == "plateau":
+        text += (f" (x{t['plateau_factor']} when {monitor_of(config)} has not improved for more than "
+                 f"{t['plateau_patience']} epochs)")
+    if t["warmup_steps"] or t["warmup_epochs"]:
+        text += (f" after {t['warmup_steps']} warm-up steps" if t["warmup_steps"]
+                 else f" after {t['warmup_epochs']} warm-up epochs")
+    return text
 
 
 def _verbosity(quiet: bool) -> int:

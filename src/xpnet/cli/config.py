@@ -25,7 +25,10 @@ from ..losses import LOSSES
 from ..optim import OPTIMIZERS
 
 DATA_SOURCES = ("digits", "synthetic", "npz", "npy", "csv")
-SCHEDULES = ("constant", "cosine", "step", "exponential")
+SCHEDULES = ("constant", "cosine", "step", "exponential", "plateau", "onecycle")
+# train.schedule_interval each schedule allows: how often it sets the lr (the first is its default)
+SCHEDULE_INTERVALS = {"constant": ("epoch", "step"), "cosine": ("epoch", "step"), "step": ("epoch",),
+                      "exponential": ("epoch",), "plateau": ("epoch",), "onecycle": ("step",)}
 
 
 def _choice(*options):
@@ -63,7 +66,13 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         "weight_decay": (None, "float0?"),
         "momentum": (None, "float0?"),
         "schedule": ("cosine", _choice(*SCHEDULES)),
+        # how often the schedule sets the lr: per epoch, or after every optimizer step (cosine and the
+        # warm-up); none: onecycle per step, the others per epoch
+        "schedule_interval": (None, ("choice?", ("epoch", "step"))),
         "warmup_epochs": (0, "int0"),
+        "warmup_steps": (0, "int0"),  # a warm-up counted in optimizer steps (schedule_interval = "step")
+        "plateau_factor": (0.1, "fraction+"),  # schedule = "plateau": lr multiplied by this on a plateau
+        "plateau_patience": (10, "int0"),  # ... after this many epochs without improvement of the monitor
         "epochs": (30, "int+"),
         "batch_size": (32, "int+"),
         "seed": (0, "int0"),
@@ -80,6 +89,7 @@ SCHEMA: dict[str, dict[str, tuple]] = {
         # epochs between checkpoints (the last epoch is always saved); none: 1, unless save_every_steps is set
         "save_every": (None, "int+?"),
         "save_every_steps": (None, "int+?"),  # optimizer steps between (mid-epoch) checkpoints
+        "tensorboard": (False, "bool"),  # TensorBoard event files in RUN_DIR/tensorboard (needs tensorboardX)
     },
 }
 
@@ -96,7 +106,8 @@ def _describe(accepted) -> str:
         "int+": "an integer >= 1", "int+?": "an integer >= 1 (or leave it out)",
         "int0": "an integer >= 0", "float+": "a number > 0", "float0": "a number >= 0",
         "float0?": "a number >= 0 (or leave it out)", "float+?": "a number > 0 (or leave it out)",
-        "fraction": "a number in [0, 1)", "bool": "true or false", "str": "a string",
+        "fraction": "a number in [0, 1)", "fraction+": "a number in (0, 1)", "bool": "true or false",
+        "str": "a string",
         "str?": "a string (or leave it out)",
         "sizes": "a list of positive integers, e.g. [256, 256]", "device": "'cpu', 'cuda' or 'cuda:N'",
         "names?": "a list of metric names, e.g. [\"f1_macro\", \"roc_auc_ovr\"] (or leave it out)",
@@ -115,7 +126,8 @@ def _valid(value, accepted) -> bool:
     return {
         "int+": is_int and value >= 1, "int0": is_int and value >= 0,
         "float+": is_num and value > 0, "float0": is_num and value >= 0,
-        "fraction": is_num and 0 <= value < 1, "bool": isinstance(value, bool), "str": isinstance(value, str),
+        "fraction": is_num and 0 <= value < 1, "fraction+": is_num and 0 < value < 1,
+        "bool": isinstance(value, bool), "str": isinstance(value, str),
         "rates": all(_is_fraction(v) for v in (value if isinstance(value, list) else [value])),
         "device": isinstance(value, str) and re.fullmatch(r"cpu|cuda(:\d+)?", value) is not None,
         "sizes": isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
@@ -161,11 +173,49 @@ def validate(config: dict, origin: str = "config") -> dict:
     if train.get("warmup_epochs", 0) and train.get("warmup_epochs", 0) >= train.get("epochs", math.inf):
         raise ValueError(f"{origin}: train.warmup_epochs = {train['warmup_epochs']} leaves no epoch after the "
                          f"warm-up of train.epochs = {train['epochs']}: use fewer warm-up epochs.")
+    _check_schedule(train, origin)
     _check_metrics(train, data, origin)
     if train.get("momentum") is not None and train.get("optimizer") not in (None, "sgd", "rmsprop"):
         raise ValueError(f"{origin}: train.momentum applies to sgd and rmsprop, not {train['optimizer']!r}: "
                          "leave it out or choose one of those optimizers.")
     return config
+
+
+def schedule_interval(train: dict) -> str:
+    """How often ``train.schedule`` sets the lr: ``train.schedule_interval``, or the schedule's own
+    (per optimizer step for onecycle, per epoch for the others)."""
+    return train.get("schedule_interval") or SCHEDULE_INTERVALS[train.get("schedule", "cosine")][0]
+
+
+def _check_schedule(train: dict, origin: str) -> None:
+    """The schedule keys fit together (a key given alone, e.g. in a file that flags complete, is
+    checked once the schedule is known)."""
+    schedule, interval = train.get("schedule"), train.get("schedule_interval")
+    warm = [k for k in ("warmup_epochs", "warmup_steps") if train.get(k)]
+    if len(warm) == 2:
+        raise ValueError(f"{origin}: train.warmup_epochs and train.warmup_steps are both set: give one (warmup_steps "
+                         "counts optimizer steps, warmup_epochs epochs) and leave the other at 0.")
+    if schedule is None:
+        return
+    if interval is not None and interval not in SCHEDULE_INTERVALS[schedule]:
+        why = {"onecycle": "it always sets the lr after every optimizer step",
+               "plateau": "it acts once per epoch, on the monitored value"}.get(schedule, "it decays per epoch")
+        other = "" if schedule == "onecycle" else " (a schedule per step: cosine, or constant with a warm-up)"
+        raise ValueError(f"{origin}: train.schedule = {schedule!r} with train.schedule_interval = {interval!r}: "
+                         f"{why}; remove train.schedule_interval{other}.")
+    if warm and schedule in ("onecycle", "plateau"):
+        why = ("has its own warm-up (the lr rises over the first 30% of the steps)" if schedule == "onecycle"
+               else "cannot follow a warm-up")
+        raise ValueError(f"{origin}: train.schedule = {schedule!r} {why}: remove train.{warm[0]} (or use "
+                         "schedule cosine or constant with a warm-up).")
+    if train.get("warmup_steps") and schedule_interval(train) != "step":
+        raise ValueError(f"{origin}: train.warmup_steps counts optimizer steps, so the schedule must step per "
+                         "optimizer step: set train.schedule_interval = \"step\" (--schedule-interval step) with "
+                         "schedule cosine or constant, or warm up with train.warmup_epochs.")
+    for key in ("plateau_factor", "plateau_patience"):
+        if schedule != "plateau" and train.get(key, SCHEMA["train"][key][0]) != SCHEMA["train"][key][0]:
+            raise ValueError(f"{origin}: train.{key} is set but train.schedule = {schedule!r} does not use it: "
+                             "remove it, or set train.schedule = \"plateau\".")
 
 
 def _check_metrics(train: dict, data: dict, origin: str) -> None:

@@ -35,8 +35,19 @@ TRAIN_FLAGS = [  # (flag, config key, type, help): each sets one config key
     ("--optimizer", "train.optimizer", str, "sgd, adagrad, rmsprop, adam, adamw"),
     ("--lr", "train.lr", float, None), ("--weight-decay", "train.weight_decay", float, None),
     ("--momentum", "train.momentum", float, None),
-    ("--schedule", "train.schedule", str, "constant, cosine, step or exponential"),
-    ("--warmup-epochs", "train.warmup_epochs", int, None), ("--epochs", "train.epochs", int, None),
+    ("--schedule", "train.schedule", str, "constant, cosine, step, exponential, plateau (ReduceLROnPlateau on "
+                                          "--monitor) or onecycle (OneCycleLR up to --lr, per optimizer step)"),
+    ("--schedule-interval", "train.schedule_interval", str, "epoch or step: how often cosine and the warm-up set "
+                                                            "the lr (default: onecycle per step, the others per "
+                                                            "epoch)"),
+    ("--warmup-epochs", "train.warmup_epochs", int, "linear warm-up over N epochs before the schedule"),
+    ("--warmup-steps", "train.warmup_steps", int, "linear warm-up over N optimizer steps (with "
+                                                  "--schedule-interval step)"),
+    ("--plateau-factor", "train.plateau_factor", float, "--schedule plateau: multiply the lr by this, in (0, 1) "
+                                                        "(default 0.1)"),
+    ("--plateau-patience", "train.plateau_patience", int, "--schedule plateau: ... after N epochs without "
+                                                          "improvement of the monitor (default 10)"),
+    ("--epochs", "train.epochs", int, None),
     ("--batch-size", "train.batch_size", int, None), ("--seed", "train.seed", int, None),
     ("--clip-grad-norm", "train.clip_grad_norm", float, None), ("--patience", "train.patience", int, None),
     ("--metrics", "train.metrics", _names, "comma-separated scikit-learn scorer names, e.g. f1_macro,roc_auc_ovr "
@@ -111,6 +122,9 @@ def _add_train(sub) -> None:
                        help=f"{text + '; ' if text else ''}config key {key}")
     t.add_argument("--early-stopping", dest="cfg:train.early_stopping", action="store_const", const=True,
                    default=None, help="stop when the monitored loss stops improving (restores the best weights)")
+    t.add_argument("--tensorboard", dest="cfg:run.tensorboard", action="store_const", const=True, default=None,
+                   help="write TensorBoard event files into RUN_DIR/tensorboard (needs tensorboardX: pip install "
+                        "'xpnet[tensorboard]'); config key run.tensorboard")
 
 
 def _add_bench(sub) -> None:

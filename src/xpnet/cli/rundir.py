@@ -35,6 +35,7 @@ RUN_FILES = frozenset({RUN_MARKER, OWNER_MARK, "history.csv", "history.json", "c
                        "result.json", "preprocessing.json", "split.npz", "extensions.json"})
 CHECKPOINT_FILES = frozenset({"model.safetensors", "trainer.safetensors", "manifest.json"})
 _CHECKPOINT_DIR = re.compile(r"epoch-\d+|\.(tmp|old)-epoch-\d+-\d+")
+TENSORBOARD_DIR = "tensorboard"  # run.tensorboard: event files (events.out.tfevents.*) only
 
 
 class RunDirError(ValueError):
@@ -57,6 +58,9 @@ def foreign_entries(path: Path) -> list[str]:
             continue
         if p.name == "checkpoints" and p.is_dir() and not p.is_symlink():
             found += [f"checkpoints/{name}" for name in _foreign_in_checkpoints(p)]
+        elif p.name == TENSORBOARD_DIR and p.is_dir() and not p.is_symlink():
+            found += [f"{TENSORBOARD_DIR}/{f.name}" for f in p.iterdir()
+                      if not (_plain_file(f) and f.name.startswith("events.out.tfevents."))]
         else:
             found.append(p.name)
     return sorted(found)

@@ -11,6 +11,8 @@ Layout of a run directory::
     preprocessing.json   feature names, standardisation, classes, loss, split (see xpnet.io.artifact)
     split.npz            the train / val / test row indices
     result.json          test metrics of the final model
+    extensions.json      each --resume --epochs N extension
+    tensorboard/         TensorBoard event files (run.tensorboard = true)
 
 Where a run may go, and what happens to the directory when it fails, is ``xpnet.cli.rundir``'s job.
 """
@@ -184,11 +186,12 @@ def plot_curves(run_dir: Path, history) -> Path | None:
     return out
 
 
-def build(config: dict, data_shapes, comm=None):
+def build(config: dict, data_shapes, comm=None, steps_per_epoch: int | None = None):
     """Model, trainer and callbacks for a configuration (before any data is seen); ``comm``:
-    distributed training (the model goes on the GPU of this rank for an NCCL communicator)."""
+    distributed training (the model goes on the GPU of this rank for an NCCL communicator);
+    ``steps_per_epoch``: optimizer steps per epoch, needed by a schedule that steps per step."""
     from .. import MLP, Trainer
-    from ..optim import OPTIMIZERS, CosineAnnealingLR, ExponentialLR, LinearLR, SequentialLR, StepLR
+    from ..optim import OPTIMIZERS
 
     m, t = config["model"], config["train"]
     n_features, n_outputs = data_shapes
@@ -201,23 +204,57 @@ def build(config: dict, data_shapes, comm=None):
     if t["momentum"] is not None:  # config.validate allows it for sgd and rmsprop only
         kwargs["momentum"] = t["momentum"]
     optimizer = OPTIMIZERS[t["optimizer"]](**kwargs)
-    epochs, warm = t["epochs"], t["warmup_epochs"]
-    main = {"constant": None,
-            "cosine": lambda: CosineAnnealingLR(optimizer, T_max=max(1, epochs - warm)),
-            "step": lambda: StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1),
-            "exponential": lambda: ExponentialLR(optimizer, gamma=0.95)}[t["schedule"]]
-    scheduler: LRScheduler | None = main() if main else None
-    if warm:
-        warmup = LinearLR(optimizer, start_factor=0.1, total_iters=warm)
-        scheduler = SequentialLR(optimizer, [warmup, scheduler], [warm]) if scheduler else warmup
+    scheduler = build_scheduler(config, optimizer, steps_per_epoch)
     trainer = Trainer(model, loss=t["loss"], optimizer=optimizer, scheduler=scheduler, metrics=t["metrics"],
-                      clip_grad_norm=t["clip_grad_norm"], precision=t["precision"],
-                      distributed=comm)
+                      clip_grad_norm=t["clip_grad_norm"], precision=t["precision"], distributed=comm)
     callbacks = []
     if t["early_stopping"]:
         callbacks.append(EarlyStopping(monitor=monitor_of(config), patience=t["patience"],
                                        restore_best_weights=True))
     return trainer, callbacks
+
+
+def build_scheduler(config: dict, optimizer, steps_per_epoch: int | None = None) -> LRScheduler | None:
+    """The learning-rate schedule of ``train.schedule`` (None: a constant lr without warm-up).
+
+    ``plateau``: ReduceLROnPlateau on the run's monitor; ``onecycle``: OneCycleLR from ``train.lr / 25``
+    up to ``train.lr`` and down over every step of the run (cycling momentum or beta1 when the
+    optimizer has one); the others per epoch, or cosine and the linear warm-up per optimizer step
+    with ``schedule_interval = "step"`` (``warmup_epochs`` then ramps over that many epochs' steps)."""
+    from ..optim import CosineAnnealingLR, ExponentialLR, LinearLR, OneCycleLR, ReduceLROnPlateau, SequentialLR, StepLR
+    from .config import schedule_interval
+
+    t = config["train"]
+    epochs, interval = t["epochs"], schedule_interval(t)
+    if t["schedule"] == "plateau":
+        monitor = monitor_of(config)
+        return ReduceLROnPlateau(optimizer, mode="max" if maximize(monitor) else "min", factor=t["plateau_factor"],
+                                 patience=t["plateau_patience"], monitor=monitor)
+    per = 1 if interval == "epoch" else _steps_per_epoch(steps_per_epoch, t["schedule"])
+    if t["schedule"] == "onecycle":
+        cycle = optimizer.hparams.get("momentum", 0) > 0 or "beta1" in optimizer.hparams
+        return OneCycleLR(optimizer, max_lr=t["lr"], total_steps=epochs * per, cycle_momentum=cycle)
+    warm = t["warmup_steps"] or t["warmup_epochs"] * per
+    if warm >= epochs * per:  # only warmup_steps: warmup_epochs >= epochs is refused by config.validate
+        raise ValueError(f"train.warmup_steps = {warm} leaves no step after the warm-up: the run takes "
+                         f"{epochs * per} optimizer steps ({epochs} epochs x {per}); use fewer warm-up steps.")
+    main = {"constant": None,
+            "cosine": lambda: CosineAnnealingLR(optimizer, T_max=max(1, epochs * per - warm), interval=interval),
+            "step": lambda: StepLR(optimizer, step_size=max(1, epochs // 3), gamma=0.1),
+            "exponential": lambda: ExponentialLR(optimizer, gamma=0.95)}[t["schedule"]]
+    scheduler: LRScheduler | None = main() if main else None
+    if warm:
+        warmup = LinearLR(optimizer, start_factor=0.1, total_iters=warm, interval=interval)
+        scheduler = (SequentialLR(optimizer, [warmup, scheduler], [warm], interval=interval) if scheduler
+                     else warmup)
+    return scheduler
+
+
+def _steps_per_epoch(steps_per_epoch: int | None, schedule: str) -> int:
+    if steps_per_epoch is None:
+        raise ValueError(f"train.schedule = {schedule!r} per optimizer step needs the steps per epoch: pass "
+                         "steps_per_epoch (the number of batches of the training data).")
+    return steps_per_epoch
 
 
 def monitor_of(config: dict) -> str:
@@ -245,12 +282,14 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool | int
         config_mod.validate(config)
     comm = distrun.job(config["model"]["device"])  # None unless started by mpiexec / srun
     with distrun.agreed():  # a bad data file or model on any rank ends every rank alike
+        check_tensorboard(config)
         if comm is not None and comm.size > 1 and config["run"].get("save_every_steps"):
             raise ValueError("run.save_every_steps (mid-epoch checkpoints) is not supported with distributed "
                              "training yet: rank 0 would save only its share of the epoch's metrics. Use "
                              "run.save_every (epochs).")
         parts, prep, indices = _load_data(config)
-        trainer, callbacks = build(config, (parts["train"][0].shape[1], _n_outputs(config, parts)), comm)
+        steps = -(-parts["train"][0].shape[0] // config["train"]["batch_size"])  # as fit counts them
+        trainer, callbacks = build(config, (parts["train"][0].shape[1], _n_outputs(config, parts)), comm, steps)
     if comm is not None and comm.rank != 0:  # rank 0 owns the run directory; this rank writes nothing
         return distrun.follow(comm, config, parts, trainer, callbacks, resume, _streamed(parts))
     with distrun.agreed():
@@ -270,6 +309,18 @@ def train(config: dict, run_dir: Path, resume: bool = False, verbose: bool | int
                                     f"with xpnet train --resume {run.final}") from None
     finally:
         run.close(failed=not finished)
+
+
+def check_tensorboard(config: dict) -> None:
+    """``run.tensorboard = true`` needs tensorboardX: refused before any data is loaded or any
+    directory is made."""
+    if not config["run"].get("tensorboard"):
+        return
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        raise ValueError("run.tensorboard = true needs tensorboardX: pip install 'xpnet[tensorboard]' (or pip "
+                         "install tensorboardX), or leave out --tensorboard / set run.tensorboard = false.") from None
 
 
 def _load_data(config: dict):
@@ -311,6 +362,7 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
         if trainer.distributed is not None:  # every rank continues from the same checkpoint
             trainer.distributed.bcast_obj(ckpt, root=0)
         if extend_to is not None:
+            _note_rebuilt_schedule(trainer, ckpt, extend_to, verbose)
             _record_extension(run.path, initial_epoch, extend_to)
             _write_text_atomic(run.path / RUN_MARKER, config_mod.dump_toml(config))
     else:
@@ -325,13 +377,34 @@ def _fit(config, run: RunDir, parts, trainer, callbacks, resume: bool, verbose: 
     checkpointer.history = history
     checkpointer.comm = trainer.distributed
     t = config["train"]
+    loggers = _loggers(config, run)
     if initial_epoch < t["epochs"]:
         val = parts["val"] if len(parts["val"][1]) else None
         with _stop_on_signals(trainer):
             trainer.fit(*parts["train"], epochs=t["epochs"], batch_size=t["batch_size"], validation_data=val,
-                        callbacks=[*callbacks, checkpointer], verbose=verbose, initial_epoch=initial_epoch,
+                        callbacks=[*callbacks, *loggers, checkpointer], verbose=verbose, initial_epoch=initial_epoch,
                         history=history, data_on_device=_streamed(parts))
     return history
+
+
+def _loggers(config: dict, run: RunDir) -> list[Callback]:
+    """``run.tensorboard``: TensorBoard scalars (every epoch log) in RUN_DIR/tensorboard -- written
+    in the staging directory of a replacing run, which becomes the run directory at its first
+    checkpoint.  (history.csv / history.json, rewritten every epoch, are the CSV log.)"""
+    if not config["run"].get("tensorboard"):
+        return []
+    from ..train import TensorBoard
+
+    return [TensorBoard(run.path / "tensorboard")]
+
+
+def _note_rebuilt_schedule(trainer, ckpt: checkpoint.Checkpoint, extend_to: int, verbose: bool | int) -> None:
+    """--epochs N on --resume: the schedule is the one a run of N epochs has, at the step reached
+    (cosine's and onecycle's length, step's step size); say so when that moves the lr."""
+    before, after = ckpt.trainer_meta["optimizer"]["lr"], trainer.optimizer.lr
+    if verbose and trainer.scheduler is not None and before != after:
+        print(f"learning-rate schedule rebuilt for {extend_to} epochs: the lr continues at {after:.4g} "
+              f"(it was {before:.4g})")
 
 
 def _streamed(parts):
@@ -415,14 +488,18 @@ def data_changes(saved: dict | None, data_cfg: dict) -> list[str]:
 
 
 # keys that do not change what a resumed run computes
-_NEUTRAL_KEYS = frozenset({"run.dir", "run.keep_last", "run.save_every", "run.save_every_steps"})
+_NEUTRAL_KEYS = frozenset({"run.dir", "run.keep_last", "run.save_every", "run.save_every_steps", "run.tensorboard"})
 
 
 def config_changes(saved: dict | None, current: dict) -> list[str]:
-    """``"section.key: old -> new"`` for every key whose value differs (none if nothing was saved)."""
+    """``"section.key: old -> new"`` for every key whose value differs (none if nothing was saved);
+    a key the saved config lacks (a run started before the key existed) counts as its default."""
+    from .config import defaults
+
     if saved is None:
         return []
-    flat = {f"{s}.{k}": v for s, keys in saved.items() for k, v in keys.items()}
+    flat = {f"{s}.{k}": v for s, keys in defaults().items() for k, v in keys.items()}
+    flat.update({f"{s}.{k}": v for s, keys in saved.items() for k, v in keys.items()})
     now = {f"{s}.{k}": v for s, keys in current.items() for k, v in keys.items()}
     return [f"{key}: {flat.get(key)!r} -> {now.get(key)!r}" for key in sorted(flat.keys() | now.keys())
             if key not in _NEUTRAL_KEYS and flat.get(key) != now.get(key)]
