@@ -11,6 +11,7 @@ they hold under FMA and flushing and still fail on a wrong formula (see the muta
 from __future__ import annotations
 
 import gc
+import warnings
 import os
 
 import numpy as np
@@ -598,3 +599,30 @@ def test_bf16_dropout_masks_match_the_bfloat16_reference(emu):
     dzr, _ = ref.act_grad(g, xpnet.to_host(zf), xpnet.to_host(af), a_fn, None, 0.25, key)
     assert not np.any(host(dzf)[~keep])
     close(host(dzf), host(dzr), "bfloat16", scale=np.abs(host(g)), ulps=1)
+
+
+@pytest.mark.parametrize("solver", ["sgd", "adam"])
+def test_sklearn_estimators_on_the_gpu_train_to_scikit_learns_weights(emu, solver):
+    """xpnet.sklearn with device=<the emulated GPU>: CuPy kernels, device-side shuffles, the L2 penalty and
+    sample weights on the device, host copies of coefs_; scikit-learn's weights to 1e-9 (float64)."""
+    sk = pytest.importorskip("sklearn.neural_network")
+    from xpnet.sklearn import MLPClassifier, MLPRegressor
+
+    X, y = blobs(n=120)
+    w = np.random.default_rng(5).uniform(0, 2, len(X))
+    kwargs = dict(hidden_layer_sizes=(12,), solver=solver, alpha=0.1, max_iter=4, batch_size=32, random_state=0,
+                  learning_rate_init=0.05, learning_rate="invscaling" if solver == "sgd" else "constant")
+    dev = emulated_backend(emu)
+    cases = [(MLPClassifier, sk.MLPClassifier, y), (MLPClassifier, sk.MLPClassifier, np.eye(4)[y][:, :3]),
+             (MLPRegressor, sk.MLPRegressor, X[:, :2] @ [0.1, -0.2])]
+    for ours_cls, sk_cls, target in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning, as scikit-learn's
+            ours = ours_cls(device=dev, **kwargs).fit(X, target, sample_weight=w)
+            theirs = sk_cls(**kwargs).fit(X, target, sample_weight=w)
+        assert ours._trainer.ops.name == "cupy" and isinstance(ours.coefs_[0], np.ndarray)
+        for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-9, rtol=0)
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, atol=1e-9, rtol=0)
+        np.testing.assert_array_equal(ours.predict(X), theirs.predict(X)) if ours_cls is MLPClassifier else \
+            np.testing.assert_allclose(ours.predict(X), theirs.predict(X), atol=1e-9)

@@ -31,6 +31,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import MinMaxScaler, StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
+from xpnet.backend import gpu_available  # noqa: E402
 from xpnet.sklearn import MLPClassifier, MLPRegressor  # noqa: E402
 from xpnet.sklearn.solvers import SklearnSGD  # noqa: E402
 
@@ -87,7 +88,8 @@ FITTED = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "best_l
           "n_features_in_")
 
 
-def _fit_both(problem, settings, sample_weight=False, **extra):
+def _fit_both(problem, settings, sample_weight=False, xpnet_only=None, **extra):
+    """Both estimators fitted with the same parameters (``xpnet_only``: xpnet's own, e.g. ``device``)."""
     ours_cls, sk_cls, data = PROBLEMS[problem]
     X, y = data()
     w = np.random.default_rng(1).uniform(0.0, 2.0, len(X)) if sample_weight else None
@@ -96,7 +98,8 @@ def _fit_both(problem, settings, sample_weight=False, **extra):
     for cls in (ours_cls, sk_cls):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            est = cls(**params).fit(X, y, sample_weight=w)
+            own = (xpnet_only or {}) if cls is ours_cls else {}
+            est = cls(**params, **own).fit(X, y, sample_weight=w)
         fitted.append((est, [type(c.message) for c in caught if issubclass(c.category, ConvergenceWarning)]))
     return X, y, fitted
 
@@ -330,6 +333,16 @@ def test_xpnet_parameters_dropout_dtype_and_precision(digits):
     assert half.coefs_[0].dtype == np.float32
     for est in (dropped, plain, half):
         assert est.score(X_test / 16, y_test) > 0.9
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not gpu_available(), reason="needs an NVIDIA GPU (benchmarks/gpu_check.sh runs it)")
+@pytest.mark.parametrize("problem", ["multiclass", "multilabel", "multi-output"])
+def test_on_a_gpu_trains_to_scikit_learns_weights(problem):
+    X, _, [(ours, _), (theirs, _)] = _fit_both(problem, "sgd-invscaling", sample_weight=True, alpha=0.1,
+                                               xpnet_only={"device": "cuda"})
+    assert ours._trainer.ops.name == "cupy"
+    assert_same_fit(ours, theirs, X)
 
 
 def test_xpnet_solvers_train():
