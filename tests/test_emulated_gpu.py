@@ -11,8 +11,8 @@ they hold under FMA and flushing and still fail on a wrong formula (see the muta
 from __future__ import annotations
 
 import gc
-import warnings
 import os
+import warnings
 
 import numpy as np
 import pytest
