@@ -82,6 +82,8 @@ SETTINGS = {
                                 activation="tanh", learning_rate_init=0.01),
     "sgd-logistic-unshuffled": dict(solver="sgd", activation="logistic", shuffle=False, learning_rate_init=0.3),
     "adam-identity-big-batch": dict(solver="adam", activation="identity", batch_size=500),
+    "warm-start-early-stopping": dict(solver="adam", warm_start=True, early_stopping=True, n_iter_no_change=1,
+                                      max_iter=6),
 }
 
 FITTED = ("n_iter_", "t_", "n_layers_", "n_outputs_", "out_activation_", "best_loss_", "best_validation_score_",
@@ -393,11 +395,22 @@ def test_regressor_and_partial_fit_errors():
 
 
 def test_divergence_is_reported_as_scikit_learn_does():
+    """Non-finite losses: training goes on as scikit-learn's does, and the same error (or none) ends it."""
     X, y = _regression(1)
-    reg = MLPRegressor(solver="sgd", learning_rate_init=1e3, max_iter=50, random_state=0)
-    with pytest.raises(ValueError, match="Solver produced non-finite parameter weights"):
-        reg.fit(X * 1e3, y * 1e3)
-    assert reg.n_iter_ < 50  # stopped at the first non-finite epoch loss
+    for scale, solver in ((1e155, "sgd"), (1e160, "adam")):
+        kwargs = dict(solver=solver, max_iter=12, random_state=0, hidden_layer_sizes=(8,))
+        outcomes = []
+        for cls in (MLPRegressor, sk.MLPRegressor):
+            est = cls(**kwargs)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:
+                    est.fit(X, y * scale)
+                    outcomes.append(("ok", est.n_iter_, est.loss_curve_))
+                except ValueError as exc:
+                    outcomes.append((str(exc).split(".")[0], est.n_iter_, est.loss_curve_))
+        assert outcomes[0][:2] == outcomes[1][:2], (scale, solver, outcomes)
+        np.testing.assert_allclose(outcomes[0][2], outcomes[1][2], rtol=1e-9)
 
 
 def test_an_estimator_pickled_by_an_older_xpnet_still_predicts():
@@ -432,3 +445,105 @@ def test_docstring_example_runs():
         warnings.simplefilter("ignore", ConvergenceWarning)
         result = doctest.testmod(estimators)
     assert result.attempted >= 4 and result.failed == 0
+
+
+def test_saturated_outputs_report_scikit_learns_clipped_loss():
+    """Unscaled inputs saturate the outputs: the loss is then scikit-learn's, with probabilities clipped to
+    [eps, 1 - eps], so the stopping decisions (and weights) are the same."""
+    X = np.random.RandomState(0).rand(50, 4) * 1000
+    y = (X[:, 0] > 500).astype(int)
+    kwargs = dict(hidden_layer_sizes=(5,), max_iter=50, random_state=0, solver="sgd", learning_rate_init=1e-5)
+    for target in (y, y % 3 + (X[:, 1] > 500), np.c_[y, 1 - y, X[:, 2] > 500]):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            ours, theirs = MLPClassifier(**kwargs).fit(X, target), sk.MLPClassifier(**kwargs).fit(X, target)
+        assert ours.n_iter_ == theirs.n_iter_
+        np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+        np.testing.assert_allclose(ours.coefs_[0], theirs.coefs_[0], atol=1e-9)
+
+
+def test_warm_start_refits_keep_scikit_learns_weights():
+    X, y = _digits()
+    kwargs = dict(hidden_layer_sizes=(12,), random_state=0, warm_start=True, early_stopping=True, max_iter=4,
+                  n_iter_no_change=1, tol=0.5)
+    ours, theirs = MLPClassifier(**kwargs), sk.MLPClassifier(**kwargs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for _ in range(3):  # later fits do not beat the first one's best score: scikit-learn keeps the last weights
+            ours.fit(X, y)
+            theirs.fit(X, y)
+            assert_same_fit(ours, theirs, X)
+
+
+def test_set_params_after_fit_changes_the_network_as_scikit_learns():
+    X, y = _regression(1)
+    kwargs = dict(hidden_layer_sizes=(8,), max_iter=3, random_state=0, warm_start=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ours, theirs = MLPRegressor(**kwargs).fit(X, y), sk.MLPRegressor(**kwargs).fit(X, y)
+        ours.set_params(activation="tanh")
+        theirs.set_params(activation="tanh")
+        np.testing.assert_allclose(ours.predict(X), theirs.predict(X), atol=1e-9)  # the same weights, tanh now
+        ours.fit(X, y)
+        theirs.fit(X, y)
+        assert_same_fit(ours, theirs, X)
+        ours.set_params(dtype="float32", dropout=0.5)  # xpnet's own: the model is rebuilt with them
+        ours.fit(X, y)
+    assert ours.coefs_[0].dtype == np.float32 and ours._model.dropout == (0.5,)
+
+
+def test_partial_fit_precision_change_keeps_the_optimizer_state():
+    X, y = _digits(3)
+    clf = MLPClassifier(hidden_layer_sizes=(8,), random_state=0, dtype="float32")
+    clf.partial_fit(X, y, classes=[0, 1, 2])
+    steps = clf._trainer.optimizer.step_count
+    clf.set_params(precision="bf16")
+    clf.partial_fit(X, y)
+    assert clf._trainer.precision == "bf16" and clf._trainer.optimizer.step_count == 2 * steps
+    with pytest.raises(ValueError, match="needs a float32 model"):
+        MLPClassifier(precision="fp16", dtype="float64").partial_fit(X, y, classes=[0, 1, 2])
+
+
+def test_fp16_that_skips_every_update_warns():
+    X, y = _regression(1)
+    reg = MLPRegressor(random_state=0, dtype="float32", precision="fp16", max_iter=3)
+    with pytest.warns(RuntimeWarning, match="every update of epoch 1 was skipped"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            reg.fit(X * 1e5, y)
+
+
+def test_a_refit_refused_for_xpnets_parameters_changes_nothing():
+    X, y = _digits(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X, y)
+    before, state = clf.predict_proba(X), dict(clf.__dict__)
+    clf.set_params(dropout=[0.1, 0.2])  # two rates for one hidden layer
+    with pytest.raises(ValueError, match="dropout"):
+        clf.fit(X, np.array(list("wxyz"))[y])
+    assert clf.__dict__.keys() == state.keys() and clf.classes_ is state["classes_"]
+    clf.set_params(dropout=0.0)
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_classes_errors_as_scikit_learns():
+    X, y = _digits(3)
+    Y = np.eye(3)[y].astype(int)
+    for cls in (MLPClassifier, sk.MLPClassifier):
+        warm = cls(warm_start=True, hidden_layer_sizes=(4,), random_state=0)
+        warm.partial_fit(X, y, classes=[0, 1, 2])
+        with pytest.raises(ValueError, match="warm_start can only be used where `y` has the same classes"):
+            warm.partial_fit(X[y < 2], y[y < 2])
+        with pytest.raises(ValueError, match="`y` has classes not in `self.classes_`"):
+            cls(hidden_layer_sizes=(4,)).partial_fit(X, Y, classes=[0, 1])
+
+
+def test_outputs_keep_float32_and_refuse_strings():
+    X, y = _digits(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=2, random_state=0).fit(X.astype(np.float32), y)
+    assert clf.predict_proba(X.astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="dtype='numeric' is not compatible"):
+        clf.predict(X.astype(str))

@@ -23,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from .validation import check_real, invalid
 
 MASK32 = 0xFFFFFFFF
@@ -70,6 +72,8 @@ def keep_mask(xp: Any, shape: tuple[int, int], p: float, key: int, device: Any =
 
 def check_dropout(dropout: Any, n_hidden: int) -> tuple[float, ...]:
     """``dropout`` as one rate per hidden layer: a number in ``[0, 1)`` for all, or one per hidden layer."""
+    if isinstance(dropout, np.ndarray) and dropout.ndim == 1:  # e.g. np.array([0.1, 0.2]): one per layer
+        dropout = dropout.tolist()
     if isinstance(dropout, (list, tuple)):
         if len(dropout) != n_hidden:
             raise invalid("dropout", dropout, f"give one rate per hidden layer ({n_hidden}), or one number for all")

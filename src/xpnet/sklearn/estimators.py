@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
-import warnings
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -17,13 +15,14 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 
 from ..activations import ACTIVATIONS
-from ..backend import to_host
-from ..model import MLP
+from ..backend import resolve_backend, to_host
+from ..dropout import check_dropout
 from ..train.precision import PRECISIONS
 from ..train.trainer import Trainer
 from ..validation import check_int
+from .network import NetworkMixin
 from .objective import SKLEARN_ACTIVATIONS, Objective
-from .solvers import SKLEARN_SOLVERS, XPNET_SOLVERS, LearningRate, make_solver
+from .solvers import SKLEARN_SOLVERS, XPNET_SOLVERS
 from .stochastic import Rows, Validation, fit_stochastic, place, split_validation
 
 _SHARED_DOC = """
@@ -135,10 +134,8 @@ def _documented(params: str = "", attributes: str = "", examples: str = "") -> A
     return document
 
 
-class _MLPBase(BaseEstimator):
+class _MLPBase(NetworkMixin, BaseEstimator):
     # set by fit (declared for the type checker; scikit-learn's convention: nothing is set in __init__)
-    _model: MLP  # absent after unpickling until first used (see _current_model)
-    _trainer: Trainer | None
     loss_curve_: list[float]
     validation_scores_: list[float] | None
     best_loss_: float | None
@@ -224,6 +221,8 @@ class _MLPBase(BaseEstimator):
                              "mini-batches on the CPU or a GPU): use solver='adam' or 'sgd'.")
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
+        check_dropout(self.dropout, len(hidden))  # xpnet's own parameters, before anything changes
+        resolve_backend(self.device)
         return [int(h) for h in hidden]
 
     # -- the network ----------------------------------------------------------------------------
@@ -247,100 +246,14 @@ class _MLPBase(BaseEstimator):
         self.out_activation_ = self._out_activation()
         weights = self._initial_weights(layer_units, dtype, random_state)
         dropout_seed = random_state.randint(2**31, size=1)[0].item() if np.any(np.asarray(self.dropout)) else 0
-        self._model = MLP(layer_units, activation=SKLEARN_ACTIVATIONS.get(self.activation, self.activation),
-                          dtype=dtype, seed=dropout_seed, device=self.device, dropout=self.dropout)
-        self._model.set_weights(weights)
-        self._trainer = None
-        self._best_params = self._model.copy_params()
+        model = self._build_model(layer_units, dtype, dropout_seed, weights)
+        self._best_params: Any = model.copy_params()
         self.loss_curve_, self._no_improvement_count = [], 0
         if self.early_stopping:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
         else:
             self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
-        self._expose_weights()
-
-    def _expose_weights(self) -> None:
-        """``coefs_`` / ``intercepts_``: views of the parameters on the CPU, host copies on a GPU."""
-        model = self._model
-        if isinstance(model.params, np.ndarray):
-            views = model.layer_views(model.params)
-        else:
-            views = model.get_weights()
-        self.coefs_ = [W for W, _ in views]
-        self.intercepts_ = [b for _, b in views]
-        self._exposed = (list(self.coefs_), list(self.intercepts_))
-
-    def _current_model(self) -> MLP:
-        """The model, rebuilt after unpickling, with any arrays assigned to coefs_ / intercepts_ loaded."""
-        if "_model" not in self.__dict__:
-            self._rebuild()
-        exposed = self._exposed
-        replaced = [a is not b for a, b in zip([*self.coefs_, *self.intercepts_], [*exposed[0], *exposed[1]])]
-        if len(self.coefs_) != len(exposed[0]) or len(self.intercepts_) != len(exposed[1]) or any(replaced):
-            self._model.set_weights(list(zip(self.coefs_, self.intercepts_)))
-            self._expose_weights()
-        return self._model
-
-    def _rebuild(self) -> None:
-        """The model and trainer again from the pickled weights and training state."""
-        units = [self.coefs_[0].shape[0], *(W.shape[1] for W in self.coefs_)]
-        dtype = str(self.coefs_[0].dtype)
-        self._model = MLP(units, activation=SKLEARN_ACTIVATIONS.get(self.activation, self.activation),
-                          dtype=dtype, seed=getattr(self, "_dropout_seed", 0), device=self.device, dropout=self.dropout)
-        self._model.set_weights(list(zip(self.coefs_, self.intercepts_)))
-        self._trainer = None
-        state = getattr(self, "_training_state", None)
-        if state is not None:  # optimizer moments, learning rate and step: partial_fit continues exactly
-            self._new_trainer().load_state_dict(*state)
-        self._best_params = self._model.copy_params()
-        self._expose_weights()
-
-    def _new_trainer(self) -> Trainer:
-        self._objective = Objective.for_outputs(self.out_activation_, self.n_outputs_, float(self.alpha))
-        trainer = Trainer(self._model, loss=self._objective.loss, optimizer=make_solver(self), metrics=(),
-                          precision=self.precision)
-        self._schedule = LearningRate(trainer.optimizer, self.learning_rate, self.learning_rate_init, self.power_t)
-        self._trainer = trainer
-        return trainer
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
-        for key in ("_model", "_trainer", "_schedule", "_objective", "_best_params", "_exposed"):
-            state.pop(key, None)
-        trainer = getattr(self, "_trainer", None)
-        if trainer is not None:
-            state["_training_state"] = trainer.state_dict()
-        if hasattr(self, "coefs_"):
-            state["coefs_"], state["intercepts_"] = [np.array(W) for W in self.coefs_], \
-                [np.array(b) for b in self.intercepts_]
-            state["_dropout_seed"] = self._current_model().seed
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        if "optimizer" in state and "solver" not in state:
-            state = self._upgraded(state)
-        self.__dict__.update(state)  # the model and trainer are rebuilt when first used
-
-    def _upgraded(self, state: dict[str, Any]) -> dict[str, Any]:
-        """The state of an estimator pickled before scikit-learn's names (``optimizer=``, one softmax output
-        per class, torch's Adam): it predicts as before; training continues with a fresh optimizer."""
-        state = dict(state)
-        state["solver"] = state.pop("optimizer")
-        defaults = {k: v.default for k, v in inspect.signature(type(self).__init__).parameters.items()
-                    if v.default is not inspect.Parameter.empty}
-        state = {**defaults, **state}
-        state.pop("_y_ndim", None)
-        if state.pop("_training_state", None) is not None:
-            warnings.warn("this estimator was pickled by an older xpnet: its optimizer state is dropped (predictions "
-                          "are unchanged; further training starts a fresh optimizer).", UserWarning, stacklevel=3)
-        if "coefs_" in state:
-            state["n_outputs_"], state["n_layers_"] = state["coefs_"][-1].shape[1], len(state["coefs_"]) + 1
-            state["out_activation_"] = "softmax" if state.pop("_encoder", None) is not None else "identity"
-            state.update(best_loss_=min(state.get("loss_curve_") or [np.inf]), _no_improvement_count=0,
-                         validation_scores_=None, best_validation_score_=None)
-            if "classes_" in state:
-                state["_label_binarizer"] = LabelBinarizer().fit(state["classes_"])
-        return state
+        self.expose_weights()
 
     # -- training -------------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
@@ -355,18 +268,19 @@ class _MLPBase(BaseEstimator):
         dtype = self.dtype or ("float32" if self.precision != "fp32" else str(X.dtype))
         if first_pass:
             self._initialize(layer_units, dtype, random_state)
-        model = self._current_model()
+        elif self.early_stopping and not incremental:
+            self._best_params = None  # scikit-learn's best weights are the live ones until this fit beats its best
+        model = self.current_model()
         if model.sizes != layer_units:
             raise ValueError(f"this estimator's network has layers {model.sizes}; the data and "
                              f"hidden_layer_sizes need {layer_units}: refit without warm_start.")
-        existing = getattr(self, "_trainer", None)
-        trainer = existing if incremental and existing is not None else self._new_trainer()
+        trainer = self.trainer_for(incremental)
         self._objective = Objective.for_outputs(self.out_activation_, self.n_outputs_, float(self.alpha))
         self._train(trainer, X, Y, sample_weight, random_state, incremental)
-        self._expose_weights()
+        self.expose_weights()
         if not np.all(np.isfinite(to_host(model.params))):
             raise ValueError("Solver produced non-finite parameter weights. The input data may contain large "
-                             "values and need to be preprocessed (or lower learning_rate_init).")
+                             "values and need to be preprocessed.")
         return self
 
     def _train(self, trainer: Trainer, X, Y, sample_weight, random_state, incremental) -> None:
@@ -387,16 +301,17 @@ class _MLPBase(BaseEstimator):
         return float(self._score_function(y, self._predictions(outputs), sample_weight=sample_weight))
 
     def _outputs(self, X) -> np.ndarray:
-        """scikit-learn's network outputs (probabilities or values) for validated ``X``, on the host."""
-        model = self._current_model()  # first: rebuilding an unpickled estimator restores its trainer
-        trainer = getattr(self, "_trainer", None) or self._new_trainer()
+        """scikit-learn's network outputs (probabilities or values) for validated ``X``, on the host, in the
+        model's dtype (float32 for half-precision training)."""
+        model = self.current_model()  # first: rebuilding an unpickled estimator restores its trainer
+        trainer = self.__dict__.get("_trainer") or self._new_trainer()
         logits = to_host(trainer.predict(X if not isinstance(X, np.ndarray) else X.astype(model.dtype, copy=False)))
-        return self._objective.outputs(np.asarray(logits, dtype=np.float64))
+        out_dtype = model.dtype if model.dtype in ("float32", "float64") else "float32"
+        return self._objective.outputs(np.asarray(logits, dtype=out_dtype))
 
     def _checked_outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "coefs_")
-        X = validate_data(self, X, reset=False, dtype=[np.float64, np.float32])
-        return self._outputs(X)
+        return self._outputs(validate_data(self, X, reset=False))  # numeric, as scikit-learn's predict
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -473,9 +388,9 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
                 raise ValueError(f"`classes={classes!r}` is not the same as on last call to partial_fit, was: "
                                  f"{self.classes_!r}")
         elif classes is not None:  # the first call
+            self.classes_ = unique_labels(classes)
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y if type_of_target(y).startswith("multilabel") else classes)
-            self.classes_ = self._label_binarizer.classes_
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
     def _validate_input(self, X, y, incremental, reset):
@@ -489,7 +404,7 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
             self.classes_ = self._label_binarizer.classes_
         else:
             classes = unique_labels(y)
-            if self.warm_start and not incremental:
+            if self.warm_start:
                 if set(classes) != set(self.classes_):
                     raise ValueError("warm_start can only be used where `y` has the same classes as in the "
                                      f"previous call to fit. Previously got {self.classes_}, `y` has {classes}")
@@ -497,7 +412,8 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has {self.classes_}. "
                                  f"'y' has {classes}.")
         Y = self._label_binarizer.transform(y).astype(bool)
-        if not fresh and self.out_activation_ == "softmax" and Y.shape[1] != len(self.classes_):
+        if hasattr(self, "coefs_") and not fresh and self.out_activation_ == "softmax" \
+                and Y.shape[1] != len(self.classes_):
             Y = np.asarray(y).reshape(-1, 1) == self.classes_  # a two-class softmax (pickled by an older xpnet)
         return X, Y
 
@@ -505,9 +421,7 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
     def _xpnet_targets(self, Y: np.ndarray) -> np.ndarray:
-        if self.out_activation_ == "softmax":
-            return np.argmax(Y, axis=1).astype(np.int64)
-        return Y.astype(self._model.dtype)
+        return Y.astype(self._model.dtype)  # one-hot rows (softmax) or 0/1 per label (logistic)
 
     def _label_space(self, Y: np.ndarray) -> np.ndarray:
         return self._label_binarizer.inverse_transform(Y)

@@ -64,12 +64,15 @@ def _finish_gradients(objective: Objective, model: Any, weight_sum: float, penal
 
 
 def run_epoch(trainer: Trainer, objective: Objective, rows: Rows, order: np.ndarray | None,
-              batch_size: int) -> float:
-    """One pass over ``rows`` in ``order`` (None: as stored); scikit-learn's epoch loss."""
+              batch_size: int) -> tuple[float, int]:
+    """One pass over ``rows`` in ``order`` (None: as stored): scikit-learn's epoch loss, and how many updates
+    were applied (fp16 loss scaling skips those with inf / NaN gradients)."""
     model, ops = trainer.model, trainer.ops
+    xp = model.backend.xp
     n = rows.X.shape[0]
     idx_all = None if order is None else model.backend.from_host(order.astype(np.int64))
     total: Array | float = 0.0
+    applied = 0
     with model.backend.context():
         for s in gen_batches(n, batch_size):
             if idx_all is None:
@@ -84,11 +87,12 @@ def run_epoch(trainer: Trainer, objective: Objective, rows: Rows, order: np.ndar
                 weight_sum = float(n_batch)
             else:
                 weight_sum = float(rows.host_w[s if order is None else order[s]].sum())
-            loss, _ = trainer.forward_backward(xb, yb, wb)
+            loss, logits = trainer.forward_backward(xb, yb, wb)
+            value = objective.value(xp, logits, yb, wb, weight_sum, loss)  # before the update, as scikit-learn
             penalty: list[Array | float] = []  # the L2 term's value, from the gradients' hook
-            trainer.update(functools.partial(_finish_gradients, objective, model, weight_sum, penalty))
-            total = total + (loss * objective.value_scale + penalty[0]) * n_batch
-    return float(total) / n
+            applied += trainer.update(functools.partial(_finish_gradients, objective, model, weight_sum, penalty))
+            total = total + (value + penalty[0]) * n_batch
+    return float(total) / n, applied
 
 
 @dataclass
@@ -150,6 +154,7 @@ def fit_stochastic(est: Any, trainer: Trainer, objective: Objective, rows: Rows,
     n = rows.X.shape[0]
     batch_size = batch_size_for(est.batch_size, n)
     sample_idx = np.arange(n, dtype=int)
+    skipped_warned = False
     try:
         est.n_iter_ = 0
         for _ in range(est.max_iter):
@@ -157,14 +162,17 @@ def fit_stochastic(est: Any, trainer: Trainer, objective: Objective, rows: Rows,
             if est.shuffle:
                 sample_idx = shuffle(sample_idx, random_state=random_state)
                 order = sample_idx
-            est.loss_ = run_epoch(trainer, objective, rows, order, batch_size)
+            est.loss_, applied = run_epoch(trainer, objective, rows, order, batch_size)
+            if applied == 0 and not skipped_warned:
+                skipped_warned = True
+                warnings.warn(f"precision={trainer.precision!r}: every update of epoch {est.n_iter_ + 1} was skipped "
+                              "(inf or NaN gradients in float16): scale the inputs (e.g. StandardScaler) or use "
+                              "precision='bf16' or 'fp32'.", RuntimeWarning, stacklevel=5)
             est.n_iter_ += 1
             est.t_ += n
             est.loss_curve_.append(est.loss_)
             if est.verbose:
                 print(f"Iteration {est.n_iter_}, loss = {est.loss_:.8f}")
-            if not np.isfinite(est.loss_):
-                break  # reported by the estimator's check of the weights, as scikit-learn does
             update_no_improvement(est, trainer.model, validation)
             schedule.iteration_ends(est.t_)
             if est._no_improvement_count > est.n_iter_no_change:
