@@ -23,14 +23,33 @@ def data(case, rank=0):
     return X, y
 
 
+def sample_weight(case):
+    """The case's sample weights (None without): positive, with the ``zero`` row ranges (in data order)
+    and, with ``sparse``, that fraction of the rows at weight 0."""
+    spec = case.get("sample_weight")
+    if spec is None:
+        return None
+    rng = np.random.default_rng(case.get("data_seed", 0) + 7)
+    w = rng.uniform(0.2, 3.0, case["n"])
+    for a, b in spec.get("zero", []):
+        w[a:b] = 0.0
+    if spec.get("sparse"):
+        w[rng.random(case["n"]) < spec["sparse"]] = 0.0
+    return w
+
+
 def train(case, comm=None):
     import xpnet
     from xpnet.train.callbacks import EarlyStopping
 
     X, y = data(case, comm.rank if comm is not None else 0)
+    w = sample_weight(case)
+    if comm is not None and comm.rank == case.get("other_weights_rank", -1):
+        w[0] += 1.0  # other sample weights on this rank only
     if comm is not None and comm.rank == case.get("bad_rank", -1):
         X[3, 1] = np.nan  # a bad input on this rank only
-    model = xpnet.MLP([case["features"], *case["hidden"], case["classes"]], dtype=case["dtype"], seed=3)
+    model = xpnet.MLP([case["features"], *case["hidden"], case["classes"]], dtype=case["dtype"], seed=3,
+                      dropout=case.get("dropout", 0.0))
     opt = xpnet.optim.get_optimizer(case.get("optimizer", "adam"), case.get("lr", 1e-2))
     trainer = xpnet.Trainer(model, optimizer=opt, clip_grad_norm=case.get("clip"),
                             loss=case.get("loss", "cross_entropy"), metrics=case.get("metrics"),
@@ -49,7 +68,8 @@ def train(case, comm=None):
 
         callbacks.append(Die())
     history = trainer.fit(X, y, epochs=case["epochs"], batch_size=case["batch_size"], verbose=False,
-                          callbacks=callbacks)
+                          callbacks=callbacks, shuffle=case.get("shuffle", True), sample_weight=w,
+                          class_weight=case.get("class_weight"))
     return model, trainer, history
 
 

@@ -28,6 +28,9 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None or not __import__("importlib").ut
                                reason="needs mpi4py and mpiexec (pip install 'xpnet[dist]')")
 
 BASE = {"n": 53, "features": 5, "hidden": [7], "classes": 3, "dtype": "float64", "epochs": 3, "batch_size": 8}
+# unshuffled, batches of 8: in the second batch rank 0's rows all weigh 0 (2 ranks: rows 8-11; 3 ranks:
+# rows 8-9), and the third batch weighs 0 as a whole
+WEIGHTED = {"shuffle": False, "sample_weight": {"zero": [[8, 12], [16, 24]]}}
 
 
 def _env():
@@ -109,6 +112,43 @@ def test_weighted_shares_sum_to_the_single_process_gradient():
     assert abs(sum(l for _, l in shares) - ref_loss) < 1e-14
 
 
+@pytest.mark.parametrize("batch, zero_rows", [(7, [2, 3]), (2, []), (5, [0, 1, 2, 3, 4])],
+                         ids=["zero-weight-rank", "rank-without-rows", "zero-weight-batch"])
+def test_weighted_dropout_shares_sum_to_the_single_process_gradient(batch, zero_rows):
+    # 3 ranks; batch 7: shares of 2, 2 and 3 rows, rank 1's rows all weigh 0; batch 2: rank 0 has no
+    # rows; batch 5: every weight is 0 (loss and gradient 0, as in one process)
+    rng = np.random.default_rng(4)
+    X, y = rng.standard_normal((batch, 4)), rng.integers(0, 3, batch)
+    w = rng.uniform(0.5, 2.0, batch)
+    w[zero_rows] = 0.0
+
+    def model():
+        return xpnet.MLP([4, 9, 8, 3], dtype="float64", seed=0, dropout=[0.4, 0.3])
+
+    ref = model()
+    t = xpnet.Trainer(ref, optimizer="sgd")
+    t.step_count = 6
+    expected_loss = float(t.forward_backward(X, y, weights=w)[0])
+    expected = ref.grads.copy()
+    shares = []
+    for r in range(3):
+        m = model()
+        step = xpnet.Trainer(m, optimizer="sgd", distributed=LocalCommunicator()).precision_step
+        step.comm = _SimulatedRanks(r, 3, [])
+        loss, _ = step.forward_backward(X, y, step=6, weights=w)
+        shares.append((m.grads.copy(), float(loss)))
+    np.testing.assert_allclose(sum(g for g, _ in shares), expected, rtol=0, atol=1e-15)
+    assert abs(sum(l for _, l in shares) - expected_loss) < 1e-14
+    if zero_rows == [2, 3]:
+        assert not shares[1][0].any() and shares[1][1] == 0.0
+    if len(zero_rows) == batch:
+        assert not expected.any() and expected_loss == 0.0
+    # the masks are the global batch's: without dropout the sum would differ
+    plain = xpnet.Trainer(xpnet.MLP([4, 9, 8, 3], dtype="float64", seed=0), optimizer="sgd")
+    plain.forward_backward(X, y, weights=w)
+    assert len(zero_rows) == batch or not np.allclose(plain.model.grads, expected)
+
+
 def test_one_rank_communicator_trains_exactly_as_without():
     case = dict(BASE, dtype="float32", precision="fp16", clip=0.5)
     a, _, ha = _single(case)
@@ -117,11 +157,14 @@ def test_one_rank_communicator_trains_exactly_as_without():
     assert ha.history == hb.history
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weights-dropout"])
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_one_rank_communicator_trains_mixed_precision_exactly_as_without(precision):
+def test_one_rank_communicator_trains_mixed_precision_exactly_as_without(precision, weighted):
     if precision == "bf16":
         pytest.importorskip("ml_dtypes")
     case = dict(BASE, dtype="float32", precision=precision, n=40)
+    if weighted:
+        case.update(WEIGHTED, dropout=0.3, class_weight="balanced")
     a, _, ha = _single(case)
     m, _, hb = dist_worker.train(case, LocalCommunicator())
     np.testing.assert_array_equal(a.params, m.params)
@@ -133,8 +176,6 @@ def test_agree_reraises_on_one_rank_and_rejects_bad_communicators():
         raise ValueError("boom")
     with pytest.raises(TypeError, match="communicator"):
         xpnet.Trainer(xpnet.MLP([2, 2]), distributed="mpi")
-    with pytest.raises(ValueError, match="dropout with distributed training is not supported yet"):
-        xpnet.Trainer(xpnet.MLP([2, 4, 2], dropout=0.5), distributed=LocalCommunicator())
     xps = pytest.importorskip("array_api_strict")
     with pytest.raises(ValueError, match="NumPy .* and CuPy"):
         xpnet.Trainer(xpnet.MLP([2, 2], xp=xps), distributed=LocalCommunicator())
@@ -268,10 +309,50 @@ def test_float64_ranks_match_one_process_with_uneven_and_empty_shares(tmp_path, 
 
 
 @needs_mpi
+@pytest.mark.parametrize("n", [2, 3])
 @pytest.mark.parametrize("extra", [
-    {"metrics": ["accuracy", "top_k_accuracy", "f1_macro", "roc_auc_ovr", "neg_log_loss", "balanced_accuracy"]},
-    {"loss": "mse", "classes": 2, "metrics": ["r2", "neg_mean_absolute_error", "neg_root_mean_squared_error"]},
-], ids=["classification", "regression"])
+    {"dropout": [0.3, 0.5], "hidden": [7, 6]},
+    {"dropout": 0.4, **WEIGHTED, "class_weight": "balanced"},
+    {"sample_weight": {"sparse": 0.4}},
+    {"sample_weight": {"zero": [[0, 20]]}, "class_weight": "balanced"},
+], ids=["dropout", "dropout-weights", "sparse-weights", "class-weight"])
+def test_dropout_and_weights_on_ranks_match_one_process(tmp_path, n, extra):
+    # uneven last batch (5 rows; with 3 ranks and n=50 it has 2 rows, so rank 0 has none), a rank whose
+    # rows all weigh 0 and a batch that weighs 0 (WEIGHTED), shuffled shares of sparse weights
+    case = dict(BASE, n=53 if n == 2 else 50, **extra)
+    got = _run_ranks(tmp_path, case, n)
+    model, _, history = _single(case)
+    np.testing.assert_allclose(got["params"], model.params, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["loss"], history["loss"], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["accuracy"], history["accuracy"], rtol=0, atol=1e-12)
+    # and the option changed the training: the ranks did not just agree with each other
+    plain, _, _ = _single(dict(BASE, n=case["n"], hidden=case["hidden"]))
+    assert not np.allclose(model.params, plain.params, rtol=0, atol=1e-6)
+
+
+@needs_mpi
+def test_fp16_weighted_dropout_ranks_take_the_same_skip_decisions(tmp_path):
+    case = dict(BASE, dtype="float32", precision="fp16", n=50, optimizer="sgd", lr=0.1, init_scale=2.0**22,
+                epochs=1, dropout=0.3, **WEIGHTED, class_weight="balanced")
+    got = _run_ranks(tmp_path, case, 3)
+    model, trainer, _ = _single(case)
+    assert float(got["scale"]) == trainer.scaler.scale
+    assert int(got["skipped"]) == trainer.scaler.skipped_steps > 0
+    np.testing.assert_allclose(got["params"], model.params, rtol=0, atol=1e-3)
+
+
+CLASSIFICATION_METRICS = ["accuracy", "top_k_accuracy", "f1_macro", "roc_auc_ovr", "neg_log_loss", "balanced_accuracy"]
+REGRESSION = {"loss": "mse", "classes": 2, "metrics": ["r2", "neg_mean_absolute_error", "neg_root_mean_squared_error"]}
+
+
+@needs_mpi
+@pytest.mark.parametrize("extra", [
+    {"metrics": CLASSIFICATION_METRICS},
+    REGRESSION,
+    # weighted (every metric takes sample weights): a rank whose rows weigh 0, a batch that weighs 0
+    {"metrics": CLASSIFICATION_METRICS, **WEIGHTED, "class_weight": "balanced"},
+    {**REGRESSION, "sample_weight": {"zero": [[8, 10], [16, 24]], "sparse": 0.3}},
+], ids=["classification", "regression", "classification-weighted", "regression-weighted"])
 def test_epoch_metrics_are_merged_over_ranks_as_one_process_computes_them(tmp_path, extra):
     case = dict(BASE, n=50, **extra)  # 3 ranks, last global batch of 2: one rank has no rows
     got = _run_ranks(tmp_path, case, 3)
@@ -355,6 +436,17 @@ def test_different_data_on_one_rank_is_refused_on_every_rank(tmp_path):
 
 
 @needs_mpi
+def test_different_sample_weights_on_one_rank_are_refused_on_every_rank(tmp_path):
+    case_file = tmp_path / "case.json"
+    case_file.write_text(json.dumps(dict(BASE, sample_weight={"sparse": 0.2}, other_weights_rank=1)))
+    proc = _mpiexec(2, [sys.executable, str(HERE / "dist_worker.py"), str(case_file), str(tmp_path / "o.npz")],
+                    timeout=60)
+    assert proc.returncode != 0
+    assert "rank 1 would train differently from rank 0: sample weights checksum" in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count("(rank 1 of 2)") >= 2  # every rank raised it (their output may interleave)
+
+
+@needs_mpi
 def test_a_rank_that_dies_takes_the_job_down_instead_of_hanging(tmp_path):
     case_file = tmp_path / "case.json"
     case_file.write_text(json.dumps(dict(BASE, die_rank=1, epochs=50)))
@@ -394,13 +486,14 @@ patience = 20
 
 
 @needs_mpi
-def test_cli_resume_on_another_number_of_ranks_matches_one_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("model_extra", ["", "dropout = 0.3\n"], ids=["plain", "dropout"])
+def test_cli_resume_on_another_number_of_ranks_matches_one_uninterrupted_run(tmp_path, model_extra):
     from safetensors.numpy import load_file
 
     from xpnet.cli import main
 
     cfg = tmp_path / "run.toml"
-    cfg.write_text(CLI_CONFIG)
+    cfg.write_text(CLI_CONFIG.replace("[train]\n", model_extra + "[train]\n"))
     single, dist = tmp_path / "single", tmp_path / "dist"
     assert main(["train", "--config", str(cfg), "--run-dir", str(single), "--quiet"]) == 0
     proc = _mpiexec(2, [sys.executable, "-m", "xpnet", "train", "--config", str(cfg), "--run-dir", str(dist)])

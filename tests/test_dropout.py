@@ -91,6 +91,28 @@ def test_fused_backward_recomputes_the_forward_mask():
             np.testing.assert_allclose(db, expected.sum(axis=0), rtol=1e-12, atol=1e-13)
 
 
+@pytest.mark.parametrize("first_row", [0, 17, 100_000_007])  # 100_000_007 * 71 is past 2**32: the counter wraps
+def test_a_share_draws_the_global_batch_rows_masks(first_row):
+    """A kernel given ``dropout_row`` draws, for its rows, the masks of those rows of the global batch
+    (element ``(first_row + r) * cols + c``, hashed as Python ints here), forward and backward, on
+    every kernel set: data-parallel ranks draw one process's masks between them."""
+    p, key, rows, cols = 0.4, dropout_key(2, 5, 1), 9, SHAPE[1]
+    idx = np.array([[(first_row + r) * cols + c for c in range(cols)] for r in range(rows)], dtype=object)
+    keep = np.vectorize(lambda i: int(element_hash(int(i), key)) < keep_threshold(p))(idx).astype(bool)
+    np.testing.assert_array_equal(np.asarray(keep_mask(np, (rows, cols), p, key, first_row=first_row)), keep)
+    if first_row == 17:  # the rows of a whole batch from row 17 on
+        np.testing.assert_array_equal(np.asarray(keep_mask(np, (17 + rows, cols), p, key))[17:], keep)
+    g = np.random.default_rng(3).normal(size=(rows, cols))
+    for name, ops, backend in _kernel_sets("float64"):
+        z = backend.from_host(np.ones((rows, cols)), "float64")
+        zr, a = ops.bias_act(z, backend.from_host(np.zeros(cols), "float64"), ACTIVATIONS["identity"], None, p, key,
+                             first_row)
+        np.testing.assert_array_equal(xpnet.to_host(a), keep / (1 - p), err_msg=name)
+        dz, _ = ops.act_grad(backend.from_host(g.copy(), "float64"), zr, a, ACTIVATIONS["identity"], None, p, key,
+                             first_row)  # (Numba writes dz into g)
+        np.testing.assert_array_equal(xpnet.to_host(dz), np.where(keep, g / (1 - p), 0.0), err_msg=name)
+
+
 # -- the model -------------------------------------------------------------------------------------
 SIZES = [5, 8, 7, 3]
 

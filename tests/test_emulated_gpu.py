@@ -539,18 +539,19 @@ def test_bf16_product_is_one_gemm_with_float32_accumulation(emu, layout):
 
 # -- dropout: the CUDA hash draws the reference's masks ----------------------------------------------
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("p", [0.3, 0.5])
-def test_dropout_masks_match_the_reference_exactly(emu, dtype, p):
+@pytest.mark.parametrize("p, first_row", [(0.3, 0), (0.5, 0), (0.3, 11), (0.5, 100_000_007)])
+def test_dropout_masks_match_the_reference_exactly(emu, dtype, p, first_row):
+    # first_row: a data-parallel share's rows of the global batch (100_000_007 * 70 wraps past 2**32)
     fused, _, dev = sets(emu, dtype)
     key = dropout_key(3, 41, 1)
     shape = (37, 70)
     zf, af = fused.bias_act(dev(np.ones(shape, dtype)), dev(np.zeros(shape[1], dtype)), ACTIVATIONS["identity"],
-                            None, p, key)
-    keep = np.asarray(keep_mask(np, shape, p, key))
+                            None, p, key, first_row)
+    keep = np.asarray(keep_mask(np, shape, p, key, first_row=first_row))
     np.testing.assert_array_equal(host(af) != 0, keep)
     np.testing.assert_array_equal(host(af)[keep], np.float64(np.asarray(1.0 / (1.0 - p), dtype)))
     g = np.random.default_rng(2).normal(size=shape).astype(dtype)
-    dzf, _ = fused.act_grad(dev(g), zf, af, ACTIVATIONS["identity"], None, p, key)
+    dzf, _ = fused.act_grad(dev(g), zf, af, ACTIVATIONS["identity"], None, p, key, first_row)
     np.testing.assert_array_equal(host(dzf) != 0, keep)
 
 
@@ -590,13 +591,14 @@ def test_bf16_dropout_masks_match_the_bfloat16_reference(emu):
     r = np.random.default_rng(0)
     z, b = r.normal(0, 2, size=(37, 70)).astype(bf16), r.normal(size=70).astype(bf16)
     g = r.normal(size=z.shape).astype(bf16)
-    zf, af = fused.bias_act(emu.asarray(z), emu.asarray(b), a_fn, None, 0.25, key)
-    _, ar = ref.bias_act(z, b, a_fn, None, 0.25, key)
-    keep = np.asarray(keep_mask(np, z.shape, 0.25, key))
+    row = 5  # a data-parallel share starting at row 5 of the global batch
+    zf, af = fused.bias_act(emu.asarray(z), emu.asarray(b), a_fn, None, 0.25, key, row)
+    _, ar = ref.bias_act(z, b, a_fn, None, 0.25, key, row)
+    keep = np.asarray(keep_mask(np, z.shape, 0.25, key, first_row=row))
     assert not np.any(host(af)[~keep]) and not np.any(host(ar)[~keep])
     close(host(af), host(ar), "bfloat16", scale=1.0, ulps=1)
-    dzf, _ = fused.act_grad(emu.asarray(g), zf, af, a_fn, None, 0.25, key)
-    dzr, _ = ref.act_grad(g, xpnet.to_host(zf), xpnet.to_host(af), a_fn, None, 0.25, key)
+    dzf, _ = fused.act_grad(emu.asarray(g), zf, af, a_fn, None, 0.25, key, row)
+    dzr, _ = ref.act_grad(g, xpnet.to_host(zf), xpnet.to_host(af), a_fn, None, 0.25, key, row)
     assert not np.any(host(dzf)[~keep])
     close(host(dzf), host(dzr), "bfloat16", scale=np.abs(host(g)), ulps=1)
 

@@ -319,12 +319,19 @@ def test_emulated_cuda_weighted_fit_matches_reference(data_on_device):
         np.testing.assert_allclose(logs[0][key], logs[1][key], rtol=1e-9, err_msg=key)
 
 
-def test_weights_are_refused_with_distributed_training():
+def test_weights_with_distributed_training_on_one_rank_train_as_without():
+    """(2 and 3 ranks against one process: tests/test_distributed.py.)"""
     from xpnet.distributed import LocalCommunicator
 
     X, y = _blobs()
-    trainer = xpnet.Trainer(xpnet.MLP([5, 8, 3], dtype="float64", kernels="reference"), optimizer="sgd",
-                            distributed=LocalCommunicator())
-    with pytest.raises(ValueError, match="not supported with distributed training"):
-        trainer.fit(X, y, verbose=False, sample_weight=np.ones(30))
-    assert trainer.step_count == 0
+    w = np.random.default_rng(5).uniform(0.0, 2.0, 30)
+    w[:8] = 0.0  # the first batch weighs 0 (shuffle=False)
+    runs = []
+    for comm in (None, LocalCommunicator()):
+        trainer = xpnet.Trainer(xpnet.MLP([5, 8, 3], dtype="float64", kernels="reference"), optimizer="sgd",
+                                distributed=comm)
+        history = trainer.fit(X, y, epochs=2, batch_size=8, verbose=False, shuffle=False, sample_weight=w,
+                              class_weight="balanced")
+        runs.append((trainer.model.params, history.history))
+    np.testing.assert_array_equal(runs[1][0], runs[0][0])
+    assert runs[1][1] == runs[0][1]

@@ -9,6 +9,12 @@ generator with state: whether element ``idx = row * cols + col`` of layer ``l`` 
     h    = element_hash(idx, key)                # per element, in the kernels
     keep = h < keep_threshold(p)                 # integer comparison: no float rounding
 
+``row`` is the row's place in the GLOBAL batch: a kernel that sees rows ``first_row, first_row + 1,
+...`` of it (a data-parallel rank's share, ``xpnet.distributed``) is given ``first_row`` and counts
+``idx = (first_row + r) * cols + col`` for its row ``r`` -- on the host, :func:`first_element` is
+``first_row * cols`` reduced mod ``2**32`` (only ``idx mod 2**32`` is hashed), and a kernel adds it
+to its own ``r * cols + col``.  So the ranks draw, between them, exactly one process's masks.
+
 ``mix32`` is written once with ``^ >> * &`` on non-negative integers below ``2**32`` (products
 stay below ``2**63``): the same source runs on Python ints, on int64 arrays of any array-API
 namespace (the reference kernel set), and compiled by Numba (the CPU kernel set); the CUDA
@@ -53,6 +59,12 @@ def dropout_key(seed: int, step: int, layer: int) -> int:
     return int(mix32(mix32(k) ^ (int(layer) & MASK32)))
 
 
+def first_element(first_row: int, cols: int) -> int:
+    """The element counter of row ``first_row``'s first element, ``first_row * cols``, mod ``2**32``: the
+    offset a kernel adds to the ``r * cols + col`` of its own rows (0 for a whole batch)."""
+    return (int(first_row) * int(cols)) & MASK32
+
+
 def keep_threshold(p: float) -> int:
     """Elements whose hash is below this are kept: ``round((1 - p) * 2**32)`` (``2**32``: all, for p=0)."""
     return min(1 << 32, round((1.0 - float(p)) * (1 << 32)))
@@ -63,11 +75,12 @@ def keep_scale(p: float) -> float:
     return 1.0 / (1.0 - float(p))
 
 
-def keep_mask(xp: Any, shape: tuple[int, int], p: float, key: int, device: Any = None) -> Any:
-    """The boolean keep-mask of a ``(rows, cols)`` layer output, in array-API math (the reference)."""
+def keep_mask(xp: Any, shape: tuple[int, int], p: float, key: int, device: Any = None, first_row: int = 0) -> Any:
+    """The boolean keep-mask of a ``(rows, cols)`` layer output whose first row is row ``first_row`` of
+    the global batch, in array-API math (the reference)."""
     rows, cols = shape
     idx = xp.reshape(xp.arange(rows * cols, dtype=xp.int64, device=device), (rows, cols))
-    return element_hash(idx, key) < keep_threshold(p)
+    return element_hash(idx + first_element(first_row, cols), key) < keep_threshold(p)
 
 
 def check_dropout(dropout: Any, n_hidden: int) -> tuple[float, ...]:

@@ -49,6 +49,7 @@ class Tape:
     pre: list[Array]  # z_l: pre-activation (after the bias add)
     post: list[Array]  # a_l: activation output, after dropout (the logits for the last layer)
     step: int | None = None  # the training step whose dropout masks were drawn (None: no dropout)
+    first_row: int = 0  # the global-batch row of the batch's first row (a data-parallel share's; dropout masks)
 
 
 def _check_sizes(sizes: Any) -> list[int]:
@@ -206,23 +207,25 @@ class MLP:
 
     @overload
     def forward(self, x: Array, tape: Literal[False] = False, params: Array | None = None,
-                ops: KernelSet | None = None, step: int | None = None) -> Array: ...
+                ops: KernelSet | None = None, step: int | None = None, first_row: int = 0) -> Array: ...
 
     @overload
     def forward(self, x: Array, tape: Literal[True], params: Array | None = None,
-                ops: KernelSet | None = None, step: int | None = None) -> tuple[Array, Tape]: ...
+                ops: KernelSet | None = None, step: int | None = None, first_row: int = 0) -> tuple[Array, Tape]: ...
 
     @overload
-    def forward(self, x: Array, tape: bool, params: Array | None = None,
-                ops: KernelSet | None = None, step: int | None = None) -> Array | tuple[Array, Tape]: ...
+    def forward(self, x: Array, tape: bool, params: Array | None = None, ops: KernelSet | None = None,
+                step: int | None = None, first_row: int = 0) -> Array | tuple[Array, Tape]: ...
 
-    def forward(self, x: Array, tape: bool = False, params: Array | None = None,
-                ops: KernelSet | None = None, step: int | None = None) -> Array | tuple[Array, Tape]:
+    def forward(self, x: Array, tape: bool = False, params: Array | None = None, ops: KernelSet | None = None,
+                step: int | None = None, first_row: int = 0) -> Array | tuple[Array, Tape]:
         """Logits for a batch ``x`` already on this model's device; ``tape`` keeps what backward needs.
 
         ``params`` / ``ops`` substitute another flat parameter buffer and kernel set (the
         float16 copy of the weights in mixed precision); by default the model's own.  ``step``
         (training forward passes only) applies dropout with that step's masks; ``None`` never drops.
+        ``first_row``: the row of the global batch that ``x`` starts at (a data-parallel rank's share:
+        its masks are those rows' of the global batch; 0 for a whole batch).
         """
         if getattr(x, "ndim", None) != 2 or x.shape[1] != self.n_features:  # shapes only: free, never a sync
             raise ValueError(f"x must be a 2-D batch with {self.n_features} features on the model's device, got "
@@ -240,10 +243,10 @@ class MLP:
             inputs.append(a)
             z = ops.matmul(a, W, out=ws["z"][l])  # z_l = a_{l-1} @ W_l
             # z_l += b_l;  a_l = f(z_l), times the dropout mask / (1 - p) in training
-            z, a = ops.bias_act(z, b, act, ws["a"][l], *self.dropout_args(l, step))
+            z, a = ops.bias_act(z, b, act, ws["a"][l], *self.dropout_args(l, step, first_row))
             pre.append(z)
             post.append(a)
-        return (a, Tape(inputs, pre, post, step)) if tape else a
+        return (a, Tape(inputs, pre, post, step, first_row)) if tape else a
 
     def backward(self, dlogits: Array, tape: Tape, params: Array | None = None, grads: Array | None = None,
                  ops: KernelSet | None = None) -> None:
@@ -268,12 +271,13 @@ class MLP:
                 # dz_{l-1} = da * f'(z_{l-1}) and, in the same pass, db_{l-1} = sum_rows dz_{l-1}
                 # (times layer l-1's dropout mask / (1 - p), recomputed, when the forward dropped)
                 dz, _ = ops.act_grad(da, tape.pre[l - 1], tape.post[l - 1], act, grad_views[l - 1][1],
-                                     *self.dropout_args(l - 1, tape.step))
+                                     *self.dropout_args(l - 1, tape.step, tape.first_row))
 
-    def dropout_args(self, layer: int, step: int | None) -> tuple[float, int]:
-        """``(dropout, dropout_key)`` for layer ``layer``'s kernels at training ``step`` (``(0.0, 0)``: none)."""
+    def dropout_args(self, layer: int, step: int | None, first_row: int = 0) -> tuple[float, int, int]:
+        """``(dropout, dropout_key, dropout_row)`` for layer ``layer``'s kernels at training ``step``, on
+        rows from global-batch row ``first_row`` on (``(0.0, 0, 0)``: none)."""
         p = self.dropout[layer] if step is not None and layer < len(self.dropout) else 0.0
-        return (p, dropout_key(self.seed, step, layer)) if p and step is not None else (0.0, 0)
+        return (p, dropout_key(self.seed, step, layer), int(first_row)) if p and step is not None else (0.0, 0, 0)
 
 
 _IDENTITY = get_activation("identity")

@@ -6,16 +6,23 @@ of it (:func:`shard_bounds`).  Every rank draws the same permutation from the sa
 generator, so no data is sent and the result does not depend on the number of ranks.
 
 Weighting: the loss kernels return the MEAN gradient over a rank's own rows, so each rank
-multiplies its gradient by ``n_rank / n`` and the ranks SUM them (in place: ``model.grads`` is
-made a view of the first slots of the all-reduce buffer, so a step copies nothing) -- exactly the gradient of
-the mean over the global batch (up to rounding), including an uneven last batch and a rank
-with no rows (it runs no forward pass and contributes zeros).  Its loss (times the same
-weight) and an interrupt flag ride in two extra slots of the same buffer: ONE all-reduce per
-step.  Clipping and the optimizer then run identically on every rank.  With fp16 the weight is
-applied with the loss scale, before the float16 cast, so a rank's float16 gradients have one
-process's magnitudes (and overflow where it would); they are unscaled into the float32 buffer,
-which is what is reduced, and the skip/grow decision is taken from the reduced buffer, so every
-rank takes the same one.
+multiplies its gradient by its share ``n_rank / n`` and the ranks SUM them (in place:
+``model.grads`` is made a view of the first slots of the all-reduce buffer, so a step copies
+nothing) -- exactly the gradient of the mean over the global batch (up to rounding), including an
+uneven last batch and a rank with no rows (it runs no forward pass and contributes zeros).  With
+sample weights (``sample_weight`` / ``class_weight``) a rank's loss is the weighted mean
+``sum w_i l_i / sum w_i`` over its rows, so its share is ``W_rank / W``: its rows' weight total over
+the global batch's, both summed on the host from the host weights
+(:meth:`DistributedStep.batch_weights`; 0 when ``W`` is 0, as such a batch has loss and gradient 0
+in one process too).  Its loss (times the same share) and an interrupt flag ride in two extra slots
+of the same buffer: ONE all-reduce per step.  Clipping and the optimizer then run identically on
+every rank.  With fp16 the share is applied with the loss scale, before the float16 cast, so a
+rank's float16 gradients have one process's magnitudes (and overflow where it would); they are
+unscaled into the float32 buffer, which is what is reduced, and the skip/grow decision is taken
+from the reduced buffer, so every rank takes the same one.
+
+Dropout: the masks are drawn by the row's place in the GLOBAL batch (``xpnet.dropout``); a rank
+passes the row its share starts at, so the ranks draw, between them, one process's masks.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import numpy as np
 from array_api_compat import array_namespace
 
 from .._typing import Array
+from ..backend import to_host
 from ..train.precision import MixedPrecisionStep
 from .agree import agree
 
@@ -81,33 +89,43 @@ class DistributedStep:
 
     def forward_backward(self, x: Array, y: Array, step: int | None = None,
                          weights: Array | None = None) -> tuple[Array, Array | None]:
-        if weights is not None:  # the global weighted mean needs the ranks' weight totals: not yet
-            raise ValueError("sample_weight / class_weight are not supported with distributed training yet.")
+        """``weights``: the global batch's row weights on the device, or None (their totals are read
+        back to the host here; ``fit`` passes its host totals to :meth:`forward_backward_share`)."""
         lo, hi = shard_bounds(x.shape[0], self.comm.rank, self.comm.size)
         xs, ys = (x[lo:hi, ...], y[lo:hi, ...]) if hi > lo else (None, None)
-        return self.forward_backward_share(xs, ys, x.shape[0], step)
+        if weights is None:
+            return self.forward_backward_share(xs, ys, x.shape[0], step)
+        host = np.asarray(to_host(weights), dtype=np.float64)
+        ws = weights[lo:hi] if hi > lo else None
+        return self.forward_backward_share(xs, ys, x.shape[0], step, ws, (float(host[lo:hi].sum()), float(host.sum())))
 
-    def forward_backward_share(self, xs: Array | None, ys: Array | None, n_global: int,
-                               step: int | None = None) -> tuple[Array, Array | None]:
-        """This rank's rows ``(xs, ys)`` (None when it has none) of a global batch of ``n_global``
-        rows: returns the GLOBAL loss (0-d, identical on every rank) and this rank's logits (or
-        None); ``model.grads`` then holds the reduced gradient of the global batch."""
+    def forward_backward_share(self, xs: Array | None, ys: Array | None, n_global: int, step: int | None = None,
+                               weights: Array | None = None,
+                               weight_totals: tuple[float, float] | None = None) -> tuple[Array, Array | None]:
+        """This rank's rows ``(xs, ys)`` (None when it has none; rows ``shard_bounds(n_global, rank,
+        size)`` of the global batch) of a global batch of ``n_global`` rows: returns the GLOBAL loss
+        (0-d, identical on every rank) and this rank's logits (or None); ``model.grads`` then holds
+        the reduced gradient of the global batch.  Weighted: ``weights`` are this rank's rows' weights
+        on the device and ``weight_totals`` ``(their host total, the global batch's host total)``."""
         m, buf, n = self.model, self.buf, self.n
         if m.grads is not self._grads:  # someone replaced the model's buffer: view the all-reduce one again
             self._bind_grads()
         n_local = 0 if xs is None else int(xs.shape[0])
-        w = n_local / n_global
+        if weight_totals is not None and n_local and weights is None:
+            raise ValueError("weight_totals without weights: pass this rank's rows' weights too.")
+        w = _share(n_local, n_global, weight_totals)
         inner = self.inner
-        weighted = isinstance(inner, MixedPrecisionStep)  # fp16: weighted before the float16 cast
+        prescaled = isinstance(inner, MixedPrecisionStep)  # fp16: weighted before the float16 cast
         if n_local:
             if isinstance(inner, MixedPrecisionStep):
                 inner.grad_weight = w
-            loss, logits = self.inner.forward_backward(xs, ys, step=step)
-            self.inner.unscale_grads()  # fp16: the float32 unscaled gradients are what is reduced
+            first_row = shard_bounds(n_global, self.comm.rank, self.comm.size)[0]  # its dropout masks
+            loss, logits = inner.forward_backward(xs, ys, step=step, weights=weights, first_row=first_row)
+            inner.unscale_grads()  # fp16: the float32 unscaled gradients are what is reduced
         else:
             m.grads[...] = 0
             loss, logits = None, None
-        if n_local and w != 1.0 and not weighted:
+        if n_local and w != 1.0 and not prescaled:
             self.lib.multiply(m.grads, w, out=m.grads)  # in place: model.grads is buf[:n]
         buf[n] = 0 if loss is None else loss * w
         buf[n + 1] = 1 if self.interrupt_requested() else 0
@@ -151,11 +169,44 @@ class DistributedStep:
                 idx = host_order[a:b]
                 yield start, stop, on_device(X[idx, ...]), on_device(y[idx, ...])
 
+    def batch_weights(self, host: np.ndarray[Any, Any], device: Array | None, host_order: np.ndarray[Any, Any],
+                      order: Array | None, n: int, batch_size: int, dtype: str,
+                      first: int = 0) -> Iterator[tuple[Array | None, float, float]]:
+        """For each share of :meth:`batches` (same arguments): this rank's rows' weights on the device
+        (None when it has no rows), their total and the global batch's total, both summed on the
+        host from ``host`` (the rows' float64 weights; ``device``: their copy on the device when the
+        data is resident, else None) -- the global total exactly as one process sums its batch."""
+        rank, size = self.comm.rank, self.comm.size
+        backend, ops = self.model.backend, self.inner.ops
+        for start in range(first, n, batch_size):
+            stop = min(start + batch_size, n)
+            lo, hi = shard_bounds(stop - start, rank, size)
+            batch = host[host_order[start:stop]]
+            a, b = start + lo, start + hi
+            if a == b:
+                ws = None
+            elif device is None:
+                ws = backend.from_host(batch[lo:hi], dtype)
+            elif order is None:
+                ws = device[a:b]
+            else:
+                ws = ops.gather_rows(device, order[a:b], "w_batch")
+            yield ws, float(batch[lo:hi].sum()), float(batch.sum())
+
     def reduce_metrics(self, metrics: list[Any]) -> None:
         """Every rank's epoch metric states merged into this rank's (the loss total is global already)."""
         from .metrics import reduce_metrics
 
         reduce_metrics(self.comm, metrics)
+
+
+def _share(n_local: int, n_global: int, weight_totals: tuple[float, float] | None) -> float:
+    """A rank's weight in the global mean: ``n_local / n_global``, or (weighted) its rows' weight total
+    over the global batch's -- 0 when that is 0 (the batch's loss and gradient are 0, as in one process)."""
+    if weight_totals is None:
+        return n_local / n_global
+    mine, total = weight_totals
+    return mine / total if total > 0 else 0.0
 
 
 def _checksum(X: Array, y: Array) -> str:
@@ -166,16 +217,26 @@ def _checksum(X: Array, y: Array) -> str:
     return hashlib.sha256(repr(sums).encode()).hexdigest()[:16]
 
 
+def _weights_checksum(weights: tuple[Any, Any] | None) -> str | None:
+    """A fingerprint of the training and validation rows' host weights (None without weights)."""
+    if weights is None:
+        return None
+    parts = (np.asarray(w, np.float64).tobytes() for w in weights if w is not None)
+    return hashlib.sha256(b"".join(parts)).hexdigest()[:16]
+
+
 def begin_fit(trainer: Trainer, comm: Communicator, X: Array, y: Array, batch_size: int, epochs: int,
-              initial_epoch: int, shuffle: bool) -> None:
+              initial_epoch: int, shuffle: bool, weights: tuple[Any, Any] | None = None) -> None:
     """Before the first step of ``fit``: every rank checks that it runs the same training (data,
-    model, options, shuffling state) -- a difference ends every rank with the same error -- then
-    rank 0's weights are broadcast as a guard."""
+    sample weights, model, options, shuffling state) -- a difference ends every rank with the same
+    error -- then rank 0's weights are broadcast as a guard.  ``weights``: the host weights
+    (``sample_weight`` times ``class_weight``) of the training rows and of the validation rows (or
+    None), or None."""
     state = repr(trainer._rng.bit_generator.state).encode()
     model = trainer.model
     n = int(X.shape[0])
-    mine = {"samples": n, "data checksum": _checksum(X, y), "parameters": model.n_params,
-            "batch_size": batch_size, "epochs": epochs,
+    mine = {"samples": n, "data checksum": _checksum(X, y), "sample weights checksum": _weights_checksum(weights),
+            "parameters": model.n_params, "dropout": list(model.dropout), "batch_size": batch_size, "epochs": epochs,
             "initial_epoch": initial_epoch, "shuffle": shuffle, "dtype": str(model.dtype),
             "precision": trainer.precision, "optimizer steps": trainer.optimizer.step_count,
             "shuffling state": hashlib.sha256(state).hexdigest()[:16]}
@@ -198,10 +259,6 @@ def check_communicator(comm: Any, model: MLP) -> Communicator:
     if not isinstance(comm, Communicator):
         raise TypeError(f"distributed={comm!r} is invalid: pass a communicator from xpnet.distributed.init() "
                         "(or xpnet.distributed.LocalCommunicator()).")
-    if any(model.dropout):
-        raise ValueError("dropout with distributed training is not supported yet: the dropout masks are drawn per "
-                         "row of a rank's share, so ranks would repeat each other's masks. Train without dropout, "
-                         "or in one process.")
     if model.backend.kind not in ("numpy", "cupy"):
         raise ValueError(f"distributed training runs on NumPy (CPU) and CuPy (GPU) models, not on "
                          f"{model.backend.name}: build the MLP with device='cpu' or 'cuda'.")

@@ -47,19 +47,19 @@ class BFloat16Ops(ReferenceOps):
         return _store(out, self._bf(self._f32(a) @ self._f32(b)))
 
     def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
-                 dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         v = self._f32(z) + self._f32(b)  # the activation sees the float32 sum, as the fused kernel does
         a = act.forward(self.xp, v)
         if dropout:
-            a = self._dropped(a, dropout, dropout_key)
+            a = self._dropped(a, dropout, dropout_key, dropout_row)
         return self._bf(v), _store(out, self._bf(a))
 
     def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
-                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout: float = 0.0, dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         z32 = self._f32(z)
         if dropout:
             d = self._dropped(self._f32(g) * act.derivative(self.xp, z32, act.forward(self.xp, z32)), dropout,
-                              dropout_key)
+                              dropout_key, dropout_row)
         else:
             d = self._f32(g) * act.derivative(self.xp, z32, self._f32(a))
         dz = self._bf(d)

@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from .._typing import Array
 from ..activations import get_activation, sigmoid_scalar
-from ..dropout import element_hash, keep_scale, keep_threshold
+from ..dropout import element_hash, first_element, keep_scale, keep_threshold
 from ..losses import labels_outside_message
 from .buffered import BufferedOps, counted
 
@@ -102,6 +102,7 @@ def _sum_partials(partial, db):
 # -- layer kernels (one per activation, built from the registry) -------------------------------
 # ``keep_below`` and ``scale``: the dropout threshold and factor (``xpnet.dropout``); ``keep_below`` is
 # 2**32 without dropout, and then every element is kept with the factor 1 -- one kernel for both.
+# ``first``: the global-batch element counter of the array's first element (``first_element``).
 _element_hash = jit_scalar(element_hash)  # the same source as the reference's masks
 
 
@@ -109,7 +110,7 @@ def _bias_act_kernel(act):
     f = jit_scalar(act.scalar[0])
 
     @kernel
-    def bias_act(z, b, a, key, keep_below, scale):
+    def bias_act(z, b, a, key, first, keep_below, scale):
         rows, cols = z.shape
         drop = keep_below < 4294967296
         for i in prange(rows):
@@ -117,7 +118,7 @@ def _bias_act_kernel(act):
                 v = z[i, j] + b[j]
                 z[i, j] = v
                 if drop:
-                    a[i, j] = f(v) * scale if _element_hash(i * cols + j, key) < keep_below else 0.0
+                    a[i, j] = f(v) * scale if _element_hash(first + i * cols + j, key) < keep_below else 0.0
                 else:
                     a[i, j] = f(v)
 
@@ -129,7 +130,7 @@ def _act_grad_kernel(act):
     d = jit_scalar(act.scalar[1])
 
     @kernel
-    def act_grad(g, z, a, partial, db, key, keep_below, scale):
+    def act_grad(g, z, a, partial, db, key, first, keep_below, scale):
         # g <- g * f'(z) in place, and db <- column sums of the result: one pass over g.  With dropout,
         # f(z) is recomputed (``a`` holds the dropped activation) and the forward's mask is redrawn.
         rows, cols = g.shape
@@ -143,7 +144,7 @@ def _act_grad_kernel(act):
                 for j in range(cols):
                     if drop:
                         v = g[i, j] * d(z[i, j], f(z[i, j]))
-                        v = v * scale if _element_hash(i * cols + j, key) < keep_below else 0.0
+                        v = v * scale if _element_hash(first + i * cols + j, key) < keep_below else 0.0
                     else:
                         v = g[i, j] * d(z[i, j], a[i, j])
                     g[i, j] = v
@@ -160,11 +161,12 @@ def _kernel(kind: str, act):
     return _compiled[key]
 
 
-def _dropout_args(dtype, p: float, key: int) -> tuple[int, int, Any]:
-    """``(key, keep_below, scale)`` kernel arguments; ``keep_below = 2**32`` keeps everything (p = 0)."""
+def _dropout_args(a: Array, p: float, key: int, first_row: int) -> tuple[int, int, int, Any]:
+    """``(key, first, keep_below, scale)`` kernel arguments for the 2-D array ``a`` whose first row is
+    global row ``first_row``; ``keep_below = 2**32`` keeps everything (p = 0)."""
     if not p:
-        return 0, 1 << 32, dtype.type(1.0)
-    return int(key), keep_threshold(p), dtype.type(keep_scale(p))
+        return 0, 0, 1 << 32, a.dtype.type(1.0)
+    return int(key), first_element(first_row, a.shape[1]), keep_threshold(p), a.dtype.type(keep_scale(p))
 
 
 # -- losses: value and gradient in one pass over each row -------------------------------------
@@ -388,18 +390,19 @@ class NumbaOps(BufferedOps):
 
     @counted(1)
     def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
-                 dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         if out is None:
             out = z if act.name == "identity" and not dropout else np.empty_like(z)
-        _kernel("bias_act", act)(self._par(z.size), z, b, out, *_dropout_args(z.dtype, dropout, dropout_key))
+        _kernel("bias_act", act)(self._par(z.size), z, b, out, *_dropout_args(z, dropout, dropout_key, dropout_row))
         return z, out
 
     @counted(1)
     def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
-                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout: float = 0.0, dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         db = np.empty(g.shape[1], dtype=g.dtype) if db_out is None else db_out
         partial = self._buf(("partial", g.shape[1]), (self.chunks, g.shape[1]), np.float64)
-        _kernel("act_grad", act)(self._par(g.size), g, z, a, partial, db, *_dropout_args(g.dtype, dropout, dropout_key))
+        _kernel("act_grad", act)(self._par(g.size), g, z, a, partial, db,
+                                 *_dropout_args(g, dropout, dropout_key, dropout_row))
         return g, db
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._typing import Array
-from ..dropout import keep_scale, keep_threshold
+from ..dropout import first_element, keep_scale, keep_threshold
 from ..losses import labels_outside_message, weight_total
 from . import cuda_source as src
 from .buffered import BufferedOps, counted
@@ -126,9 +126,11 @@ def _gemm_ex(lib, a, b, out, dtype, cuda_type, compute_type):
     return out
 
 
-def _dropout_args(p: float, key: int) -> tuple[np.uint32, np.uint64, np.float64]:
-    """The dropout kernels' scalars ``(key, keep_below, scale)``, as NumPy scalars of their parameter types."""
-    return np.uint32(key), np.uint64(keep_threshold(p)), np.float64(keep_scale(p))
+def _dropout_args(a: Array, p: float, key: int, first_row: int) -> tuple[np.uint32, np.uint32, np.uint64, np.float64]:
+    """The dropout kernels' scalars ``(key, first, keep_below, scale)`` for the 2-D array ``a`` whose first
+    row is global row ``first_row``, as NumPy scalars of their parameter types."""
+    return (np.uint32(key), np.uint32(first_element(first_row, a.shape[1])), np.uint64(keep_threshold(p)),
+            np.float64(keep_scale(p)))
 
 
 class CupyOps(BufferedOps):
@@ -257,25 +259,25 @@ class CupyOps(BufferedOps):
 
     @counted(1)
     def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
-                 dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         if act.name == "identity" and not dropout:
             _elementwise(self.lib, src.BIAS_ADD, self.bf16)(b, z)
             return z, z
         if out is None:
             out = self.lib.empty_like(z)
         if dropout:
-            _elementwise(self.lib, src.bias_act_dropout(act.name), self.bf16)(b, *_dropout_args(dropout, dropout_key),
-                                                                              z, out)
+            args = _dropout_args(z, dropout, dropout_key, dropout_row)
+            _elementwise(self.lib, src.bias_act_dropout(act.name), self.bf16)(b, *args, z, out)
         else:
             _elementwise(self.lib, src.bias_act(act.name), self.bf16)(b, z, out)
         return z, out
 
     @counted(2)
     def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
-                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout: float = 0.0, dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         if dropout:
-            _elementwise(self.lib, src.act_grad_dropout(act.name), self.bf16)(z, a, *_dropout_args(dropout,
-                                                                                                   dropout_key), g)
+            args = _dropout_args(g, dropout, dropout_key, dropout_row)
+            _elementwise(self.lib, src.act_grad_dropout(act.name), self.bf16)(z, a, *args, g)
         else:
             _elementwise(self.lib, src.act_grad(act.name), self.bf16)(z, a, g)
         return g, self._column_sums(g, db_out)

@@ -30,14 +30,18 @@ template <typename C> __device__ __forceinline__ C xpnet_sigmoid(C z) {
 """
 
 # Dropout masks (``xpnet.dropout``): the uint32 twin of ``mix32`` / ``element_hash`` -- wrap-around
-# uint32 products are the int64 ``(x * m) & 0xFFFFFFFF`` of the reference and Numba forms.
+# uint32 products are the int64 ``(x * m) & 0xFFFFFFFF`` of the reference and Numba forms, and the
+# wrap-around sum ``idx + first`` (``first``: ``first_element``, the global-batch counter of the
+# array's first element) is their ``(first + idx) & 0xFFFFFFFF``.
 DROPOUT_CUDA = f"""
 __device__ __forceinline__ unsigned int xpnet_mix32(unsigned int x) {{
     x ^= x >> 16; x *= {MUL1:#x}u; x ^= x >> 15; x *= {MUL2:#x}u; x ^= x >> 16;
     return x;
 }}
-__device__ __forceinline__ bool xpnet_keep(long long idx, unsigned int key, unsigned long long keep_below) {{
-    unsigned int h = xpnet_mix32(xpnet_mix32((unsigned int)((unsigned long long)idx & {MASK32:#x}ull) ^ key) ^ key);
+__device__ __forceinline__ bool xpnet_keep(long long idx, unsigned int first, unsigned int key,
+                                           unsigned long long keep_below) {{
+    unsigned int e = (unsigned int)((unsigned long long)idx & {MASK32:#x}ull) + first;
+    unsigned int h = xpnet_mix32(xpnet_mix32(e ^ key) ^ key);
     return (unsigned long long)h < keep_below;
 }}
 """
@@ -112,23 +116,24 @@ def act_grad(act: str) -> Elementwise:
 
 
 # Dropout variants (training forward and its backward): ``i`` is the element's row-major index
-# ``row * cols + col``; dropped elements are 0, kept ones times ``scale = 1 / (1 - p)``.  The backward
+# ``row * cols + col`` in the array, ``first`` that of its first element in the global batch (a
+# data-parallel share); dropped elements are 0, kept ones times ``scale = 1 / (1 - p)``.  The backward
 # recomputes ``f(z)`` for ``f'`` (``a`` holds the dropped activation) and redraws the forward's mask.
-_DROPOUT_PARAMS = "uint32 key, uint64 keep_below, float64 scale"
-_DROPOUT_SCALARS = ("key", "keep_below", "scale")
+_DROPOUT_PARAMS = "uint32 key, uint32 first, uint64 keep_below, float64 scale"
+_DROPOUT_SCALARS = ("key", "first", "keep_below", "scale")
 
 
 def bias_act_dropout(act: str) -> Elementwise:
     return Elementwise(f"xpnet_bias_act_dropout_{act}", "T b, " + _DROPOUT_PARAMS, "T z, T a",
-                       COMPUTE + "C v = (C)z + (C)b; z = (T)v; "
-                       f"a = xpnet_keep(i, key, keep_below) ? (T)(xpnet_{act}_fwd<C>(v) * (C)scale) : (T)(C(0));",
+                       COMPUTE + "C v = (C)z + (C)b; z = (T)v; a = xpnet_keep(i, first, key, keep_below) ? "
+                       f"(T)(xpnet_{act}_fwd<C>(v) * (C)scale) : (T)(C(0));",
                        _DROPOUT_SCALARS)
 
 
 def act_grad_dropout(act: str) -> Elementwise:
     return Elementwise(f"xpnet_act_grad_dropout_{act}", "T z, T a, " + _DROPOUT_PARAMS, "T g",
                        COMPUTE + f"C zz = (C)z; C d = (C)g * xpnet_{act}_bwd<C>(zz, xpnet_{act}_fwd<C>(zz)); "
-                       "g = xpnet_keep(i, key, keep_below) ? (T)(d * (C)scale) : (T)(C(0));",
+                       "g = xpnet_keep(i, first, key, keep_below) ? (T)(d * (C)scale) : (T)(C(0));",
                        _DROPOUT_SCALARS)
 
 

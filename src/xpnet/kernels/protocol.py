@@ -71,14 +71,16 @@ class KernelSet(Protocol):
     def matmul(self, a: Array, b: Array, out: Array | None = None) -> Array: ...
 
     def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
-                 dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         """``(z + b, f(z + b))``; ``dropout > 0``: the activation with inverted dropout, mask from
-        ``dropout_key`` (``xpnet.dropout``)."""
+        ``dropout_key`` (``xpnet.dropout``); ``dropout_row``: the global-batch row of ``z``'s first row
+        (a data-parallel rank's share starts there; 0 for a whole batch)."""
 
     def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
-                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout: float = 0.0, dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         """``(g * f'(z), its column sums)``; ``dropout > 0``: times the recomputed mask and scale, with
-        ``f(z)`` recomputed for ``f'`` (``a`` is then the dropped activation)."""
+        ``f(z)`` recomputed for ``f'`` (``a`` is then the dropped activation); ``dropout_row`` as in
+        :meth:`bias_act`."""
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array: ...
 

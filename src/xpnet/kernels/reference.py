@@ -140,33 +140,36 @@ class ReferenceOps:
         """Raise what the kernels found on the device since the last check (nothing here)."""
 
     def bias_act(self, z: Array, b: Array, act: Activation, out: Array | None = None, dropout: float = 0.0,
-                 dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         """``z + b`` and its activation; returns ``(pre_activation, activation)``.
 
         ``dropout > 0``: inverted dropout on the activation, the mask of ``xpnet.dropout.keep_mask``
-        under ``dropout_key`` (dropped elements 0, kept ones times ``1 / (1 - dropout)``)."""
+        under ``dropout_key`` for rows from global row ``dropout_row`` on (dropped elements 0, kept
+        ones times ``1 / (1 - dropout)``)."""
         z = z + b
         a = act.forward(self.xp, z)
         if dropout:
-            a = self._dropped(a, dropout, dropout_key)
+            a = self._dropped(a, dropout, dropout_key, dropout_row)
         return z, _into(out, a)
 
     def act_grad(self, g: Array, z: Array, a: Array, act: Activation, db_out: Array | None = None,
-                 dropout: float = 0.0, dropout_key: int = 0) -> tuple[Array, Array]:
+                 dropout: float = 0.0, dropout_key: int = 0, dropout_row: int = 0) -> tuple[Array, Array]:
         """``dz = g * f'(z)`` and its column sums (the bias gradient of that layer).
 
         ``dropout > 0``: ``a`` is the dropped activation, so ``f(z)`` is recomputed for ``f'``, and
-        the forward's mask (recomputed from ``dropout_key``) and scale multiply ``dz``."""
+        the forward's mask (recomputed from ``dropout_key`` and ``dropout_row``) and scale multiply ``dz``."""
         if dropout:
-            dz = self._dropped(g * act.derivative(self.xp, z, act.forward(self.xp, z)), dropout, dropout_key)
+            dz = self._dropped(g * act.derivative(self.xp, z, act.forward(self.xp, z)), dropout, dropout_key,
+                               dropout_row)
         else:
             dz = g * act.derivative(self.xp, z, a)
         return dz, _into(db_out, self.xp.sum(dz, axis=0))
 
-    def _dropped(self, v: Array, p: float, key: int) -> Array:
-        """``v`` with the dropout mask of ``key`` applied: kept elements times ``1 / (1 - p)``, the rest 0."""
+    def _dropped(self, v: Array, p: float, key: int, first_row: int = 0) -> Array:
+        """``v`` (rows from global row ``first_row`` on) with the dropout mask of ``key`` applied: kept
+        elements times ``1 / (1 - p)``, the rest 0."""
         xp = self.xp
-        keep = keep_mask(xp, (v.shape[0], v.shape[1]), p, key, device=self.backend.device)
+        keep = keep_mask(xp, (v.shape[0], v.shape[1]), p, key, device=self.backend.device, first_row=first_row)
         return xp.where(keep, v * keep_scale(p), xp.zeros_like(v))
 
     def bias_grad(self, dz: Array, out: Array | None = None) -> Array:

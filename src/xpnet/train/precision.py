@@ -84,11 +84,12 @@ class FP32Step:
         self.max_norm = _max_norm(clip_grad_norm)
 
     def forward_backward(self, x: Array, y: Array, step: int | None = None,
-                         weights: Array | None = None) -> tuple[Array, Array]:
+                         weights: Array | None = None, first_row: int = 0) -> tuple[Array, Array]:
         """Loss (0-d, on the device) and logits of batch ``(x, y)``; gradients into ``model.grads``.
         ``step``: the training step, which draws the dropout masks (None: no dropout); ``weights``:
-        per-row weights of the loss (``xpnet.losses``), or None."""
-        logits, tape = self.model.forward(x, tape=True, ops=self.ops, step=step)
+        per-row weights of the loss (``xpnet.losses``), or None; ``first_row``: the global-batch row
+        that ``x`` starts at (a data-parallel share; its dropout masks)."""
+        logits, tape = self.model.forward(x, tape=True, ops=self.ops, step=step, first_row=first_row)
         loss, dlogits = self.ops.loss(self.loss, logits, y, weights)
         self.model.backward(dlogits, tape, ops=self.ops)
         return loss, logits
@@ -122,16 +123,18 @@ class MixedPrecisionStep(FP32Step):
         self.params16 = self.half.empty((model.n_params,))
         self.grads16 = self.half.empty((model.n_params,))
         self.scaler: GradScaler = GradScaler() if scaler is None else scaler
-        # data-parallel training sets this rank's share n_rank / n_global: the float16 gradients are
-        # then those of the global mean from the start, with one process's magnitudes (and overflows)
+        # data-parallel training sets this rank's share n_rank / n_global (with sample weights: its rows'
+        # weight total over the global batch's): the float16 gradients are then those of the global mean
+        # from the start, with one process's magnitudes (and overflows)
         self.grad_weight = 1.0
 
     def forward_backward(self, x: Array, y: Array, step: int | None = None,
-                         weights: Array | None = None) -> tuple[Array, Array]:
+                         weights: Array | None = None, first_row: int = 0) -> tuple[Array, Array]:
         m, half, ops = self.model, self.half, self.ops
         half.cast_into(m.params, self.params16)
         x16 = half.cast(x, "x16")
-        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step)
+        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step,
+                                   first_row=first_row)
         logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as AMP does
         loss, dlogits = ops.loss(self.loss, logits, y, weights)
         dlogits16 = half.scale_cast(dlogits, self.scaler.scale * self.grad_weight, "dlogits16")
@@ -167,11 +170,12 @@ class BF16Step(FP32Step):
         self.grads16 = self.half.empty((model.n_params,))
 
     def forward_backward(self, x: Array, y: Array, step: int | None = None,
-                         weights: Array | None = None) -> tuple[Array, Array]:
+                         weights: Array | None = None, first_row: int = 0) -> tuple[Array, Array]:
         m, half, ops = self.model, self.half, self.ops
         half.cast_into(m.params, self.params16)  # round the float32 master weights to bfloat16
         x16 = half.cast(x, "x16")
-        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step)
+        logits16, tape = m.forward(x16, tape=True, params=self.params16, ops=half, step=step,
+                                   first_row=first_row)
         logits = ops.cast(logits16, "logits32")  # the loss and its gradient in float32, as autocast does
         loss, dlogits = ops.loss(self.loss, logits, y, weights)
         dlogits16 = half.cast(dlogits, "dlogits16")

@@ -294,7 +294,7 @@ class Trainer:
         if comm is not None:
             from ..distributed.sync import begin_fit
 
-            begin_fit(self, comm, X, y, batch_size, epochs, initial_epoch, shuffle)
+            begin_fit(self, comm, X, y, batch_size, epochs, initial_epoch, shuffle, weights)
             verbose = verbose if comm.rank == 0 else 0
         callbacks = self._callbacks_for(callbacks, int(verbose))
         self._set_fit_weights(X, weights)
@@ -321,9 +321,6 @@ class Trainer:
                           ) -> tuple[Array, Array, tuple[Array, Array] | None, tuple[Any, Any] | None]:
         """Training and validation data checked and placed (or left on the host to stream), and the
         host weights of the training and validation rows (None without weights)."""
-        if self.distributed is not None and (sample_weight is not None or class_weight is not None):
-            raise ValueError("sample_weight / class_weight are not supported with distributed training yet: "
-                             "train without them, or in one process.")
         if data_on_device is None:
             data_on_device = self.ops.fits_on_device(getattr(X, "nbytes", 0) + getattr(y, "nbytes", 0))
         X, y = self.prepare(X, y, place=bool(data_on_device))
@@ -452,9 +449,10 @@ class Trainer:
         per_step = self.scheduler if self.scheduler is not None and self.scheduler.interval == "step" else None
         batch_hooks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
         try:
-            for (start, stop, xb, yb), (wb, w_sum) in zip(batches, weights):
+            for (start, stop, xb, yb), (wb, w_rows, w_sum) in zip(batches, weights):
                 if sync is not None:  # the global loss; gradients all-reduced
-                    loss, logits = sync.forward_backward_share(xb, yb, stop - start, self.step_count)
+                    w_totals = None if self._fit_weights is None else (w_rows, w_sum)
+                    loss, logits = sync.forward_backward_share(xb, yb, stop - start, self.step_count, wb, w_totals)
                 else:
                     loss, logits = self.forward_backward(xb, yb, wb)
                 if not all([c.on_step_loss(self, loss) for c in callbacks]):  # noqa: C419 - every callback sees every step
@@ -464,8 +462,8 @@ class Trainer:
                     per_step.step()
                 if self._interrupted():
                     return None
-                self._totals = totals = self._tally(totals, loss, logits, yb, stop - start if wb is None else w_sum,
-                                                    wb)
+                count = stop - start if self._fit_weights is None else w_sum  # the global batch's
+                self._totals = totals = self._tally(totals, loss, logits, yb, count, wb, w_rows)
                 self._progress["steps"] += 1
                 for c in callbacks:
                     c.on_step_end(self)
@@ -482,14 +480,19 @@ class Trainer:
         return self._metrics(totals, n if self._fit_weights is None else float(self._fit_weights[0].sum()), y)
 
     def _batch_weights(self, host_order: np.ndarray, order: Array | None, n: int, batch_size: int,
-                       first: int) -> Iterator[tuple[Array | None, float]]:
-        """``(the batch's weights on the device, their host sum)`` for each batch of :meth:`_epoch`, in
-        its order: gathered on the device when resident, copied from the host when streamed;
-        ``(None, 0.0)`` for every batch without weights."""
+                       first: int) -> Iterator[tuple[Array | None, float, float]]:
+        """``(the batch's weights on the device, their host sum, the same sum)`` for each batch of
+        :meth:`_epoch`, in its order: gathered on the device when resident, copied from the host when
+        streamed; ``(None, 0.0, 0.0)`` for every batch without weights.  Distributed: this rank's rows'
+        weights (None if it has none), their sum and the global batch's sum."""
         if self._fit_weights is None:
-            yield from itertools.repeat((None, 0.0))
+            yield from itertools.repeat((None, 0.0, 0.0))
             return
         host, device = self._fit_weights
+        if self._sync is not None:
+            yield from self._sync.batch_weights(host, device, host_order, order, n, batch_size, self._weight_dtype(),
+                                                first)
+            return
         for start, stop in _batches(n, batch_size, first):
             rows = host_order[start:stop]
             if device is None:  # streamed: a small synchronous copy next to the batch's
@@ -498,7 +501,8 @@ class Trainer:
                 wb = device[start:stop]
             else:
                 wb = self.ops.gather_rows(device, order[start:stop], "w_batch")
-            yield wb, float(host[rows].sum())
+            w_sum = float(host[rows].sum())
+            yield wb, w_sum, w_sum
 
     def _batch_end(self, callbacks: list[Callback], loss: Array) -> None:
         """``on_batch_end(trainer, step, logs)`` for the callbacks that define it: ``step`` is the
@@ -577,16 +581,18 @@ class Trainer:
         return total, [m.start(xp, backend.device, dtype) for m in metrics_mod.build(self.metrics, self.problem)]
 
     def _tally(self, totals: tuple[Array, list[metrics_mod.Metric]], loss: Array, logits: Array, y: Array,
-               count: float, weights: Array | None = None) -> tuple[Array, list[metrics_mod.Metric]]:
+               count: float, weights: Array | None = None,
+               weights_total: float | None = None) -> tuple[Array, list[metrics_mod.Metric]]:
         """``totals`` plus one batch of ``count`` samples (weighted: ``count`` is the batch's weight
-        total): its loss times ``count``, and each metric updated on the device."""
+        total): its loss times ``count``, and each metric updated on the device.  ``weights_total``:
+        the total of ``weights`` (default ``count``; distributed, this rank's rows' total)."""
         total, metrics = totals
         if logits is not None:  # None: a rank without rows in the step (distributed)
             for m in metrics:
                 if weights is None:
                     m.update(logits, y)
                 else:
-                    m.update_weighted(logits, y, weights, count)
+                    m.update_weighted(logits, y, weights, count if weights_total is None else weights_total)
         return total + loss * float(count), metrics
 
     def _metrics(self, totals: tuple[Array, list[metrics_mod.Metric]], n: float, y: Array) -> dict[str, float]:
