@@ -290,7 +290,8 @@ class _MLPBase(NetworkMixin, BaseEstimator):
             X, Y, sample_weight, X_val, Y_val, sw_val = split_validation(self, X, Y, sample_weight, random_state)
             X_val = model.backend.from_host(X_val, model.dtype)
             validation = Validation(X_val, self._label_space(Y_val), sw_val, self._validation_score)
-        rows: Rows = place(trainer, X.astype(model.dtype, copy=False), self._xpnet_targets(Y), sample_weight)
+        # targets as xpnet's losses take them: one-hot rows (softmax), 0/1 per label (logistic), values
+        rows: Rows = place(trainer, X.astype(model.dtype, copy=False), Y.astype(model.dtype), sample_weight)
         fit_stochastic(self, trainer, self._objective, rows, validation, self._schedule, random_state, incremental)
 
     def _validation_score(self, X, y, sample_weight) -> float:
@@ -419,9 +420,6 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
 
     def _out_activation(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
-
-    def _xpnet_targets(self, Y: np.ndarray) -> np.ndarray:
-        return Y.astype(self._model.dtype)  # one-hot rows (softmax) or 0/1 per label (logistic)
 
     def _label_space(self, Y: np.ndarray) -> np.ndarray:
         return self._label_binarizer.inverse_transform(Y)
@@ -573,9 +571,6 @@ class MLPRegressor(RegressorMixin, _MLPBase):
 
     def _out_activation(self) -> str:
         return "identity"
-
-    def _xpnet_targets(self, Y: np.ndarray) -> np.ndarray:
-        return Y.astype(self._model.dtype)
 
     def _label_space(self, Y: np.ndarray) -> np.ndarray:
         return Y
