@@ -8,17 +8,17 @@ over between machines).  ``python benchmarks/sklearn_speed.py [--repeats 3]``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import time
 import warnings
 
 import numpy as np
+import sklearn
 from sklearn import neural_network as sk
 from sklearn.datasets import load_digits, make_classification
 from sklearn.exceptions import ConvergenceWarning
 
+from xpnet.bench.report import environment
 from xpnet.sklearn import MLPClassifier
 
 CASES = {  # name: (data, parameters)
@@ -48,8 +48,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '')}, median of {args.repeats}")
+    env = environment()
+    blas = env.get("blas") or [{}]
+    print(f"# {env['cpu']}, {env['cpu_count']} cores, BLAS {blas[0].get('internal_api')} core="
+          f"{blas[0].get('architecture')}, numpy {env['numpy']}, scikit-learn {sklearn.__version__}, "
+          f"{env['date']}, median of {args.repeats} fits")
     print("| case | scikit-learn s | xpnet s | speed-up | max weight difference |")
     print("|---|---|---|---|---|")
     for name, (data, params) in CASES.items():
