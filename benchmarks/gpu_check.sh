@@ -85,6 +85,10 @@ if "$py" -c "import mpi4py" 2>/dev/null && [ -x "$mpiexec" ]; then
       >"$out/distributed-$n.txt" 2>&1
     rc=$?; echo "distributed-$n: exit $rc" >>"$out/sweeps.status"; [ "$rc" -eq 0 ] || dist_rc=$rc
   done
+  # correctness: N ranks (dropout + sample weights) train to one process's float64 weights
+  timeout 300 "$py" benchmarks/dist_equality_check.py --device "$device" --ranks "1,$gpus" \
+    >"$out/distributed-equality.txt" 2>&1
+  rc=$?; echo "distributed-equality: exit $rc" >>"$out/sweeps.status"; [ "$rc" -eq 0 ] || dist_rc=$rc
 else
   echo "mpi4py or mpiexec missing: distributed check skipped" >"$out/distributed-1.txt"
 fi

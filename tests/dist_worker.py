@@ -48,8 +48,9 @@ def train(case, comm=None):
         w[0] += 1.0  # other sample weights on this rank only
     if comm is not None and comm.rank == case.get("bad_rank", -1):
         X[3, 1] = np.nan  # a bad input on this rank only
+    device = comm.device if comm is not None else case.get("device", "cpu")  # a GPU per rank under NCCL
     model = xpnet.MLP([case["features"], *case["hidden"], case["classes"]], dtype=case["dtype"], seed=3,
-                      dropout=case.get("dropout", 0.0))
+                      dropout=case.get("dropout", 0.0), device=device)
     opt = xpnet.optim.get_optimizer(case.get("optimizer", "adam"), case.get("lr", 1e-2))
     trainer = xpnet.Trainer(model, optimizer=opt, clip_grad_norm=case.get("clip"),
                             loss=case.get("loss", "cross_entropy"), metrics=case.get("metrics"),
@@ -81,7 +82,7 @@ def main(case_file, out):
     warnings.simplefilter("ignore", RuntimeWarning)  # a diverging case warns on every rank
 
     case = json.loads(open(case_file).read())
-    comm = xpnet.distributed.init()
+    comm = xpnet.distributed.init(case.get("device", "cpu"))
     model, trainer, history = train(case, comm)
     if comm.rank > 0:  # every rank's final state, to check that the ranks agree
         out = f"{out}.rank{comm.rank}.npz"
