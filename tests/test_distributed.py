@@ -636,3 +636,19 @@ def test_cli_error_raised_on_every_rank_exits_normally_with_its_code(tmp_path):
     assert proc.stderr.count("missing.npz: does not exist") == 2 and "aborting" not in proc.stderr
     assert not (tmp_path / "run").exists()
 
+
+
+def test_ranks_with_other_dropout_seeds_are_refused():
+    """The masks are keyed by the model's seed: ranks whose seeds differ (e.g. models built apart, then
+    loaded from one checkpoint: same weights, same shuffling state) would drop different units."""
+    from xpnet.distributed.sync import begin_fit
+
+    class OtherSeedAtRoot(LocalCommunicator):
+        def bcast_obj(self, obj, root=0):
+            return {**obj, "dropout seed": obj["dropout seed"] + 1}
+
+    X, y = np.zeros((8, 4)), np.zeros(8, dtype=np.int64)
+    model = xpnet.MLP([4, 6, 3], dtype="float64", seed=0, dropout=0.2)
+    trainer = xpnet.Trainer(model, distributed=LocalCommunicator())
+    with pytest.raises(ValueError, match="dropout seed 0 .rank 0: 1."):
+        begin_fit(trainer, OtherSeedAtRoot(), X, y, batch_size=4, epochs=1, initial_epoch=0, shuffle=True)

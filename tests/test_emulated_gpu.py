@@ -622,9 +622,17 @@ def test_sklearn_estimators_on_the_gpu_train_to_scikit_learns_weights(emu, solve
             warnings.simplefilter("ignore")  # ConvergenceWarning, as scikit-learn's
             ours = ours_cls(device=dev, **kwargs).fit(X, target, sample_weight=w)
             theirs = sk_cls(**kwargs).fit(X, target, sample_weight=w)
-        assert ours._trainer.ops.name == "cupy" and isinstance(ours.coefs_[0], np.ndarray)
+        assert ours._trainer.ops.name == "cupy"
+        assert type(ours.coefs_[0]) is np.ndarray and not np.shares_memory(ours.coefs_[0], ours._model.params)
         for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_, strict=True):
             np.testing.assert_allclose(a, b, atol=1e-9, rtol=0)
         np.testing.assert_allclose(ours.loss_curve_, theirs.loss_curve_, atol=1e-9, rtol=0)
         np.testing.assert_array_equal(ours.predict(X), theirs.predict(X)) if ours_cls is MLPClassifier else \
             np.testing.assert_allclose(ours.predict(X), theirs.predict(X), atol=1e-9)
+    # host copies on a GPU: assigning arrays to coefs_ / intercepts_ reaches the device's model
+    ours.coefs_ = [np.zeros_like(W) for W in ours.coefs_]
+    ours.intercepts_ = [np.zeros_like(b) for b in ours.intercepts_[:-1]] + [np.array([0.25])]
+    np.testing.assert_allclose(ours.predict(X), 0.25)
+    restored = type(ours).__new__(type(ours))  # pickling's two halves (the emulated device itself cannot pickle)
+    restored.__setstate__(ours.__getstate__())
+    np.testing.assert_allclose(restored.predict(X), 0.25)

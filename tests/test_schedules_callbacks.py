@@ -270,6 +270,34 @@ def test_tensorboard_fits_in_the_same_second_keep_each_others_files(tmp_path, mo
     assert len(files) == 2 and all(files[name] == data for name, data in first.items())
 
 
+def _events(path):
+    """The records of a TensorBoard event file (TFRecord framing: length, its CRC, data, its CRC)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    data, events, at = path.read_bytes(), [], 0
+    while at < len(data):
+        (length,) = struct.unpack("<Q", data[at:at + 8])
+        events.append(event_pb2.Event.FromString(data[at + 12:at + 12 + length]))
+        at += 12 + length + 4
+    return events
+
+
+def test_tensorboard_resumed_fit_purges_the_epochs_it_reruns(tmp_path):
+    """A resumed fit (initial_epoch=k) re-runs epochs k.. that the first run may have logged: its file
+    starts with a session START at step k, which makes TensorBoard drop the earlier events from k on."""
+    pytest.importorskip("tensorboardX")
+    trainer, history = _fit([xpnet.train.TensorBoard(tmp_path / "tb")], epochs=3)
+    trainer.fit(*blobs(n=40), epochs=5, initial_epoch=2, history=history, batch_size=8, verbose=0,
+                callbacks=[xpnet.train.TensorBoard(tmp_path / "tb")])
+    files = sorted((tmp_path / "tb").glob("events.out.tfevents.*"), key=lambda p: p.name)
+    starts = [[(e.step, e.session_log.status) for e in _events(f) if e.HasField("session_log")] for f in files]
+    assert starts[0] == [] and starts[1] == [(2, 1)]  # SessionLog.START == 1, at the resumed epoch
+    steps = sorted({e.step for e in _events(files[1]) if e.HasField("summary")})
+    assert steps == [2, 3, 4]
+
+
 def test_epoch_begin_and_batch_end_hooks_see_every_epoch_and_step():
     calls = []
 

@@ -500,7 +500,7 @@ def test_partial_fit_precision_change_keeps_the_optimizer_state():
     clf.set_params(precision="bf16")
     clf.partial_fit(X, y)
     assert clf._trainer.precision == "bf16" and clf._trainer.optimizer.step_count == 2 * steps
-    with pytest.raises(ValueError, match="needs a float32 model"):
+    with pytest.raises(ValueError, match="precision='fp16' trains float32 master weights"):
         MLPClassifier(precision="fp16", dtype="float64").partial_fit(X, y, classes=[0, 1, 2])
 
 
@@ -525,6 +525,24 @@ def test_a_refit_refused_for_xpnets_parameters_changes_nothing():
     assert clf.__dict__.keys() == state.keys() and clf.classes_ is state["classes_"]
     clf.set_params(dropout=0.0)
     np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_refused_precision_or_parameters_change_nothing():
+    X, y = _digits(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=3, random_state=0).fit(X, y)
+    before, n_iter = clf.predict_proba(X), clf.n_iter_
+    clf.set_params(precision="fp16", dtype="float64")
+    with pytest.raises(ValueError, match="precision='fp16' trains float32 master weights: set dtype='float32'"):
+        clf.fit(X, y)
+    clf.set_params(precision="fp32")
+    assert clf.n_iter_ == n_iter
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+    fresh = MLPClassifier(alpha=-1.0)
+    with pytest.raises(ValueError, match="'alpha' parameter"):
+        fresh.partial_fit(X, y, classes=[0, 1, 2])
+    assert not hasattr(fresh, "classes_")  # validated before anything is set, as scikit-learn's
 
 
 def test_classes_errors_as_scikit_learns():

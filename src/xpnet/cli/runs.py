@@ -222,6 +222,7 @@ def build_scheduler(config: dict, optimizer, steps_per_epoch: int | None = None)
     optimizer has one); the others per epoch, or cosine and the linear warm-up per optimizer step
     with ``schedule_interval = "step"`` (``warmup_epochs`` then ramps over that many epochs' steps)."""
     from ..optim import CosineAnnealingLR, ExponentialLR, LinearLR, OneCycleLR, ReduceLROnPlateau, SequentialLR, StepLR
+    from ..optim.lr_scheduler import cycled_momentum
     from .config import schedule_interval
 
     t = config["train"]
@@ -232,8 +233,8 @@ def build_scheduler(config: dict, optimizer, steps_per_epoch: int | None = None)
                                  patience=t["plateau_patience"], monitor=monitor)
     per = 1 if interval == "epoch" else _steps_per_epoch(steps_per_epoch, t["schedule"])
     if t["schedule"] == "onecycle":
-        cycle = optimizer.hparams.get("momentum", 0) > 0 or "beta1" in optimizer.hparams
-        return OneCycleLR(optimizer, max_lr=t["lr"], total_steps=epochs * per, cycle_momentum=cycle)
+        return OneCycleLR(optimizer, max_lr=t["lr"], total_steps=epochs * per,
+                          cycle_momentum=cycled_momentum(optimizer) is not None)
     warm = t["warmup_steps"] or t["warmup_epochs"] * per
     if warm >= epochs * per:  # only warmup_steps: warmup_epochs >= epochs is refused by config.validate
         raise ValueError(f"train.warmup_steps = {warm} leaves no step after the warm-up: the run takes "

@@ -236,7 +236,8 @@ def begin_fit(trainer: Trainer, comm: Communicator, X: Array, y: Array, batch_si
     model = trainer.model
     n = int(X.shape[0])
     mine = {"samples": n, "data checksum": _checksum(X, y), "sample weights checksum": _weights_checksum(weights),
-            "parameters": model.n_params, "dropout": list(model.dropout), "batch_size": batch_size, "epochs": epochs,
+            "parameters": model.n_params, "dropout": list(model.dropout),
+            "dropout seed": model.seed if any(model.dropout) else None, "batch_size": batch_size, "epochs": epochs,
             "initial_epoch": initial_epoch, "shuffle": shuffle, "dtype": str(model.dtype),
             "precision": trainer.precision, "optimizer steps": trainer.optimizer.step_count,
             "shuffling state": hashlib.sha256(state).hexdigest()[:16]}

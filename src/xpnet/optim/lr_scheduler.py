@@ -315,11 +315,16 @@ def _total_steps(total_steps: Any, epochs: Any, steps_per_epoch: Any) -> int:
     return check_int("epochs", epochs, low=1) * check_int("steps_per_epoch", steps_per_epoch, low=1)
 
 
-def _momentum_key(optimizer: Optimizer) -> str:
-    """The hyperparameter OneCycleLR cycles: ``momentum`` (must be > 0: its buffer exists) or ``beta1``."""
+def cycled_momentum(optimizer: Optimizer) -> str | None:
+    """The hyperparameter OneCycleLR can cycle: ``momentum`` (if > 0: its buffer exists), ``beta1``, or None."""
     if optimizer.hparams.get("momentum", 0) > 0:
         return "momentum"
-    if "beta1" in optimizer.hparams:
-        return "beta1"
+    return "beta1" if "beta1" in optimizer.hparams else None
+
+
+def _momentum_key(optimizer: Optimizer) -> str:
+    key = cycled_momentum(optimizer)
+    if key is not None:
+        return key
     raise ValueError(f"cycle_momentum=True needs an optimizer with momentum > 0 or betas (e.g. SGD(momentum=0.9) "
                      f"or Adam); {type(optimizer).__name__} has none: pass cycle_momentum=False.")

@@ -223,6 +223,9 @@ class _MLPBase(NetworkMixin, BaseEstimator):
             raise ValueError("partial_fit does not support early_stopping=True")
         check_dropout(self.dropout, len(hidden))  # xpnet's own parameters, before anything changes
         resolve_backend(self.device)
+        if self.precision != "fp32" and self.dtype == "float64":
+            raise ValueError(f"precision={self.precision!r} trains float32 master weights: set dtype='float32' (or "
+                             "None) or precision='fp32'.")
         return [int(h) for h in hidden]
 
     # -- the network ----------------------------------------------------------------------------
@@ -375,13 +378,15 @@ class MLPClassifier(ClassifierMixin, _MLPBase):
         sample_weight : array-like of shape (n_samples,), default=None
             Sample weights.
         classes : array of shape (n_classes,), default=None
-            All classes of all calls; required on the first call (not for multilabel targets).
+            All classes of all calls; required on the first call (also for multilabel targets, as in
+            scikit-learn, where the labels come from ``y``).
 
         Returns
         -------
         self : object
             The trained estimator.
         """
+        self._validate_params()  # before classes_ is set, as scikit-learn's
         if getattr(self, "classes_", None) is None and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit.")
         if classes is not None and getattr(self, "classes_", None) is not None:

@@ -73,7 +73,7 @@ class NetworkMixin:
         """``coefs_`` / ``intercepts_``: views of the parameters on the CPU, host copies on a GPU."""
         est: Any = self
         model = self._model
-        views = model.layer_views(model.params) if isinstance(model.params, np.ndarray) else model.get_weights()
+        views = model.layer_views(model.params) if model.backend.kind == "numpy" else model.get_weights()
         est.coefs_ = [W for W, _ in views]
         est.intercepts_ = [b for _, b in views]
         self._exposed = (list(est.coefs_), list(est.intercepts_))

@@ -12,7 +12,6 @@ host reads one float per epoch.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,8 +58,15 @@ def batch_size_for(requested: Any, n: int) -> int:
     return int(np.clip(requested, 1, n))
 
 
-def _finish_gradients(objective: Objective, model: Any, weight_sum: float, penalty: list[Array | float]) -> None:
-    penalty.append(objective.finish_gradients(model, weight_sum))
+class _GradientHook:
+    """``Trainer.update(on_grads=...)``: makes the batch's gradients scikit-learn's; keeps the penalty's value."""
+
+    def __init__(self, objective: Objective, model: Any, weight_sum: float) -> None:
+        self.objective, self.model, self.weight_sum = objective, model, weight_sum
+        self.penalty: Array | float = 0.0
+
+    def __call__(self) -> None:
+        self.penalty = self.objective.finish_gradients(self.model, self.weight_sum)
 
 
 def run_epoch(trainer: Trainer, objective: Objective, rows: Rows, order: np.ndarray | None,
@@ -89,9 +95,9 @@ def run_epoch(trainer: Trainer, objective: Objective, rows: Rows, order: np.ndar
                 weight_sum = float(rows.host_w[s if order is None else order[s]].sum())
             loss, logits = trainer.forward_backward(xb, yb, wb)
             value = objective.value(xp, logits, yb, wb, weight_sum, loss)  # before the update, as scikit-learn
-            penalty: list[Array | float] = []  # the L2 term's value, from the gradients' hook
-            applied += trainer.update(functools.partial(_finish_gradients, objective, model, weight_sum, penalty))
-            total = total + (value + penalty[0]) * n_batch
+            hook = _GradientHook(objective, model, weight_sum)
+            applied += trainer.update(hook)
+            total = total + (value + hook.penalty) * n_batch
     return float(total) / n, applied
 
 

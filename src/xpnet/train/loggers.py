@@ -128,7 +128,10 @@ class TensorBoard(Callback):
     def on_train_begin(self, trainer: Trainer) -> None:
         # tensorboardX names its file by the second (events.out.tfevents.SECONDS.HOST) and truncates one
         # that exists: a nanosecond suffix keeps an earlier fit's file (a resumed run in the same second)
-        self.writer = self._writer_type(str(self.log_dir), filename_suffix=f".{time.time_ns()}")
+        # purge_step: a resumed fit re-runs the epochs after its checkpoint; TensorBoard drops the earlier
+        # file's events from that epoch on, so no epoch is shown twice
+        self.writer = self._writer_type(str(self.log_dir), filename_suffix=f".{time.time_ns()}",
+                                        purge_step=trainer.fit_plan.get("initial_epoch", 0) or None)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         for k, v in logs.items():
