@@ -146,18 +146,23 @@ class DistributedStep:
     def apply(self, found_inf: bool) -> bool:
         return bool(self.inner.apply(found_inf))
 
+    def shares(self, n: int, batch_size: int, first: int = 0) -> Iterator[tuple[int, int, int, int]]:
+        """``(start, stop, a, b)`` for each global batch of an epoch of ``n`` rows: the batch is rows
+        ``start:stop`` of the epoch's order and this rank's share rows ``a:b`` (``a == b``: none); ``first``
+        skips the steps a mid-epoch checkpoint had taken."""
+        for start in range(first, n, batch_size):
+            stop = min(start + batch_size, n)
+            lo, hi = shard_bounds(stop - start, self.comm.rank, self.comm.size)
+            yield start, stop, start + lo, start + hi
+
     def batches(self, X: Array, y: Array, order: Array | None, host_order: np.ndarray[Any, Any], n: int,
                 batch_size: int, on_device: Callable[[Array], Array],
                 first: int = 0) -> Iterator[tuple[int, int, Array, Array]]:
         """``(start, stop, xs, ys)`` of this rank's share of each global batch (``None, None`` when
         it has no rows); ``order`` is the device permutation of resident data (None: in order)."""
-        rank, size = self.comm.rank, self.comm.size
         resident = self.model.backend.owns(X)
         ops = self.inner.ops
-        for start in range(first, n, batch_size):  # first: the steps a mid-epoch checkpoint had taken
-            stop = min(start + batch_size, n)
-            lo, hi = shard_bounds(stop - start, rank, size)
-            a, b = start + lo, start + hi
+        for start, stop, a, b in self.shares(n, batch_size, first):
             if a == b:
                 yield start, stop, None, None
             elif resident and order is None:
@@ -176,13 +181,10 @@ class DistributedStep:
         (None when it has no rows), their total and the global batch's total, both summed on the
         host from ``host`` (the rows' float64 weights; ``device``: their copy on the device when the
         data is resident, else None) -- the global total exactly as one process sums its batch."""
-        rank, size = self.comm.rank, self.comm.size
         backend, ops = self.model.backend, self.inner.ops
-        for start in range(first, n, batch_size):
-            stop = min(start + batch_size, n)
-            lo, hi = shard_bounds(stop - start, rank, size)
+        for start, stop, a, b in self.shares(n, batch_size, first):
             batch = host[host_order[start:stop]]
-            a, b = start + lo, start + hi
+            lo, hi = a - start, b - start
             if a == b:
                 ws = None
             elif device is None:
