@@ -424,26 +424,27 @@ def test_bad_input_on_one_rank_ends_all_ranks_with_the_same_error(tmp_path):
     assert proc.stderr.count(message) == 2, proc.stderr[-3000:]
 
 
-@needs_mpi
-def test_different_data_on_one_rank_is_refused_on_every_rank(tmp_path):
+def _refused_on_every_rank(tmp_path, case, n, rank, message):
+    """The case fails on all ``n`` ranks with ``message`` raised by ``rank`` (their output may interleave)."""
     case_file = tmp_path / "case.json"
-    case_file.write_text(json.dumps(dict(BASE, other_data_rank=2)))  # same shape, other values
-    proc = _mpiexec(3, [sys.executable, str(HERE / "dist_worker.py"), str(case_file), str(tmp_path / "o.npz")],
+    case_file.write_text(json.dumps(case))
+    proc = _mpiexec(n, [sys.executable, str(HERE / "dist_worker.py"), str(case_file), str(tmp_path / "o.npz")],
                     timeout=60)
     assert proc.returncode != 0
-    assert "ValueError: rank 2 would train differently from rank 0: data checksum" in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.count("(rank 2 of 3)") >= 2  # every rank raised it (their output may interleave)
+    assert message in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.count(f"(rank {rank} of {n})") >= 2  # every rank raised it
+
+
+@needs_mpi
+def test_different_data_on_one_rank_is_refused_on_every_rank(tmp_path):
+    _refused_on_every_rank(tmp_path, dict(BASE, other_data_rank=2), 3, 2,  # same shape, other values
+                           "ValueError: rank 2 would train differently from rank 0: data checksum")
 
 
 @needs_mpi
 def test_different_sample_weights_on_one_rank_are_refused_on_every_rank(tmp_path):
-    case_file = tmp_path / "case.json"
-    case_file.write_text(json.dumps(dict(BASE, sample_weight={"sparse": 0.2}, other_weights_rank=1)))
-    proc = _mpiexec(2, [sys.executable, str(HERE / "dist_worker.py"), str(case_file), str(tmp_path / "o.npz")],
-                    timeout=60)
-    assert proc.returncode != 0
-    assert "rank 1 would train differently from rank 0: sample weights checksum" in proc.stderr, proc.stderr[-3000:]
-    assert proc.stderr.count("(rank 1 of 2)") >= 2  # every rank raised it (their output may interleave)
+    _refused_on_every_rank(tmp_path, dict(BASE, sample_weight={"sparse": 0.2}, other_weights_rank=1), 2, 1,
+                           "rank 1 would train differently from rank 0: sample weights checksum")
 
 
 @needs_mpi

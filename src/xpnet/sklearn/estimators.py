@@ -306,12 +306,11 @@ class _MLPBase(NetworkMixin, BaseEstimator):
 
     def _outputs(self, X) -> np.ndarray:
         """scikit-learn's network outputs (probabilities or values) for validated ``X``, on the host, in the
-        model's dtype (float32 for half-precision training)."""
+        model's dtype (float32 or float64: half precisions keep float32 master weights)."""
         model = self.current_model()  # first: rebuilding an unpickled estimator restores its trainer
         trainer = self.__dict__.get("_trainer") or self._new_trainer()
         logits = to_host(trainer.predict(X if not isinstance(X, np.ndarray) else X.astype(model.dtype, copy=False)))
-        out_dtype = model.dtype if model.dtype in ("float32", "float64") else "float32"
-        return self._objective.outputs(np.asarray(logits, dtype=out_dtype))
+        return self._objective.outputs(np.asarray(logits, dtype=model.dtype))
 
     def _checked_outputs(self, X) -> np.ndarray:
         check_is_fitted(self, "coefs_")

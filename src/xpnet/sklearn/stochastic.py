@@ -44,8 +44,8 @@ def place(trainer: Trainer, X: np.ndarray, y: np.ndarray, sample_weight: np.ndar
     Xd, yd = trainer.prepare(X, y)
     if sample_weight is None:
         return Rows(Xd, yd, None, None)
-    dtype = trainer.model.dtype if trainer.model.dtype in ("float32", "float64") else "float32"
-    return Rows(Xd, yd, trainer.model.backend.from_host(sample_weight, dtype), sample_weight)
+    # the estimator's model is float32 or float64 (half precisions train float32 master weights)
+    return Rows(Xd, yd, trainer.model.backend.from_host(sample_weight, trainer.model.dtype), sample_weight)
 
 
 def batch_size_for(requested: Any, n: int) -> int:
