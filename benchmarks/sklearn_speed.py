@@ -2,7 +2,7 @@
 
 Both train the same float64 weights (``tests/test_sklearn.py`` checks they are equal); this measures
 how long each takes, median of ``--repeats`` fits, in one process (ratios, not absolute times, carry
-over between machines).  ``python benchmarks/sklearn_speed.py [--repeats 3]``.
+over between machines).  ``python benchmarks/sklearn_speed.py [--repeats 3]`` (``--smoke``: tiny, for the tests).
 """
 
 from __future__ import annotations
@@ -47,6 +47,8 @@ def _median_fit(cls, X, y, params, repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true",
+                        help="300 rows and one epoch per case: checks the script runs (tests/test_sklearn.py)")
     args = parser.parse_args()
     env = environment()
     blas = env.get("blas") or [{}]
@@ -57,6 +59,8 @@ def main():
     print("|---|---|---|---|---|")
     for name, (data, params) in CASES.items():
         X, y = data()
+        if args.smoke:
+            X, y, params = X[:300], y[:300], dict(params, max_iter=1)
         X = (X - X.mean(0)) / (X.std(0) + 1e-12)
         ours, ours_est = _median_fit(MLPClassifier, X, y, params, args.repeats)
         theirs, their_est = _median_fit(sk.MLPClassifier, X, y, params, args.repeats)

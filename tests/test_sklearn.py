@@ -565,3 +565,17 @@ def test_outputs_keep_float32_and_refuse_strings():
     assert clf.predict_proba(X.astype(np.float32)).dtype == np.float32
     with pytest.raises(ValueError, match="dtype='numeric' is not compatible"):
         clf.predict(X.astype(str))
+
+
+def test_the_speed_benchmark_script_runs():
+    """benchmarks/sklearn_speed.py (docs/sklearn.md's table) on tiny data: it runs and both fits agree."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "sklearn_speed.py"
+    out = subprocess.run([sys.executable, str(script), "--repeats", "1", "--smoke"], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "x |" in line]
+    assert len(rows) == 3
+    assert all(float(row.rstrip(" |").rsplit("|", 1)[1]) < 1e-9 for row in rows)  # same weights
